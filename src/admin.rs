@@ -1,0 +1,344 @@
+//! The admin port: `/metrics` (Prometheus text format), `/healthz`, `/readyz`,
+//! `/api/v1/usage` (JSON: each signal's usage, limit, fraction, pacing, period), and
+//! `PUT /api/v1/usage/{signal}` (what `frugal usage set --admin` calls).
+//!
+//! Readiness means "ready to accept": the store is open and the listeners are up. It does
+//! not follow upstream health, or a Grafana outage would take frugal out of its Service
+//! and lose the data frugal would otherwise answer 503 for.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::budget::controller::PacingState;
+use crate::ingest::Ingest;
+use crate::ledger::SignalUsage;
+use crate::model::{Class, Signal, Unit};
+use crate::policy::Policy;
+
+/// What the admin endpoints read.
+pub struct Admin {
+    pub ingest: Arc<Ingest>,
+    pub ready: Arc<AtomicBool>,
+}
+
+type Body = Full<Bytes>;
+
+pub async fn serve(listener: TcpListener, admin: Arc<Admin>, shutdown: CancellationToken) {
+    loop {
+        let (stream, _) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(s) => s,
+                Err(_) => continue,
+            },
+            () = shutdown.cancelled() => break,
+        };
+        let admin = admin.clone();
+        let service = hyper::service::service_fn(move |req| {
+            let admin = admin.clone();
+            async move { Ok::<_, Infallible>(route(&admin, req).await) }
+        });
+        tokio::spawn(async move {
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+fn reply(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+fn json_reply(status: StatusCode, v: &Value) -> Response<Body> {
+    let body = serde_json::to_vec_pretty(v).unwrap_or_default();
+    reply(status, "application/json", body)
+}
+
+async fn route(admin: &Admin, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    match (req.method().clone(), path.as_str()) {
+        (Method::GET, "/healthz") => reply(StatusCode::OK, "text/plain", "ok\n"),
+        (Method::GET, "/readyz") => {
+            if admin.ready.load(Ordering::SeqCst) {
+                reply(StatusCode::OK, "text/plain", "ready\n")
+            } else {
+                reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "not ready\n")
+            }
+        }
+        (Method::GET, "/metrics") => {
+            refresh_gauges(admin);
+            reply(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                admin.ingest.stats().render(),
+            )
+        }
+        (Method::GET, "/api/v1/usage") => json_reply(StatusCode::OK, &usage_json(admin)),
+        (Method::PUT, p) if p.starts_with("/api/v1/usage/") => set_usage(admin, req).await,
+        (Method::GET, "/") => reply(
+            StatusCode::OK,
+            "text/plain; charset=utf-8",
+            "frugal admin: /metrics /healthz /readyz /api/v1/usage\n",
+        ),
+        _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
+    }
+}
+
+async fn set_usage(admin: &Admin, req: Request<Incoming>) -> Response<Body> {
+    let policy = admin.ingest.policy();
+    if !crate::receivers::otlp_http::authorized(
+        policy.ingest.auth.as_ref(),
+        req.headers().get(header::AUTHORIZATION),
+    ) {
+        return json_reply(
+            StatusCode::UNAUTHORIZED,
+            &json!({"error": "missing or wrong credentials"}),
+        );
+    }
+    let name = req
+        .uri()
+        .path()
+        .trim_start_matches("/api/v1/usage/")
+        .to_string();
+    let Some(signal) = Signal::parse(&name) else {
+        return json_reply(
+            StatusCode::NOT_FOUND,
+            &json!({"error": format!("no signal {name:?} (traces, logs, metrics)")}),
+        );
+    };
+    let body = match Limited::new(req.into_body(), 4096).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return json_reply(StatusCode::BAD_REQUEST, &json!({"error": "body too large"})),
+    };
+    let v: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            return json_reply(
+                StatusCode::BAD_REQUEST,
+                &json!({"error": format!("not JSON: {e}")}),
+            );
+        }
+    };
+    let units = match v.get("used") {
+        Some(Value::Number(n)) => n.as_u64(),
+        Some(Value::String(s)) => crate::units::parse_size(s).ok(),
+        _ => None,
+    };
+    let Some(units) = units else {
+        return json_reply(
+            StatusCode::BAD_REQUEST,
+            &json!({"error": "give {\"used\": \"12GB\"} (a size, or a number)"}),
+        );
+    };
+    let ledger = admin.ingest.ledger();
+    let before = ledger.used(signal);
+    ledger.set_used(signal, units);
+    if let Err(e) = ledger.flush() {
+        return json_reply(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &json!({"error": format!("set, but not yet flushed: {e}")}),
+        );
+    }
+    tracing::info!(
+        signal = signal.as_str(),
+        before,
+        after = units,
+        "usage set by the admin API"
+    );
+    json_reply(
+        StatusCode::OK,
+        &json!({"signal": signal.as_str(), "before": before, "used": ledger.used(signal)}),
+    )
+}
+
+fn limit_of(policy: &Policy, s: Signal) -> (Option<u64>, Option<u64>) {
+    match policy.budgets.bytes(s) {
+        Some(b) => (Some(b.effective_limit()), Some(b.target_bytes())),
+        None => (None, None),
+    }
+}
+
+fn pairs<T: serde::Serialize + Copy>(items: &[(T, u64)], units: &[(T, u64)], unit: Unit) -> Value {
+    let mut m = serde_json::Map::new();
+    for ((r, i), (_, u)) in items.iter().zip(units) {
+        if *i == 0 && *u == 0 {
+            continue;
+        }
+        let key = serde_json::to_value(r)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        m.insert(key, json!({"items": i, unit.as_str(): u}));
+    }
+    Value::Object(m)
+}
+
+/// The usage document of `/api/v1/usage`.
+pub fn usage_json(admin: &Admin) -> Value {
+    let ingest = &admin.ingest;
+    let policy = ingest.policy();
+    let ledger = ingest.ledger();
+    let period = ledger.period();
+    let now = ingest.clock().now();
+    let pacing = ingest.budget().load();
+    let mut signals = serde_json::Map::new();
+    for s in Signal::ALL {
+        let u: SignalUsage = ledger.usage(s);
+        let unit = s.budget_unit();
+        let (limit, target) = limit_of(&policy, s);
+        let p = pacing.signal(s);
+        let fraction = limit.map(|l| u.used as f64 / l as f64);
+        let mut doc = json!({
+            "unit": unit.as_str(),
+            "used": u.used,
+            "limit": limit,
+            "target": target,
+            "fraction": fraction,
+            "offered": {
+                "items": u.offered_items,
+                unit.as_str(): u.offered_units,
+                "by_class": Class::ALL.iter().map(|c| (c.as_str().to_string(), json!({
+                    "items": u.offered_items_by_class[c.index()],
+                    unit.as_str(): u.offered_units_by_class[c.index()],
+                }))).collect::<serde_json::Map<_, _>>(),
+            },
+            "dropped": pairs(&u.dropped_items, &u.dropped_units, unit),
+            "sent": {"items": u.sent_items, unit.as_str(): u.sent_units},
+            "acknowledged": {"items": u.acked_items, unit.as_str(): u.acked_units},
+            "rejected": pairs(&u.rejected_items, &u.rejected_units, unit),
+            "adjustment": u.adjustment,
+        });
+        if policy.shadow {
+            doc["would_drop"] = pairs(&u.shadow_dropped_items, &u.shadow_dropped_units, unit);
+        }
+        if limit.is_some() {
+            doc["pacing"] = json!({
+                "state": p.state,
+                "keep_probability": Class::ALL.iter().map(|c| (c.as_str().to_string(), json!(p.probabilities[c.index()]))).collect::<serde_json::Map<_, _>>(),
+                "demand_per_second": Class::ALL.iter().map(|c| (c.as_str().to_string(), json!({"short": p.demand[c.index()].short, "long": p.demand[c.index()].long}))).collect::<serde_json::Map<_, _>>(),
+                "forwarded_per_second": p.forwarded_rate,
+                "projected_used": p.projected_used,
+                "projected_fraction": limit.map(|l| p.projected_used / l as f64),
+            });
+        }
+        if s == Signal::Metrics
+            && let Some(m) = &policy.budgets.metrics
+        {
+            doc["active_series_limit"] = json!(m.active_series);
+            doc["note"] = json!(
+                "metrics are metered as data points; series admission arrives with the metrics issue"
+            );
+        }
+        signals.insert(s.as_str().to_string(), doc);
+    }
+    json!({
+        "period": {
+            "start": period.start.to_string(),
+            "end": period.end.to_string(),
+            "kind": ledger.period_spec().describe(),
+            "elapsed_fraction": period.elapsed_seconds(now) / period.length_seconds(),
+        },
+        "shadow": policy.shadow,
+        "signals": signals,
+    })
+}
+
+fn refresh_gauges(admin: &Admin) {
+    let ingest = &admin.ingest;
+    let g = &ingest.stats().period;
+    let policy = ingest.policy();
+    let ledger = ingest.ledger();
+    let period = ledger.period();
+    g.start.set(period.start.as_second() as f64);
+    g.end.set(period.end.as_second() as f64);
+    let pacing = ingest.budget().load();
+    for s in Signal::ALL {
+        let sig = s.as_str();
+        let u = ledger.usage(s);
+        if s == Signal::Metrics {
+            g.usage_data_points
+                .with_label_values(&[sig])
+                .set(u.used as f64);
+            if let Some(m) = policy
+                .budgets
+                .metrics
+                .as_ref()
+                .and_then(|m| m.active_series)
+            {
+                g.active_series_limit.set(m as f64);
+            }
+            continue;
+        }
+        g.usage_bytes.with_label_values(&[sig]).set(u.used as f64);
+        for c in Class::ALL {
+            g.offered_bytes
+                .with_label_values(&[sig, c.as_str()])
+                .set(u.offered_units_by_class[c.index()] as f64);
+        }
+        for (r, units) in &u.dropped_units {
+            g.dropped_bytes
+                .with_label_values(&[sig, r.as_str()])
+                .set(*units as f64);
+        }
+        let p = pacing.signal(s);
+        g.forwarded_rate
+            .with_label_values(&[sig])
+            .set(p.forwarded_rate);
+        for c in Class::ALL {
+            let i = c.index();
+            g.demand_rate
+                .with_label_values(&[sig, c.as_str(), "short"])
+                .set(p.demand[i].short);
+            g.demand_rate
+                .with_label_values(&[sig, c.as_str(), "long"])
+                .set(p.demand[i].long);
+        }
+        let Some(b) = policy.budgets.bytes(s) else {
+            continue;
+        };
+        let limit = b.effective_limit() as f64;
+        g.limit_bytes.with_label_values(&[sig]).set(limit);
+        g.target_bytes
+            .with_label_values(&[sig])
+            .set(b.target_bytes() as f64);
+        g.usage_ratio
+            .with_label_values(&[sig])
+            .set(u.used as f64 / limit);
+        g.projected_usage_bytes
+            .with_label_values(&[sig])
+            .set(p.projected_used);
+        g.projected_usage_ratio
+            .with_label_values(&[sig])
+            .set(p.projected_used / limit);
+        for c in Class::ALL {
+            g.keep_probability
+                .with_label_values(&[sig, c.as_str()])
+                .set(p.probabilities[c.index()]);
+        }
+        for st in [
+            PacingState::Unconstrained,
+            PacingState::Pacing,
+            PacingState::PriorityOnly,
+            PacingState::Stopped,
+        ] {
+            g.pacing_state
+                .with_label_values(&[sig, st.as_str()])
+                .set(f64::from(u8::from(p.state == st)));
+        }
+    }
+}

@@ -1,0 +1,311 @@
+//! Wiring and lifecycle: the only module that spawns tasks.
+//!
+//! Start: the admin port comes up first (so `/readyz` can say what is wrong), then the
+//! usage store is opened — retried until it opens, never replaced by an empty one — then
+//! the ledger, pacer, upstream and receivers. Running: the flusher writes usage to disk
+//! every `flush_interval` and starts new periods; the pacer recomputes keep probabilities
+//! every `recompute_every`. Stop (SIGTERM): unready, stop accepting, let requests in
+//! flight finish within the grace period, flush, return.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::admin::{self, Admin};
+use crate::budget::{BudgetState, Pacer};
+use crate::clock::SharedClock;
+use crate::forwarder::{Export, HttpUpstream};
+use crate::ingest::Ingest;
+use crate::ledger::Ledger;
+use crate::policy::Policy;
+use crate::receivers::{otlp_grpc, otlp_http};
+use crate::stats::Stats;
+use crate::store::{SledStore, UsageStore};
+
+/// How long requests in flight may take to finish after SIGTERM.
+pub const GRACE_PERIOD: Duration = Duration::from_secs(20);
+
+/// Where a running frugal listens.
+#[derive(Debug, Clone, Copy)]
+pub struct Addresses {
+    pub http: SocketAddr,
+    pub grpc: Option<SocketAddr>,
+    pub admin: SocketAddr,
+}
+
+/// A running frugal.
+pub struct Running {
+    pub addresses: Addresses,
+    pub ingest: Arc<Ingest>,
+    shutdown: CancellationToken,
+    admin_shutdown: CancellationToken,
+    tasks: JoinSet<()>,
+    ledger: Arc<Ledger>,
+    ready: Arc<AtomicBool>,
+}
+
+impl Running {
+    /// Stops accepting, lets requests in flight finish (up to [`GRACE_PERIOD`]), flushes
+    /// the usage counters.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.ready.store(false, Ordering::SeqCst);
+        self.shutdown.cancel();
+        let drained = tokio::time::timeout(GRACE_PERIOD, async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("requests still in flight after the grace period; stopping anyway");
+            self.tasks.abort_all();
+        }
+        let ledger = self.ledger.clone();
+        tokio::task::spawn_blocking(move || ledger.flush())
+            .await
+            .context("flush task")?
+            .context("final flush of the usage counters")?;
+        self.admin_shutdown.cancel();
+        tracing::info!("stopped; usage counters flushed");
+        Ok(())
+    }
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen for {what} on {addr}"))
+}
+
+/// Starts frugal with `policy`. Returns once every listener is up and the store is open;
+/// `stop` (or the token) ends it.
+pub async fn start(policy: Policy, clock: SharedClock) -> anyhow::Result<Running> {
+    let stats = Arc::new(Stats::new().context("metrics registry")?);
+    let shutdown = CancellationToken::new();
+    let ready = Arc::new(AtomicBool::new(false));
+    let policy = Arc::new(policy);
+
+    let admin_listener = bind(policy.listen.admin, "the admin API").await?;
+    let admin_addr = admin_listener.local_addr()?;
+    let http_listener = bind(policy.listen.http, "OTLP/HTTP").await?;
+    let grpc_listener = match policy.listen.grpc {
+        Some(a) => Some(bind(a, "OTLP/gRPC").await?),
+        None => None,
+    };
+
+    // Until the store opens, the admin port answers /healthz and a /readyz that says why.
+    let not_ready = CancellationToken::new();
+    let early_admin = tokio::spawn(early_admin(admin_listener, not_ready.clone()));
+    let store = open_store(&policy, &shutdown).await?;
+    not_ready.cancel();
+    let admin_listener = early_admin.await.context("admin task")?;
+
+    let ledger = Arc::new(
+        Ledger::open(store, policy.period.clone(), clock.now())
+            .context("reading this period's usage from the store")?,
+    );
+    let budget = Arc::new(BudgetState::default());
+    let upstream: Arc<dyn Export> = Arc::new(HttpUpstream::new(
+        policy.upstream.otlp.clone(),
+        clock.clone(),
+        stats.clone(),
+    ));
+    let ingest = Arc::new(Ingest::new(
+        policy.clone(),
+        ledger.clone(),
+        budget.clone(),
+        upstream,
+        clock.clone(),
+        stats.clone(),
+    ));
+    let mut pacer = Pacer::new(&policy, &ledger.period());
+    budget.publish(pacer.tick(clock.now(), &policy, &ledger));
+
+    let addresses = Addresses {
+        http: http_listener.local_addr()?,
+        grpc: grpc_listener.as_ref().map(|l| l.local_addr()).transpose()?,
+        admin: admin_addr,
+    };
+    let mut tasks = JoinSet::new();
+    tasks.spawn(otlp_http::serve(
+        http_listener,
+        ingest.clone(),
+        shutdown.clone(),
+    ));
+    if let Some(l) = grpc_listener {
+        let (ingest, token) = (ingest.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            if let Err(e) = otlp_grpc::serve(l, ingest, token).await {
+                tracing::error!(error = %e, "OTLP/gRPC server failed");
+            }
+        });
+    }
+    let admin_state = Arc::new(Admin {
+        ingest: ingest.clone(),
+        ready: ready.clone(),
+    });
+    // The admin port stays up through the drain, so /readyz reports it.
+    let admin_shutdown = CancellationToken::new();
+    tokio::spawn(admin::serve(
+        admin_listener,
+        admin_state,
+        admin_shutdown.clone(),
+    ));
+    tasks.spawn(flusher(
+        ledger.clone(),
+        clock.clone(),
+        stats.clone(),
+        policy.store.flush_interval,
+        shutdown.clone(),
+    ));
+    {
+        let (policy, ledger, budget, clock, token) = (
+            policy.clone(),
+            ledger.clone(),
+            budget.clone(),
+            clock.clone(),
+            shutdown.clone(),
+        );
+        tasks.spawn(async move {
+            let mut every = tokio::time::interval(policy.pacing.recompute_every);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = every.tick() => {}
+                    () = token.cancelled() => break,
+                }
+                budget.publish(pacer.tick(clock.now(), &policy, &ledger));
+            }
+        });
+    }
+    ready.store(true, Ordering::SeqCst);
+    stats.ready.set(1);
+    tracing::info!(
+        http = %addresses.http,
+        grpc = %addresses.grpc.map_or_else(|| "off".to_string(), |a| a.to_string()),
+        admin = %addresses.admin,
+        upstream = %policy.upstream.otlp.endpoint,
+        period = %ledger.period_spec().describe(),
+        "frugal listening"
+    );
+    Ok(Running {
+        addresses,
+        ingest,
+        shutdown,
+        admin_shutdown,
+        tasks,
+        ledger,
+        ready,
+    })
+}
+
+async fn open_store(
+    policy: &Policy,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Arc<dyn UsageStore>> {
+    let dir = policy.store.data_dir.clone();
+    let cache = policy.store.cache_bytes;
+    loop {
+        let d = dir.clone();
+        match tokio::task::spawn_blocking(move || SledStore::open(&d, cache)).await? {
+            Ok(s) => {
+                tracing::info!(data_dir = %dir.display(), "usage store open");
+                return Ok(Arc::new(s));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the usage store cannot be opened; staying unready and retrying in 5s (frugal never starts the period again from zero)");
+                NOT_READY_REASON.with_reason(e.to_string());
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(5)) => {}
+            () = shutdown.cancelled() => anyhow::bail!("stopped before the usage store could be opened"),
+        }
+    }
+}
+
+/// Why frugal is not ready yet (shown by the early admin server).
+struct NotReadyReason(std::sync::Mutex<String>);
+
+impl NotReadyReason {
+    fn with_reason(&self, r: String) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = r;
+    }
+
+    fn get(&self) -> String {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+static NOT_READY_REASON: NotReadyReason = NotReadyReason(std::sync::Mutex::new(String::new()));
+
+/// A minimal admin server for the time before the store opens. Returns the listener.
+async fn early_admin(listener: TcpListener, done: CancellationToken) -> TcpListener {
+    use http_body_util::Full;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    loop {
+        let (stream, _) = tokio::select! {
+            r = listener.accept() => match r { Ok(s) => s, Err(_) => continue },
+            () = done.cancelled() => return listener,
+        };
+        let service =
+            hyper::service::service_fn(|req: http::Request<hyper::body::Incoming>| async move {
+                let (status, body) = if req.uri().path() == "/healthz" {
+                    (200, "ok\n".to_string())
+                } else {
+                    (503, format!("not ready: {}\n", NOT_READY_REASON.get()))
+                };
+                let mut r = http::Response::new(Full::new(bytes::Bytes::from(body)));
+                *r.status_mut() = http::StatusCode::from_u16(status)
+                    .unwrap_or(http::StatusCode::SERVICE_UNAVAILABLE);
+                Ok::<_, std::convert::Infallible>(r)
+            });
+        tokio::spawn(async move {
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+async fn flusher(
+    ledger: Arc<Ledger>,
+    clock: SharedClock,
+    stats: Arc<Stats>,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = shutdown.cancelled() => return,
+        }
+        let (l, now) = (ledger.clone(), clock.now());
+        let result = tokio::task::spawn_blocking(move || {
+            if let Some(p) = l.roll(now)? {
+                tracing::info!(start = %p.start, end = %p.end, "a new budget period began");
+            }
+            l.flush()
+        })
+        .await;
+        match result {
+            Ok(Ok(())) => {
+                crate::stats::inc(&stats.store_flushes, &["ok"], 1);
+                stats
+                    .store_last_flush
+                    .set(clock.now().as_millisecond() as f64 / 1000.0);
+            }
+            Ok(Err(e)) => {
+                crate::stats::inc(&stats.store_flushes, &["error"], 1);
+                tracing::error!(error = %e, "flushing usage counters failed; retrying at the next interval");
+            }
+            Err(e) => tracing::error!(error = %e, "flush task failed"),
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! Pacing each period's budget.
+//!
+//! - [`controller`]: the pure computation of keep probabilities;
+//! - [`forecast`]: demand forecasts from the incoming rates;
+//! - [`rate`]: the per-second ingestion limit (governor);
+//! - [`Pacer`]: the state between recomputes — feeds the forecasts from the ledger's
+//!   offered counters, runs the controller, and publishes a [`Pacing`] snapshot that the
+//!   ingest path reads without locking.
+
+pub mod controller;
+pub mod forecast;
+pub mod rate;
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use jiff::Timestamp;
+use serde::Serialize;
+
+use crate::ledger::Ledger;
+use crate::model::Signal;
+use crate::period::Period;
+use crate::policy::Policy;
+use crate::sampling::{ClassProbabilities, KEEP_ALL};
+use controller::{Demand, PacingState};
+use forecast::Forecast;
+
+/// The pacing of one signal, as last computed.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct SignalPacing {
+    pub probabilities: ClassProbabilities,
+    pub state: PacingState,
+    /// Units expected at the period's end.
+    pub projected_used: f64,
+    /// Units left before the target.
+    pub allowance: f64,
+    /// Incoming (pre-sampling) demand per class, units per second.
+    pub demand: [Demand; 3],
+    /// Forwarded units per second (short window).
+    pub forwarded_rate: f64,
+}
+
+impl SignalPacing {
+    pub const UNCONSTRAINED: SignalPacing = SignalPacing {
+        probabilities: KEEP_ALL,
+        state: PacingState::Unconstrained,
+        projected_used: 0.0,
+        allowance: f64::INFINITY,
+        demand: [Demand {
+            long: 0.0,
+            short: 0.0,
+        }; 3],
+        forwarded_rate: 0.0,
+    };
+}
+
+/// What the ingest path reads: per byte-budgeted signal, the current pacing.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Pacing {
+    pub traces: SignalPacing,
+    pub logs: SignalPacing,
+    pub updated: Option<Timestamp>,
+}
+
+impl Pacing {
+    pub const UNCONSTRAINED: Pacing = Pacing {
+        traces: SignalPacing::UNCONSTRAINED,
+        logs: SignalPacing::UNCONSTRAINED,
+        updated: None,
+    };
+
+    pub fn signal(&self, s: Signal) -> &SignalPacing {
+        match s {
+            Signal::Traces => &self.traces,
+            Signal::Logs => &self.logs,
+            Signal::Metrics => &SignalPacing::UNCONSTRAINED,
+        }
+    }
+}
+
+/// The published pacing, shared by the pacer (writer) and the ingest path (readers).
+pub struct BudgetState {
+    current: ArcSwap<Pacing>,
+}
+
+impl Default for BudgetState {
+    fn default() -> Self {
+        Self {
+            current: ArcSwap::from_pointee(Pacing::UNCONSTRAINED),
+        }
+    }
+}
+
+impl BudgetState {
+    pub fn load(&self) -> Arc<Pacing> {
+        self.current.load_full()
+    }
+
+    pub fn publish(&self, p: Pacing) {
+        self.current.store(Arc::new(p));
+    }
+}
+
+struct SignalPacer {
+    signal: Signal,
+    forecasts: [Forecast; 3],
+    forwarded: Forecast,
+    last_offered: [u64; 3],
+    last_sent: u64,
+    previous: Option<(Timestamp, ClassProbabilities)>,
+    period: Option<Period>,
+}
+
+impl SignalPacer {
+    fn new(signal: Signal, bin_seconds: f64, short_seconds: f64) -> Self {
+        let f = || Forecast::new(bin_seconds, short_seconds);
+        Self {
+            signal,
+            forecasts: [f(), f(), f()],
+            forwarded: f(),
+            last_offered: [0; 3],
+            last_sent: 0,
+            previous: None,
+            period: None,
+        }
+    }
+
+    fn tick(&mut self, now: Timestamp, policy: &Policy, ledger: &Ledger) -> SignalPacing {
+        let usage = ledger.usage(self.signal);
+        let period = ledger.period();
+        if self.period != Some(period) {
+            // A new period (or the first tick): counters start from what the ledger holds.
+            let first = self.period.is_none();
+            self.period = Some(period);
+            self.previous = None;
+            self.last_offered = usage.offered_units_by_class;
+            self.last_sent = usage.sent_units;
+            let elapsed = period.elapsed_seconds(now);
+            for (i, f) in self.forecasts.iter_mut().enumerate() {
+                f.observe(now, 0.0);
+                // After a restart mid-period, the period's average is the best first guess.
+                if first && elapsed > period.length_seconds() / 720.0 {
+                    f.warm_start(usage.offered_units_by_class[i] as f64 / elapsed);
+                }
+            }
+            self.forwarded.observe(now, 0.0);
+        } else {
+            for (i, f) in self.forecasts.iter_mut().enumerate() {
+                let cur = usage.offered_units_by_class[i];
+                f.observe(now, cur.saturating_sub(self.last_offered[i]) as f64);
+                self.last_offered[i] = cur;
+            }
+            self.forwarded
+                .observe(now, usage.sent_units.saturating_sub(self.last_sent) as f64);
+            self.last_sent = usage.sent_units;
+        }
+        let demand = [0, 1, 2].map(|i| Demand {
+            long: self.forecasts[i].long(),
+            short: self.forecasts[i].short(),
+        });
+        let Some(budget) = policy.budgets.bytes(self.signal) else {
+            return SignalPacing {
+                demand,
+                forwarded_rate: self.forwarded.short(),
+                ..SignalPacing::UNCONSTRAINED
+            };
+        };
+        let input = controller::Input {
+            now,
+            period,
+            budget,
+            used: usage.used,
+            demand,
+            previous: self.previous,
+            min_probability: match self.signal {
+                Signal::Traces => policy.traces.sampling.min_probability,
+                _ => 0.0,
+            },
+        };
+        let mut out = controller::compute(&input);
+        if !policy.pacing.enabled && out.state == PacingState::Pacing {
+            out.probabilities = KEEP_ALL;
+            out.state = PacingState::Unconstrained;
+        }
+        self.previous = Some((now, out.probabilities));
+        SignalPacing {
+            probabilities: out.probabilities,
+            state: out.state,
+            projected_used: out.projected_used,
+            allowance: out.allowance,
+            demand,
+            forwarded_rate: self.forwarded.short(),
+        }
+    }
+}
+
+/// Recomputes pacing from the ledger; the app calls [`Pacer::tick`] every
+/// `pacing.recompute_every`, the simulator on its virtual clock.
+pub struct Pacer {
+    traces: SignalPacer,
+    logs: SignalPacer,
+}
+
+impl Pacer {
+    pub fn new(policy: &Policy, period: &Period) -> Self {
+        let len = period.length_seconds();
+        let recompute = policy.pacing.recompute_every.as_secs_f64();
+        let bin = (len / 720.0).max(recompute).max(1.0);
+        let short = (len / 8640.0).max(3.0 * recompute);
+        Self {
+            traces: SignalPacer::new(Signal::Traces, bin, short),
+            logs: SignalPacer::new(Signal::Logs, bin, short),
+        }
+    }
+
+    pub fn tick(&mut self, now: Timestamp, policy: &Policy, ledger: &Ledger) -> Pacing {
+        Pacing {
+            traces: self.traces.tick(now, policy, ledger),
+            logs: self.logs.tick(now, policy, ledger),
+            updated: Some(now),
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! Retry decisions: which upstream answers are worth another attempt, how long to wait
+//! (exponential backoff with jitter, or the server's `Retry-After`), and whether the
+//! attempt could have reached upstream (which decides whether it counts as usage).
+//! Pure functions; time and randomness are arguments.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use crate::model::RejectReason;
+use crate::policy::Retry;
+
+/// What one attempt came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attempt {
+    /// 2xx.
+    Success,
+    /// A status worth retrying (429, 5xx), with the server's `Retry-After` if any.
+    Retryable {
+        status: u16,
+        retry_after: Option<Duration>,
+    },
+    /// A definite refusal (other 4xx).
+    Rejected { status: u16 },
+    /// No answer within the attempt's timeout, after the request was sent.
+    Timeout,
+    /// The connection could not be made: the request never left.
+    ConnectFailed,
+    /// The connection broke during the exchange: the request may have arrived.
+    Broken,
+}
+
+impl Attempt {
+    /// Classifies an HTTP status.
+    pub fn from_status(status: u16, retry_after: Option<Duration>) -> Attempt {
+        match status {
+            200..=299 => Attempt::Success,
+            429 | 500..=599 => Attempt::Retryable {
+                status,
+                retry_after,
+            },
+            _ => Attempt::Rejected { status },
+        }
+    }
+
+    /// Whether upstream may have ingested what was sent (and so billed it). Only a
+    /// connection that never opened, or a 4xx, is certain not to have.
+    pub fn may_have_arrived(&self) -> bool {
+        match self {
+            Attempt::Success | Attempt::Timeout | Attempt::Broken => true,
+            Attempt::Retryable { status, .. } => *status >= 500,
+            Attempt::Rejected { .. } | Attempt::ConnectFailed => false,
+        }
+    }
+
+    pub fn should_retry(&self) -> bool {
+        matches!(
+            self,
+            Attempt::Retryable { .. } | Attempt::Timeout | Attempt::ConnectFailed | Attempt::Broken
+        )
+    }
+
+    /// The bounded label of this outcome for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Attempt::Success => "success",
+            Attempt::Retryable { status: 429, .. } => "rate_limited",
+            Attempt::Retryable { .. } => "server_error",
+            Attempt::Rejected { .. } => "rejected",
+            Attempt::Timeout => "timeout",
+            Attempt::ConnectFailed => "connect_error",
+            Attempt::Broken => "broken_connection",
+        }
+    }
+}
+
+/// Why a definite refusal happened, for the ledger.
+pub fn reject_reason(status: u16) -> RejectReason {
+    match status {
+        401 | 403 => RejectReason::Unauthorized,
+        413 => RejectReason::TooLarge,
+        429 => RejectReason::RateLimited,
+        _ => RejectReason::BadRequest,
+    }
+}
+
+/// The wait before attempt `n` (1 for the first retry): `initial * 2^(n-1)`, at most
+/// `max_backoff`, times a jitter factor in [0.8, 1.2] (`jitter` in [0, 1)).
+pub fn backoff(policy: &Retry, n: u32, jitter: f64) -> Duration {
+    let base = policy.initial_backoff.as_secs_f64() * 2f64.powi(n.saturating_sub(1).min(30) as i32);
+    let capped = base.min(policy.max_backoff.as_secs_f64());
+    Duration::from_secs_f64(capped * (0.8 + 0.4 * jitter.clamp(0.0, 1.0)))
+}
+
+/// What to do after a failed attempt at `now`, given the request's `deadline`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Wait this long, then try again.
+    RetryAfter(Duration),
+    /// Stop: the deadline leaves no room. Tell the client to come back after this long.
+    GiveUp { client_retry_after: Duration },
+}
+
+pub fn next(
+    attempt: &Attempt,
+    policy: &Retry,
+    n: u32,
+    jitter: f64,
+    now: Timestamp,
+    deadline: Timestamp,
+) -> Next {
+    let server_wait = match attempt {
+        Attempt::Retryable { retry_after, .. } => *retry_after,
+        _ => None,
+    };
+    let wait = server_wait.unwrap_or_else(|| backoff(policy, n, jitter));
+    let left = crate::clock::seconds_between(now, deadline);
+    // Leave room for the next attempt itself: at least a short one must fit.
+    if left - wait.as_secs_f64() < 0.1 {
+        let after = server_wait
+            .unwrap_or(Duration::from_secs(1))
+            .max(Duration::from_secs(1));
+        return Next::GiveUp {
+            client_retry_after: Duration::from_secs(after.as_secs_f64().ceil() as u64),
+        };
+    }
+    Next::RetryAfter(wait)
+}
+
+/// Parses `Retry-After`: delay seconds, or an HTTP date relative to `now`.
+pub fn parse_retry_after(value: &str, now: Timestamp) -> Option<Duration> {
+    let v = value.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = jiff::fmt::rfc2822::parse(v).ok()?.timestamp();
+    let secs = crate::clock::seconds_between(now, when);
+    Some(Duration::from_secs_f64(secs.max(0.0)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> Retry {
+        Retry {
+            initial_backoff: Duration::from_millis(250),
+            max_backoff: Duration::from_secs(2),
+            max_elapsed: Duration::from_secs(8),
+        }
+    }
+
+    #[test]
+    fn statuses_are_classified() {
+        assert_eq!(Attempt::from_status(200, None), Attempt::Success);
+        assert!(Attempt::from_status(503, None).should_retry());
+        assert!(Attempt::from_status(429, None).should_retry());
+        assert!(!Attempt::from_status(400, None).should_retry());
+        assert!(!Attempt::from_status(401, None).should_retry());
+        assert!(Attempt::from_status(502, None).may_have_arrived());
+        assert!(!Attempt::from_status(429, None).may_have_arrived());
+        assert!(!Attempt::ConnectFailed.may_have_arrived());
+        assert!(Attempt::Timeout.may_have_arrived());
+        assert_eq!(reject_reason(403), RejectReason::Unauthorized);
+    }
+
+    #[test]
+    fn backoff_grows_caps_and_jitters() {
+        let p = policy();
+        assert_eq!(backoff(&p, 1, 0.5), Duration::from_millis(250));
+        assert_eq!(backoff(&p, 2, 0.5), Duration::from_millis(500));
+        assert_eq!(backoff(&p, 10, 0.5), Duration::from_secs(2));
+        assert_eq!(backoff(&p, 1, 0.0), Duration::from_millis(200));
+        assert_eq!(backoff(&p, 1, 1.0), Duration::from_millis(300));
+    }
+
+    #[test]
+    fn retries_end_before_the_deadline_and_honour_retry_after() {
+        let p = policy();
+        let now: Timestamp = "2026-11-25T00:00:00Z".parse().unwrap();
+        let deadline = crate::clock::add(now, Duration::from_secs(8));
+        let busy = Attempt::Retryable {
+            status: 503,
+            retry_after: Some(Duration::from_secs(3)),
+        };
+        assert_eq!(
+            next(&busy, &p, 1, 0.5, now, deadline),
+            Next::RetryAfter(Duration::from_secs(3))
+        );
+        let late = crate::clock::add(now, Duration::from_secs(6));
+        assert_eq!(
+            next(&busy, &p, 1, 0.5, late, deadline),
+            Next::GiveUp {
+                client_retry_after: Duration::from_secs(3)
+            }
+        );
+        assert_eq!(
+            parse_retry_after("Wed, 25 Nov 2026 00:00:30 GMT", now),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(parse_retry_after("7", now), Some(Duration::from_secs(7)));
+        assert_eq!(parse_retry_after("soon", now), None);
+    }
+}

@@ -1,0 +1,27 @@
+//! frugal: a usage-aware sampling proxy that keeps a Grafana Cloud stack inside its
+//! monthly quotas.
+//!
+//! Data flows receivers -> ingest (classify, sample, meter) -> forwarder, with the budget
+//! controller pacing the keep probabilities and the usage ledger persisting what was spent.
+//! See ARCHITECTURE.md for the map.
+
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+pub mod admin;
+pub mod admin_client;
+pub mod app;
+pub mod budget;
+pub mod clock;
+pub mod forwarder;
+pub mod ingest;
+pub mod ledger;
+pub mod metering;
+pub mod model;
+pub mod period;
+pub mod policy;
+pub mod receivers;
+pub mod sampling;
+pub mod simulate;
+pub mod stats;
+pub mod store;
+pub mod units;

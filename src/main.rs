@@ -1,0 +1,460 @@
+//! The `frugal` command: parses arguments, loads the policy, and calls the library.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::BufRead as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Parser, Subcommand};
+
+use frugal::clock::{Clock as _, SystemClock};
+use frugal::model::Signal;
+use frugal::policy::{self, Overrides, Policy};
+
+#[derive(Parser)]
+#[command(
+    name = "frugal",
+    version,
+    about = "A usage-aware sampling proxy that keeps a Grafana Cloud stack inside its monthly quotas"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy.
+    Serve(ServeArgs),
+    /// Validate policy files without starting; reports every problem with its YAML path.
+    Check {
+        /// Policy files to check.
+        #[arg(long = "policy", required = true)]
+        policies: Vec<PathBuf>,
+    },
+    /// Simulate a month of traffic through the real pacing and sampling code.
+    Simulate(SimulateArgs),
+    /// Show or set this period's usage.
+    #[command(subcommand)]
+    Usage(UsageCommand),
+    /// Decide trace IDs (hex, one per line on stdin) at a fixed probability, as frugal
+    /// would: prints `<trace id> keep|drop <tracestate>`.
+    Sample(SampleArgs),
+}
+
+#[derive(Args)]
+struct PolicyArgs {
+    /// The policy file (default: the embedded Grafana Cloud free-tier policy).
+    #[arg(long, env = "FRUGAL_POLICY")]
+    policy: Option<PathBuf>,
+    /// Where the usage counters live (overrides store.data_dir).
+    #[arg(long, env = "FRUGAL_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    policy: PolicyArgs,
+    /// OTLP/HTTP listen address (overrides listen.http).
+    #[arg(long)]
+    listen_http: Option<String>,
+    /// OTLP/gRPC listen address, or `off` (overrides listen.grpc).
+    #[arg(long)]
+    listen_grpc: Option<String>,
+    /// Admin listen address (overrides listen.admin).
+    #[arg(long)]
+    listen_admin: Option<String>,
+    /// Upstream OTLP endpoint (overrides upstream.otlp.endpoint).
+    #[arg(long)]
+    upstream_otlp: Option<String>,
+    /// Log as JSON lines instead of text.
+    #[arg(long)]
+    log_json: bool,
+}
+
+#[derive(Subcommand)]
+enum UsageCommand {
+    /// Print this period's usage.
+    Show {
+        #[command(flatten)]
+        policy: PolicyArgs,
+        /// Ask a running frugal (its admin URL, e.g. http://127.0.0.1:4319) instead of
+        /// reading the data directory.
+        #[arg(long)]
+        admin: Option<String>,
+    },
+    /// Set this period's usage, e.g. when starting mid-month: `frugal usage set traces 12GB`.
+    Set {
+        /// traces, logs or metrics.
+        signal: String,
+        /// The usage so far (a size such as 12GB, or data points for metrics).
+        amount: String,
+        #[command(flatten)]
+        policy: PolicyArgs,
+        /// Tell a running frugal (its admin URL) instead of writing the data directory.
+        #[arg(long)]
+        admin: Option<String>,
+    },
+}
+
+#[derive(Args)]
+struct SimulateArgs {
+    /// The policy to simulate (default: the embedded free-tier policy).
+    #[arg(long)]
+    policy: Option<PathBuf>,
+    /// Traffic: a multiple of the budget's even pace (3x), or traces per second (10req/s).
+    #[arg(long, default_value = "3x")]
+    traffic: frugal::simulate::Traffic,
+    /// Spans per trace.
+    #[arg(long, default_value_t = 20)]
+    spans_per_trace: u32,
+    /// The month's shape: steady, daily, spike, growth; or all of them.
+    #[arg(long, default_value = "steady")]
+    scenario: String,
+    /// Divides traffic and budget alike, so a month runs in seconds.
+    #[arg(long, default_value_t = 1000.0)]
+    scale: f64,
+    /// Random seed: the same seed gives the same month.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// A time inside the period to simulate (RFC 3339; default November 2026).
+    #[arg(long)]
+    start: Option<jiff::Timestamp>,
+    /// Also send logs (10% warn+), following their traces.
+    #[arg(long)]
+    with_logs: bool,
+    /// Write hourly usage, pace line and keep probabilities to this CSV file.
+    #[arg(long)]
+    csv: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+struct SampleArgs {
+    /// proportional or hash_seed.
+    #[arg(long, default_value = "proportional")]
+    mode: String,
+    /// The hash seed (hash_seed mode).
+    #[arg(long, default_value_t = 0)]
+    seed: u32,
+    /// Keep probability, 0 to 1 (or a percentage like 25%).
+    #[arg(long)]
+    probability: String,
+    /// Hex digits of `th` (proportional mode).
+    #[arg(long, default_value_t = 4)]
+    precision: u8,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let json_logs = matches!(&cli.command, Command::Serve(a) if a.log_json);
+    init_logging(json_logs);
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("frugal: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal as _;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn load_policy(args: &PolicyArgs, overrides: Overrides) -> anyhow::Result<Policy> {
+    let overrides = Overrides {
+        data_dir: args.data_dir.clone(),
+        ..overrides
+    };
+    let result = match &args.policy {
+        Some(path) => policy::load_file(path, &overrides),
+        None => policy::load_str(
+            policy::EMBEDDED_FREE_TIER,
+            "embedded policy grafana-cloud-free.yaml",
+            &overrides,
+            &|k| std::env::var(k).ok(),
+        ),
+    };
+    result.map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve(a) => {
+            let overrides = Overrides {
+                listen_http: a.listen_http,
+                listen_grpc: a.listen_grpc,
+                listen_admin: a.listen_admin,
+                upstream_otlp: a.upstream_otlp,
+                data_dir: None,
+            };
+            let policy = load_policy(&a.policy, overrides)?;
+            serve(policy)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check { policies } => {
+            let mut failed = false;
+            for p in policies {
+                match policy::load_file(&p, &Overrides::default()) {
+                    Ok(_) => println!("{}: ok", p.display()),
+                    Err(e) => {
+                        println!("{e}");
+                        failed = true;
+                    }
+                }
+            }
+            Ok(if failed {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Simulate(args) => simulate(args),
+        Command::Usage(cmd) => usage(cmd),
+        Command::Sample(a) => sample(a),
+    }
+}
+
+fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
+    use frugal::simulate::{Config, Scenario, print, simulate};
+    let policy = load_simulation_policy(&args)?;
+    let scenarios: Vec<Scenario> = if args.scenario == "all" {
+        Scenario::ALL.to_vec()
+    } else {
+        vec![
+            args.scenario
+                .parse()
+                .map_err(|e: String| anyhow::anyhow!(e))?,
+        ]
+    };
+    let mut out = std::io::stdout().lock();
+    for scenario in scenarios {
+        let cfg = Config {
+            traffic: args.traffic,
+            spans_per_trace: args.spans_per_trace,
+            scenario,
+            scale: args.scale,
+            seed: args.seed,
+            start: args.start,
+            with_logs: args.with_logs,
+            spike_day: 11,
+            csv: args.csv.clone(),
+            progress: !args.quiet,
+        };
+        let report = simulate(&policy, &cfg)?;
+        print(&mut out, &report, args.scale)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn load_simulation_policy(args: &SimulateArgs) -> anyhow::Result<Policy> {
+    // Secrets do not matter to a simulation: unset variables read as placeholders.
+    let env = |k: &str| {
+        Some(
+            std::env::var(k)
+                .unwrap_or_else(|_| format!("http://{}.invalid", k.to_ascii_lowercase())),
+        )
+    };
+    let (text, name) = match &args.policy {
+        Some(p) => (
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+            p.display().to_string(),
+        ),
+        None => (
+            policy::EMBEDDED_FREE_TIER.to_string(),
+            "embedded policy".to_string(),
+        ),
+    };
+    policy::load_str(&text, &name, &Overrides::default(), &env).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn serve(policy: Policy) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    rt.block_on(async move {
+        let running = frugal::app::start(policy, Arc::new(SystemClock)).await?;
+        wait_for_signal().await;
+        tracing::info!("stopping: no new requests; finishing those in flight");
+        running.stop().await
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+fn parse_amount(signal: Signal, amount: &str) -> anyhow::Result<u64> {
+    match signal {
+        Signal::Metrics => amount
+            .trim()
+            .parse::<u64>()
+            .map_err(|_| anyhow::anyhow!("{amount:?} is not a number of data points")),
+        _ => frugal::units::parse_size(amount).map_err(|e| anyhow::anyhow!("{e}")),
+    }
+}
+
+fn usage(cmd: UsageCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        UsageCommand::Show { policy, admin } => {
+            if let Some(url) = admin {
+                let body = frugal::admin_client::get(&format!(
+                    "{}/api/v1/usage",
+                    url.trim_end_matches('/')
+                ))?;
+                println!("{body}");
+                return Ok(ExitCode::SUCCESS);
+            }
+            let p = load_offline(&policy)?;
+            let store = frugal::store::SledStore::open(&p.store.data_dir, p.store.cache_bytes)?;
+            let ledger =
+                frugal::ledger::Ledger::open(Arc::new(store), p.period.clone(), SystemClock.now())?;
+            let period = ledger.period();
+            println!("period {} .. {}", period.start, period.end);
+            for s in Signal::ALL {
+                let used = ledger.used(s);
+                let shown = match s {
+                    Signal::Metrics => format!("{used} data points"),
+                    _ => frugal::units::format_size(used),
+                };
+                match p.budgets.bytes(s) {
+                    Some(b) => println!(
+                        "{:<8} {shown} of {} ({:.1}%)",
+                        s.as_str(),
+                        frugal::units::format_size(b.effective_limit()),
+                        100.0 * used as f64 / b.effective_limit() as f64
+                    ),
+                    None => println!("{:<8} {shown}", s.as_str()),
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        UsageCommand::Set {
+            signal,
+            amount,
+            policy,
+            admin,
+        } => {
+            let s = Signal::parse(&signal).ok_or_else(|| {
+                anyhow::anyhow!("{signal:?} is not a signal (traces, logs, metrics)")
+            })?;
+            let units = parse_amount(s, &amount)?;
+            if let Some(url) = admin {
+                let body = frugal::admin_client::put_json(
+                    &format!("{}/api/v1/usage/{}", url.trim_end_matches('/'), s.as_str()),
+                    &serde_json::json!({ "used": units }).to_string(),
+                )?;
+                println!("{body}");
+                return Ok(ExitCode::SUCCESS);
+            }
+            let p = load_offline(&policy)?;
+            let store = frugal::store::SledStore::open(&p.store.data_dir, p.store.cache_bytes)
+                .map_err(|e| {
+                    anyhow::anyhow!("{e}\n(if frugal is running, use --admin http://<host>:4319)")
+                })?;
+            let (before, after) = frugal::ledger::set_used_offline(
+                Arc::new(store),
+                p.period.clone(),
+                SystemClock.now(),
+                s,
+                units,
+            )?;
+            println!(
+                "{} usage this period: {} -> {}",
+                s.as_str(),
+                frugal::units::format_size(before),
+                frugal::units::format_size(after)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// A policy for offline commands: only the store and period matter, so unset variables
+/// are not an error.
+fn load_offline(args: &PolicyArgs) -> anyhow::Result<Policy> {
+    let env =
+        |k: &str| Some(std::env::var(k).unwrap_or_else(|_| "http://unset.invalid".to_string()));
+    let overrides = Overrides {
+        data_dir: args.data_dir.clone(),
+        ..Default::default()
+    };
+    let (text, name) = match &args.policy {
+        Some(p) => (
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+            p.display().to_string(),
+        ),
+        None => (
+            policy::EMBEDDED_FREE_TIER.to_string(),
+            "embedded policy".to_string(),
+        ),
+    };
+    policy::load_str(&text, &name, &overrides, &env).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn sample(a: SampleArgs) -> anyhow::Result<ExitCode> {
+    use frugal::sampling::threshold::{Randomness, Threshold};
+    let p = frugal::units::parse_ratio(&a.probability).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let stdin = std::io::stdin();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    use std::io::Write as _;
+    for line in stdin.lock().lines() {
+        let line = line?;
+        let id_hex = line.trim();
+        if id_hex.is_empty() {
+            continue;
+        }
+        let id =
+            hex::decode(id_hex).with_context(|| format!("{id_hex:?} is not a hex trace ID"))?;
+        let (keep, ts) = match a.mode.as_str() {
+            "hash_seed" => {
+                let d = frugal::sampling::hash_seed::decide(&id, a.seed, p);
+                (
+                    d.keep,
+                    format!(
+                        "ot=rv:{};th:{}",
+                        d.randomness.rvalue(),
+                        d.threshold.tvalue()
+                    ),
+                )
+            }
+            "proportional" => {
+                let t = Threshold::from_probability(p, a.precision).unwrap_or(Threshold::NEVER);
+                let r = Randomness::from_trace_id(&id).unwrap_or(Randomness::from_unsigned(0));
+                (t.should_sample(r), format!("ot=th:{}", t.tvalue()))
+            }
+            other => bail!("{other:?} is not a mode (proportional, hash_seed)"),
+        };
+        writeln!(out, "{id_hex} {} {ts}", if keep { "keep" } else { "drop" })?;
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,85 @@
+//! Which items to keep: the policy's rules put each item in a priority class (or drop it),
+//! and the class's keep probability, set by the budget controller, decides by the item's
+//! trace randomness, so every span of a trace gets the same decision, here or on another
+//! replica, and agrees with the OpenTelemetry Collector's samplers.
+//!
+//! Decisions are pure functions of (policy, keep probabilities, item): no I/O, no clock.
+//! - [`threshold`], [`tracestate`]: consistent probability sampling (`th`, `rv`);
+//! - [`hash_seed`]: the collector's `hash_seed` mode;
+//! - [`rules`]: matching policy rules against spans and log records;
+//! - [`traces`], [`logs`]: applying decisions to a whole OTLP request, with accounting.
+
+pub mod hash_seed;
+pub mod logs;
+pub mod rules;
+pub mod threshold;
+pub mod traces;
+pub mod tracestate;
+
+use crate::metering::Weight;
+use crate::model::{Class, DropReason};
+
+/// Keep probabilities per class (priority, normal, bulk), as the controller last set them.
+pub type ClassProbabilities = [f64; 3];
+
+/// Keep everything: no budget, or a budget far from its limits.
+pub const KEEP_ALL: ClassProbabilities = [1.0, 1.0, 1.0];
+
+/// What happened to the items of one request, by class and reason.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Account {
+    /// Items that compete for the budget, by class (before sampling).
+    pub offered: [Weight; 3],
+    /// Items the sampler kept, by class.
+    pub kept: [Weight; 3],
+    /// Items dropped, by reason (indexed by `DropReason as usize`).
+    pub dropped: [Weight; 5],
+    /// Whether kept items were changed (tracestate, attributes) or some were removed.
+    pub modified: bool,
+}
+
+impl Account {
+    pub fn offer(&mut self, class: Class, w: Weight) {
+        self.offered[class.index()].add(w);
+    }
+
+    pub fn keep(&mut self, class: Class, w: Weight) {
+        self.kept[class.index()].add(w);
+    }
+
+    pub fn drop(&mut self, reason: DropReason, w: Weight) {
+        self.dropped[reason as usize].add(w);
+    }
+
+    pub fn kept_total(&self) -> Weight {
+        let mut w = Weight::default();
+        for k in &self.kept {
+            w.add(*k);
+        }
+        w
+    }
+
+    /// Scales the byte figures so they add up to `total` (the request's billable size):
+    /// per-item sizes leave out the resource and scope wrappers, which are shared out in
+    /// proportion.
+    pub fn scale_units_to(&mut self, total: u64) {
+        let sum: u64 = self.offered.iter().map(|w| w.units).sum::<u64>()
+            + self.dropped[DropReason::Rule as usize].units
+            + self.dropped[DropReason::Upstream as usize].units;
+        if sum == 0 || sum == total {
+            return;
+        }
+        let f = total as f64 / sum as f64;
+        let scale = |w: &mut Weight| w.units = (w.units as f64 * f).round() as u64;
+        self.offered.iter_mut().for_each(scale);
+        self.kept.iter_mut().for_each(scale);
+        self.dropped.iter_mut().for_each(scale);
+    }
+}
+
+/// The fate of one item.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fate {
+    Keep,
+    Drop(DropReason),
+}

@@ -1,0 +1,320 @@
+//! frugal's own Prometheus metrics: the request-path counters and histograms, registered
+//! in a registry that is passed down (never global). The period and pacing gauges are
+//! filled from the ledger and the pacer when `/metrics` is scraped (see `admin`).
+//!
+//! Names follow `frugal_<name>_<unit>_total`; every label has a small, fixed set of values.
+
+use prometheus::{
+    Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
+};
+
+pub struct Stats {
+    pub registry: Registry,
+    /// Requests answered, by signal, transport (http, grpc) and status code.
+    pub requests: IntCounterVec,
+    pub request_duration: HistogramVec,
+    /// Items and bytes received (before sampling), by signal.
+    pub received_items: IntCounterVec,
+    pub received_bytes: IntCounterVec,
+    /// Items and bytes frugal dropped itself, by signal and reason.
+    pub dropped_items: IntCounterVec,
+    pub dropped_bytes: IntCounterVec,
+    /// Items and bytes sent upstream (each attempt that may have arrived), by signal.
+    pub sent_items: IntCounterVec,
+    pub sent_bytes: IntCounterVec,
+    /// Items upstream acknowledged, and refused (by reason).
+    pub acked_items: IntCounterVec,
+    pub rejected_items: IntCounterVec,
+    /// Upstream attempts by signal and outcome, and their latency.
+    pub upstream_attempts: IntCounterVec,
+    pub upstream_duration: HistogramVec,
+    /// Client requests that got a 503 because upstream could not take the data in time.
+    pub upstream_unavailable: IntCounterVec,
+    pub store_flushes: IntCounterVec,
+    pub store_last_flush: Gauge,
+    pub ready: IntGauge,
+    pub build_info: IntGauge,
+    /// Gauges refreshed at scrape time from the ledger and the pacer.
+    pub period: PeriodGauges,
+}
+
+pub struct PeriodGauges {
+    pub start: Gauge,
+    pub end: Gauge,
+    pub usage_bytes: GaugeVec,
+    pub usage_data_points: GaugeVec,
+    pub limit_bytes: GaugeVec,
+    pub target_bytes: GaugeVec,
+    pub usage_ratio: GaugeVec,
+    pub projected_usage_bytes: GaugeVec,
+    pub projected_usage_ratio: GaugeVec,
+    pub offered_bytes: GaugeVec,
+    pub dropped_bytes: GaugeVec,
+    pub keep_probability: GaugeVec,
+    pub pacing_state: GaugeVec,
+    pub demand_rate: GaugeVec,
+    pub forwarded_rate: GaugeVec,
+    pub active_series_limit: Gauge,
+}
+
+fn counter(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<IntCounterVec> {
+    let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+    r.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+fn gauge_vec(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<GaugeVec> {
+    let g = GaugeVec::new(Opts::new(name, help), labels)?;
+    r.register(Box::new(g.clone()))?;
+    Ok(g)
+}
+
+fn gauge(r: &Registry, name: &str, help: &str) -> prometheus::Result<Gauge> {
+    let g = Gauge::new(name, help)?;
+    r.register(Box::new(g.clone()))?;
+    Ok(g)
+}
+
+impl Stats {
+    pub fn new() -> prometheus::Result<Self> {
+        let r = Registry::new();
+        let s = ["signal"];
+        let latency = vec![
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ];
+        let request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "frugal_request_duration_seconds",
+                "Time from receiving a client request to answering it.",
+            )
+            .buckets(latency.clone()),
+            &["signal", "transport"],
+        )?;
+        r.register(Box::new(request_duration.clone()))?;
+        let upstream_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "frugal_upstream_request_duration_seconds",
+                "Latency of each attempt to send to upstream.",
+            )
+            .buckets(latency),
+            &s,
+        )?;
+        r.register(Box::new(upstream_duration.clone()))?;
+        let ready = IntGauge::new("frugal_ready", "1 when frugal accepts data.")?;
+        r.register(Box::new(ready.clone()))?;
+        let build_info = IntGauge::with_opts(
+            Opts::new("frugal_build_info", "Always 1; the version is a label.")
+                .const_label("version", env!("CARGO_PKG_VERSION")),
+        )?;
+        r.register(Box::new(build_info.clone()))?;
+        build_info.set(1);
+        let period = PeriodGauges {
+            start: gauge(
+                &r,
+                "frugal_period_start_timestamp_seconds",
+                "Start of the current budget period.",
+            )?,
+            end: gauge(
+                &r,
+                "frugal_period_end_timestamp_seconds",
+                "End of the current budget period.",
+            )?,
+            usage_bytes: gauge_vec(
+                &r,
+                "frugal_period_usage_bytes",
+                "Billable bytes used this period (sent, less definite rejections, plus adjustments).",
+                &s,
+            )?,
+            usage_data_points: gauge_vec(
+                &r,
+                "frugal_period_usage_data_points",
+                "Metric data points sent this period.",
+                &s,
+            )?,
+            limit_bytes: gauge_vec(
+                &r,
+                "frugal_budget_limit_bytes",
+                "The period's limit, less what is reserved for other senders.",
+                &s,
+            )?,
+            target_bytes: gauge_vec(
+                &r,
+                "frugal_budget_target_bytes",
+                "Where pacing aims to end the period.",
+                &s,
+            )?,
+            usage_ratio: gauge_vec(
+                &r,
+                "frugal_budget_usage_ratio",
+                "Usage as a fraction of the limit.",
+                &s,
+            )?,
+            projected_usage_bytes: gauge_vec(
+                &r,
+                "frugal_budget_projected_usage_bytes",
+                "Usage expected at the end of the period at the current keep probabilities.",
+                &s,
+            )?,
+            projected_usage_ratio: gauge_vec(
+                &r,
+                "frugal_budget_projected_usage_ratio",
+                "Projected end-of-period usage as a fraction of the limit.",
+                &s,
+            )?,
+            offered_bytes: gauge_vec(
+                &r,
+                "frugal_period_offered_bytes",
+                "Bytes received this period before sampling, by priority class.",
+                &["signal", "class"],
+            )?,
+            dropped_bytes: gauge_vec(
+                &r,
+                "frugal_period_dropped_bytes",
+                "Bytes frugal dropped this period, by reason.",
+                &["signal", "reason"],
+            )?,
+            keep_probability: gauge_vec(
+                &r,
+                "frugal_keep_probability",
+                "Current keep probability by priority class.",
+                &["signal", "class"],
+            )?,
+            pacing_state: gauge_vec(
+                &r,
+                "frugal_pacing_state",
+                "1 for the current pacing state (unconstrained, pacing, priority_only, stopped).",
+                &["signal", "state"],
+            )?,
+            demand_rate: gauge_vec(
+                &r,
+                "frugal_demand_bytes_per_second",
+                "Forecast incoming (pre-sampling) rate by class and window (short, long).",
+                &["signal", "class", "window"],
+            )?,
+            forwarded_rate: gauge_vec(
+                &r,
+                "frugal_forwarded_bytes_per_second",
+                "Rate of bytes sent upstream (short window).",
+                &s,
+            )?,
+            active_series_limit: gauge(
+                &r,
+                "frugal_budget_active_series_limit",
+                "The metrics budget's active-series limit (enforced from the metrics issue on).",
+            )?,
+        };
+        Ok(Self {
+            requests: counter(
+                &r,
+                "frugal_requests_total",
+                "Client requests answered, by status code.",
+                &["signal", "transport", "code"],
+            )?,
+            request_duration,
+            received_items: counter(
+                &r,
+                "frugal_received_items_total",
+                "Items received, before sampling (spans, log records, data points).",
+                &s,
+            )?,
+            received_bytes: counter(
+                &r,
+                "frugal_received_bytes_total",
+                "Billable bytes received, before sampling (traces, logs).",
+                &s,
+            )?,
+            dropped_items: counter(
+                &r,
+                "frugal_dropped_items_total",
+                "Items frugal dropped, by reason (drop_rule, sampled, at_limit, rate_limit, upstream_decision).",
+                &["signal", "reason"],
+            )?,
+            dropped_bytes: counter(
+                &r,
+                "frugal_dropped_bytes_total",
+                "Billable bytes frugal dropped, by reason.",
+                &["signal", "reason"],
+            )?,
+            sent_items: counter(
+                &r,
+                "frugal_sent_items_total",
+                "Items sent upstream (every attempt that may have arrived).",
+                &s,
+            )?,
+            sent_bytes: counter(
+                &r,
+                "frugal_sent_bytes_total",
+                "Billable bytes sent upstream (every attempt that may have arrived).",
+                &s,
+            )?,
+            acked_items: counter(
+                &r,
+                "frugal_acknowledged_items_total",
+                "Items upstream acknowledged.",
+                &s,
+            )?,
+            rejected_items: counter(
+                &r,
+                "frugal_rejected_items_total",
+                "Items upstream refused, by reason.",
+                &["signal", "reason"],
+            )?,
+            upstream_attempts: counter(
+                &r,
+                "frugal_upstream_attempts_total",
+                "Attempts to send upstream, by outcome.",
+                &["signal", "outcome"],
+            )?,
+            upstream_duration,
+            upstream_unavailable: counter(
+                &r,
+                "frugal_upstream_unavailable_total",
+                "Client requests answered 503 because upstream did not take the data before the deadline.",
+                &s,
+            )?,
+            store_flushes: counter(
+                &r,
+                "frugal_store_flushes_total",
+                "Flushes of the usage counters to disk, by result.",
+                &["result"],
+            )?,
+            store_last_flush: gauge(
+                &r,
+                "frugal_store_last_flush_timestamp_seconds",
+                "When the usage counters were last flushed to disk.",
+            )?,
+            ready,
+            build_info,
+            period,
+            registry: r,
+        })
+    }
+
+    /// The Prometheus text format of every metric.
+    pub fn render(&self) -> String {
+        use prometheus::Encoder as _;
+        let mut buf = Vec::new();
+        let enc = prometheus::TextEncoder::new();
+        if enc.encode(&self.registry.gather(), &mut buf).is_err() {
+            return String::new();
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+/// Adds to a counter (label lookups on a fixed label set cannot fail).
+pub fn inc(c: &IntCounterVec, labels: &[&str], by: u64) {
+    if by > 0 {
+        c.with_label_values(labels).inc_by(by);
+    }
+}
