@@ -15,6 +15,7 @@ import base64
 import gzip
 import json
 import re
+import socket
 import threading
 import time
 import zlib
@@ -278,6 +279,7 @@ class StandIn:
         self.delay: float = 0.0
         self.partial_rejected: int = 0
         self.port = port
+        self._connections: set = set()
         self._server = None
         self._thread = None
         self.start()
@@ -287,6 +289,19 @@ class StandIn:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+
+            def setup(self):
+                super().setup()
+                with standin.lock:
+                    standin._connections.add(self.connection)
+
+            def finish(self):
+                with standin.lock:
+                    standin._connections.discard(self.connection)
+                try:
+                    super().finish()
+                except OSError:
+                    pass
 
             def log_message(self, *args):
                 pass
@@ -323,7 +338,7 @@ class StandIn:
                     body = zlib.decompress(body)
                 msg = REQUEST_TYPES[signal]()
                 msg.ParseFromString(body)
-                rec = Received(signal, body, msg, dict(self.headers))
+                rec = Received(signal, body, msg, {k.lower(): v for k, v in self.headers.items()})
                 with standin.lock:
                     standin.received.append(rec)
                     rejected = standin.partial_rejected
@@ -350,10 +365,20 @@ class StandIn:
         self._thread.start()
 
     def stop(self) -> None:
+        """Goes down like a crashed server: the listener and every open connection close."""
         if self._server:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+        with self.lock:
+            conns = list(self._connections)
+            self._connections.clear()
+        for c in conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+                c.close()
+            except OSError:
+                pass
 
     @property
     def url(self) -> str:

@@ -1,0 +1,133 @@
+"""Bad input gets a clear error and harms nothing else; credentials stay where they belong."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+import re
+
+import requests
+from google.rpc import status_pb2
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.trace.export import SpanExportResult
+
+import payloads
+from conftest import policy_for
+
+PB = {"Content-Type": "application/x-protobuf"}
+
+
+def good_request(rng) -> bytes:
+    return encode_spans(payloads.spans(rng, 5)).SerializeToString()
+
+
+def assert_still_works(f, standin, rng):
+    n = len(standin.of("traces"))
+    r = requests.post(f"{f.http_url}/v1/traces", data=good_request(rng), headers=PB, timeout=10)
+    assert r.status_code == 200, r.text
+    assert len(standin.of("traces")) == n + 1
+
+
+def test_malformed_and_unsupported_requests_get_clear_errors(standin, frugal_factory):
+    f = frugal_factory(policy_for(standin.url, extra="ingest: {max_request_size: 1MiB}"))
+    rng = random.Random(7)
+    url = f"{f.http_url}/v1/traces"
+
+    r = requests.post(url, data=b"\x0a\xff\xff\xff", headers=PB, timeout=10)
+    assert r.status_code == 400
+    assert r.headers["Content-Type"] == "application/x-protobuf"
+    st = status_pb2.Status()
+    st.ParseFromString(r.content)
+    assert st.code == 3 and "malformed OTLP protobuf" in st.message
+    assert_still_works(f, standin, rng)
+
+    r = requests.post(url, data=b'{"resourceSpans": [', headers={"Content-Type": "application/json"}, timeout=10)
+    assert r.status_code == 400 and r.headers["Content-Type"] == "application/json"
+    assert "malformed OTLP JSON" in r.json()["message"]
+
+    bad_id = json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [
+        {"traceId": "0102", "spanId": "0102030405060708", "name": "x"}]}]}]})
+    r = requests.post(url, data=bad_id, headers={"Content-Type": "application/json"}, timeout=10)
+    assert r.status_code == 400 and "trace ID of 2 bytes" in r.json()["message"]
+
+    r = requests.post(url, data=good_request(rng), headers={"Content-Type": "text/plain"}, timeout=10)
+    assert r.status_code == 415 and "application/x-protobuf" in r.text
+
+    r = requests.post(url, data=good_request(rng), headers={**PB, "Content-Encoding": "br"}, timeout=10)
+    assert r.status_code == 415
+
+    r = requests.post(url, data=b"\0" * (2 * 1024 * 1024), headers=PB, timeout=10)
+    assert r.status_code == 413
+
+    r = requests.get(url, timeout=10)
+    assert r.status_code == 405 and r.headers["Allow"] == "POST"
+    r = requests.post(f"{f.http_url}/v1/profiles", data=b"", headers=PB, timeout=10)
+    assert r.status_code == 404
+
+    assert_still_works(f, standin, rng)
+    assert not any(rec.body_len == 0 for rec in standin.of("traces")), "nothing bad reached upstream"
+
+
+def test_gzip_bomb_is_refused_without_exhausting_memory(standin, frugal_factory):
+    f = frugal_factory(policy_for(standin.url, extra="ingest: {max_request_size: 4MiB}"))
+    bomb = gzip.compress(b"\0" * (1024 * 1024 * 1024), compresslevel=9)  # 1 GiB in ~1 MB
+    assert len(bomb) < 2 * 1024 * 1024
+    r = requests.post(f"{f.http_url}/v1/traces", data=bomb,
+                      headers={**PB, "Content-Encoding": "gzip"}, timeout=30)
+    assert r.status_code == 413
+    peak_kb = int(re.search(r"VmHWM:\s+(\d+) kB", open(f"/proc/{f.proc.pid}/status").read()).group(1))
+    assert peak_kb < 256 * 1024, f"frugal's peak memory reached {peak_kb} kB"
+    assert_still_works(f, standin, random.Random(8))
+
+
+def test_ingest_credentials_and_no_open_relay(standin, frugal_factory):
+    policy = policy_for(standin.url, extra="""
+ingest:
+  auth: {bearer_token: "${FRUGAL_TEST_TOKEN}"}
+""").replace("compression: gzip", "compression: gzip\n    basic_auth: {username: '123456', password: glc_upstream}")
+    f = frugal_factory(policy, env={"FRUGAL_TEST_TOKEN": "letmein"})
+    rng = random.Random(9)
+    anon = OTLPSpanExporter(endpoint=f"{f.http_url}/v1/traces")
+    assert anon.export(payloads.spans(rng, 3)) == SpanExportResult.FAILURE
+    r = requests.post(f"{f.http_url}/v1/traces", data=good_request(rng), headers=PB, timeout=10)
+    assert r.status_code == 401
+    assert standin.of("traces") == []
+    ok = OTLPSpanExporter(endpoint=f"{f.http_url}/v1/traces", headers={"Authorization": "Bearer letmein"})
+    assert ok.export(payloads.spans(rng, 3)) == SpanExportResult.SUCCESS
+    got = standin.of("traces")[-1]
+    # Upstream sees frugal's own credentials, never the client's.
+    assert got.headers["authorization"] == "Basic MTIzNDU2OmdsY191cHN0cmVhbQ=="
+    assert "letmein" not in " ".join(f.log)
+    assert "glc_upstream" not in " ".join(f.log)
+
+
+def test_a_clients_own_grafana_credentials_are_not_forwarded(standin, frugal_factory):
+    policy = policy_for(standin.url).replace(
+        "compression: gzip", "compression: gzip\n    basic_auth: {username: '42', password: frugal}")
+    f = frugal_factory(policy)
+    exporter = OTLPSpanExporter(endpoint=f"{f.http_url}/otlp/v1/traces",
+                                headers={"Authorization": "Basic Y2xpZW50OnNlY3JldA=="})
+    assert exporter.export(payloads.spans(random.Random(10), 3)) == SpanExportResult.SUCCESS
+    assert standin.of("traces")[-1].headers["authorization"] == "Basic NDI6ZnJ1Z2Fs"
+
+
+def test_pass_through_auth_when_the_policy_asks(standin, frugal_factory):
+    policy = policy_for(standin.url).replace("compression: gzip", "compression: gzip\n    pass_through_auth: true")
+    f = frugal_factory(policy)
+    exporter = OTLPSpanExporter(endpoint=f"{f.http_url}/v1/traces",
+                                headers={"Authorization": "Basic Y2xpZW50OnNlY3JldA=="})
+    assert exporter.export(payloads.spans(random.Random(11), 3)) == SpanExportResult.SUCCESS
+    assert standin.of("traces")[-1].headers["authorization"] == "Basic Y2xpZW50OnNlY3JldA=="
+
+
+def test_permanent_upstream_refusals_are_reported_not_retried(standin, frugal_factory):
+    f = frugal_factory(policy_for(standin.url))
+    standin.fail(400, times=1)
+    r = requests.post(f"{f.http_url}/v1/traces", data=good_request(random.Random(12)), headers=PB, timeout=10)
+    assert r.status_code == 400
+    assert f.used("traces") == 0, "a definite rejection is taken back"
+    assert 'frugal_upstream_attempts_total{outcome="rejected",signal="traces"} 1' in f.metrics()
+    rejected = f.usage()["signals"]["traces"]["rejected"]
+    assert rejected["bad_request"]["items"] == 5
