@@ -246,7 +246,25 @@ pub fn usage_json(admin: &Admin) -> Value {
         }
         signals.insert(s.as_str().to_string(), doc);
     }
+    let previous = match ledger.previous() {
+        Ok((p, counters)) if !counters.is_empty() => {
+            let signals: serde_json::Map<String, Value> = Signal::ALL
+                .iter()
+                .map(|s| {
+                    let used = crate::ledger::used_from(&counters, *s);
+                    let (limit, _) = limit_of(&policy, *s);
+                    (
+                        s.as_str().to_string(),
+                        json!({"used": used, "limit": limit, "fraction": limit.map(|l| used as f64 / l as f64)}),
+                    )
+                })
+                .collect();
+            json!({"start": p.start.to_string(), "end": p.end.to_string(), "signals": signals})
+        }
+        _ => Value::Null,
+    };
     json!({
+        "previous_period": previous,
         "period": {
             "start": period.start.to_string(),
             "end": period.end.to_string(),

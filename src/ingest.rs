@@ -35,6 +35,7 @@ use crate::ledger::Ledger;
 use crate::metering::{Weight, loki, mimir, tempo};
 use crate::model::{Class, DropReason, Signal};
 use crate::policy::{AtLimit, ByteBudget, Policy};
+use crate::sampling::memory::{Session, TraceMemory};
 use crate::sampling::{self, Account, ClassProbabilities, logs::TraceSide};
 use crate::stats::{Stats, inc};
 
@@ -134,12 +135,17 @@ pub trait Payload: Message + Default + Clone + Send + 'static {
     fn decide(
         policy: &Policy,
         pacing: &crate::budget::Pacing,
+        memory: &mut Session<'_>,
         req: &Self,
     ) -> (Vec<Self::Decision>, Account);
     /// Applies the decisions: removes dropped items, marks kept ones.
     fn apply(&mut self, policy: &Policy, decisions: &[Self::Decision]);
     /// Keeps only the kept items of `class`.
     fn retain_class(&mut self, decisions: &[Self::Decision], class: Class);
+    /// The trace IDs of the items in the request (spans only; others have none to follow).
+    fn trace_ids(&self) -> Vec<[u8; 16]> {
+        Vec::new()
+    }
 }
 
 impl Payload for ExportTraceServiceRequest {
@@ -161,9 +167,15 @@ impl Payload for ExportTraceServiceRequest {
     fn decide(
         policy: &Policy,
         pacing: &crate::budget::Pacing,
+        memory: &mut Session<'_>,
         req: &Self,
     ) -> (Vec<Self::Decision>, Account) {
-        sampling::traces::decide_all(&policy.traces, &pacing.traces.probabilities, req)
+        sampling::traces::decide_all(
+            &policy.traces,
+            &pacing.traces.probabilities,
+            Some(memory),
+            req,
+        )
     }
 
     fn apply(&mut self, policy: &Policy, decisions: &[Self::Decision]) {
@@ -176,6 +188,15 @@ impl Payload for ExportTraceServiceRequest {
 
     fn retain_class(&mut self, decisions: &[Self::Decision], class: Class) {
         sampling::traces::retain_class(self, decisions, class);
+    }
+
+    fn trace_ids(&self) -> Vec<[u8; 16]> {
+        self.resource_spans
+            .iter()
+            .flat_map(|rs| &rs.scope_spans)
+            .flat_map(|ss| &ss.spans)
+            .filter_map(|s| <[u8; 16]>::try_from(&s.trace_id[..]).ok())
+            .collect()
     }
 }
 
@@ -198,6 +219,7 @@ impl Payload for ExportLogsServiceRequest {
     fn decide(
         policy: &Policy,
         pacing: &crate::budget::Pacing,
+        memory: &mut Session<'_>,
         req: &Self,
     ) -> (Vec<Self::Decision>, Account) {
         let tp = &pacing.traces.probabilities;
@@ -211,7 +233,7 @@ impl Payload for ExportLogsServiceRequest {
             mode: policy.traces.sampling.mode,
             precision: policy.traces.sampling.precision,
         };
-        sampling::logs::decide_all(&policy.logs, &pacing.logs.probabilities, &side, req)
+        sampling::logs::decide_all(&policy.logs, &pacing.logs.probabilities, &side, Some(memory), req)
     }
 
     fn apply(&mut self, _policy: &Policy, decisions: &[Self::Decision]) {
@@ -239,7 +261,12 @@ impl Payload for ExportMetricsServiceRequest {
         self.resource_metrics.is_empty()
     }
 
-    fn decide(_policy: &Policy, _pacing: &crate::budget::Pacing, req: &Self) -> (Vec<()>, Account) {
+    fn decide(
+        _policy: &Policy,
+        _pacing: &crate::budget::Pacing,
+        _memory: &mut Session<'_>,
+        req: &Self,
+    ) -> (Vec<()>, Account) {
         // Metrics are metered, not sampled, until series admission lands.
         let mut account = Account::default();
         let w = mimir::weigh(req);
@@ -266,6 +293,7 @@ pub struct Ingest {
     clock: SharedClock,
     stats: Arc<Stats>,
     rate_gates: [Option<RateGate>; 3],
+    traces_seen: TraceMemory,
 }
 
 impl Ingest {
@@ -293,6 +321,7 @@ impl Ingest {
             clock,
             stats,
             rate_gates,
+            traces_seen: TraceMemory::default(),
         }
     }
 
@@ -331,7 +360,10 @@ impl Ingest {
             raw = None;
         }
         let offered = req.weigh();
-        let (decisions, mut account) = P::decide(&policy, &pacing, &req);
+        let (decisions, mut account) = {
+            let mut memory = self.traces_seen.session(self.clock.now());
+            P::decide(&policy, &pacing, &mut memory, &req)
+        };
         account.scale_units_to(offered.units);
         inc(&self.stats.received_items, &[sig], offered.items);
         if signal != Signal::Metrics {
@@ -370,7 +402,9 @@ impl Ingest {
             {
                 let priority = account.kept[Class::Priority.index()];
                 self.drop_items(signal, DropReason::RateLimit, minus(kept, priority), false);
+                let before = req.trace_ids();
                 req.retain_class(&decisions, Class::Priority);
+                self.forget_dropped(before, &req);
                 raw = None;
                 if req.is_empty() {
                     return Ok(Accepted::default());
@@ -441,7 +475,9 @@ impl Ingest {
         }
         let priority = account.kept[Class::Priority.index()];
         if !only_priority && priority.items > 0 && b.at_limit == AtLimit::KeepPriority {
+            let before = req.trace_ids();
             req.retain_class(decisions, Class::Priority);
+            self.forget_dropped(before, req);
             let w = req.weigh();
             self.drop_items(signal, DropReason::AtLimit, minus(kept, w), false);
             if self
@@ -451,10 +487,25 @@ impl Ingest {
                 return Some(w);
             }
             self.drop_items(signal, DropReason::AtLimit, w, false);
+            self.forget_dropped(req.trace_ids(), &P::default());
             return None;
         }
         self.drop_items(signal, DropReason::AtLimit, kept, false);
+        self.forget_dropped(req.trace_ids(), &P::default());
         None
+    }
+
+    /// Remembers traces whose spans a gate dropped as dropped (probability 0), so their
+    /// logs, arriving later, do not outlive them.
+    fn forget_dropped<P: Payload>(&self, before: Vec<[u8; 16]>, after: &P) {
+        if before.is_empty() {
+            return;
+        }
+        let still: std::collections::HashSet<[u8; 16]> = after.trace_ids().into_iter().collect();
+        let mut memory = self.traces_seen.session(self.clock.now());
+        for id in before.iter().filter(|id| !still.contains(*id)) {
+            memory.set(id, 0.0);
+        }
     }
 
     fn drop_items(&self, signal: Signal, reason: DropReason, w: Weight, shadow: bool) {

@@ -429,6 +429,27 @@ impl Ledger {
     }
 }
 
+/// Billable units used by `signal`, from a period's stored counters.
+pub fn used_from(counters: &Counters, signal: Signal) -> u64 {
+    let get = |k: String| counters.get(&k).copied().unwrap_or(0);
+    let rejected: u64 = RejectReason::ALL
+        .iter()
+        .map(|r| get(format!("{signal}/rejected_units/{}", r.as_str())))
+        .sum();
+    (get(format!("{signal}/sent_units")) + get(format!("{signal}/adjust_up_units")))
+        .saturating_sub(get(format!("{signal}/adjust_down_units")) + rejected)
+}
+
+impl Ledger {
+    /// The period before the current one, and its counters as stored (reads the store).
+    pub fn previous(&self) -> Result<(Period, Counters), StoreError> {
+        let cur = self.period();
+        let before = cur.start.checked_sub(jiff::SignedDuration::from_nanos(1)).unwrap_or(cur.start);
+        let period = self.spec.period_at(before);
+        Ok((period, self.store.totals(&period.key())?))
+    }
+}
+
 /// Sets a signal's usage directly in a store (the server is not running): `frugal usage
 /// set` without `--admin`.
 pub fn set_used_offline(
@@ -533,6 +554,9 @@ mod tests {
             store.totals("2026-12-01T00:00:00Z").unwrap()["logs/sent_units"],
             5
         );
+        let (prev, counters) = l.previous().unwrap();
+        assert_eq!(prev.start, ts("2026-11-01T00:00:00Z"));
+        assert_eq!(used_from(&counters, Signal::Logs), 100);
     }
 
     #[test]

@@ -6,9 +6,9 @@
 //! - allowance `A = target * (limit - reserved) - used`, time left `tau`;
 //! - each class's expected demand for the rest of the period is
 //!   `D = long * tau + max(0, short - long) * min(tau, H)`: the long-window rate for the
-//!   time left, plus the burst the short window sees, assumed to last at most `H` (a
-//!   scaled day, 1/30 of the period). Near the end (`tau < H`) this is simply the higher
-//!   of the two rates: conservative where overshooting is close;
+//!   time left, plus the burst the short window sees, assumed to last `H` more (a quarter
+//!   of a scaled day: 6 hours of a 30-day month). Near the end (`tau < H`) this is simply
+//!   the higher of the two rates: conservative where overshooting is close;
 //! - classes spend in order: `p_priority = min(1, A' / D_priority)` (where `A'` runs to
 //!   the limit with `keep_priority`, to the target with `drop_all`), then normal gets
 //!   `clamp((A - p_priority * D_priority) / D_normal, floor, 1)`, then bulk (never more
@@ -284,15 +284,15 @@ mod tests {
     }
 
     #[test]
-    fn a_burst_is_assumed_to_last_a_scaled_day() {
+    fn a_burst_is_assumed_to_last_a_quarter_of_a_scaled_day_more() {
         let b = budget(AtLimit::KeepPriority);
         let half = (0.95 * 50e9 / 2.0) as u64;
         let mut i = input(&b, half, [0.0, 2.0 * PACE, 0.0]);
         let steady = compute(&i).probabilities[1];
         i.demand[1].short = 40.0 * PACE;
         let burst = compute(&i).probabilities[1];
-        // 15 days of 2x plus one day of +38x: 68 pace-days for 15 of allowance.
-        assert!((burst - 15.0 / 68.0).abs() < 1e-6, "{burst}");
+        // 15 days of 2x plus a quarter day of +38x: 39.5 pace-days for 15 of allowance.
+        assert!((burst - 15.0 / 39.5).abs() < 1e-6, "{burst}");
         assert!(burst < steady && burst > steady / 4.0);
     }
 

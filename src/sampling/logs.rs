@@ -20,6 +20,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 
 use super::rules::{self, Item};
 use super::threshold::{self, Randomness, Threshold};
+use super::memory::Session;
 use super::{Account, ClassProbabilities, Fate, hash_seed};
 use crate::metering::{Weight, loki};
 use crate::model::{Class, DropReason};
@@ -84,11 +85,13 @@ fn record_randomness(policy: &LogPolicy, r: &LogRecord) -> Randomness {
     ]))
 }
 
-/// Decides one record. `probs` are the log budget's class probabilities.
+/// Decides one record. `probs` are the log budget's class probabilities; with `memory`, a
+/// record of a trace judged before follows that trace's first probability.
 pub fn decide(
     policy: &LogPolicy,
     probs: &ClassProbabilities,
     traces: &TraceSide,
+    memory: Option<&mut Session<'_>>,
     resource: Option<&Resource>,
     service: &str,
     r: &LogRecord,
@@ -114,7 +117,11 @@ pub fn decide(
     let p_log = probs[class.index()];
     let trace_rnd = Randomness::from_trace_id(&r.trace_id);
     let follows = policy.follow_traces && class != Class::Priority && trace_rnd.is_some();
-    let p_trace = if follows { traces.probability } else { 1.0 };
+    let p_trace = match (follows, memory) {
+        (false, _) => 1.0,
+        (true, Some(m)) => m.judge(&r.trace_id, traces.probability),
+        (true, None) => traces.probability,
+    };
     if p_log >= 1.0 && p_trace >= 1.0 {
         return LogDecision {
             class: Some(class),
@@ -176,6 +183,7 @@ pub fn decide_all(
     policy: &LogPolicy,
     probs: &ClassProbabilities,
     traces: &TraceSide,
+    mut memory: Option<&mut Session<'_>>,
     req: &ExportLogsServiceRequest,
 ) -> (Vec<LogDecision>, Account) {
     let mut decisions = Vec::new();
@@ -184,7 +192,7 @@ pub fn decide_all(
         let resource = rl.resource.as_ref();
         let service = rules::service_name(resource);
         for r in rl.scope_logs.iter().flat_map(|sl| &sl.log_records) {
-            let d = decide(policy, probs, traces, resource, service, r);
+            let d = decide(policy, probs, traces, memory.as_deref_mut(), resource, service, r);
             let w = Weight {
                 items: 1,
                 units: loki::record_bytes(r),
@@ -306,6 +314,7 @@ mod tests {
                 &[1.0, p_log, p_log],
                 &side(p_trace),
                 None,
+                None,
                 "",
                 &record(&tid),
             );
@@ -319,15 +328,52 @@ mod tests {
     }
 
     #[test]
+    fn a_trace_is_judged_at_its_first_probability_across_logs_and_spans() {
+        use crate::sampling::memory::TraceMemory;
+        let memory = TraceMemory::default();
+        let now: jiff::Timestamp = "2026-11-25T00:00:00Z".parse().unwrap();
+        let pol = policy();
+        // R = 0x70..: kept at 50%? no (T = 0x80..); kept at 60% (T = 0x66..).
+        let tid = hex::decode("0102030405060708097000000000000a").unwrap();
+        let mut s = memory.session(now);
+        // The log comes first, while traces are kept at 60%: kept.
+        let d = decide(&pol, &[1.0, 1.0, 1.0], &side(0.6), Some(&mut s), None, "", &record(&tid));
+        assert_eq!(d.fate, Fate::Keep);
+        drop(s);
+        // Pacing tightens to 50% before the spans arrive: they follow the trace's first
+        // probability, so the log does not outlive its trace.
+        let span = opentelemetry_proto::tonic::trace::v1::Span {
+            trace_id: tid.clone(),
+            span_id: vec![1; 8],
+            ..Default::default()
+        };
+        let tp = crate::policy::TracePolicy {
+            sampling: crate::policy::TraceSampling {
+                mode: SamplingMode::Proportional,
+                precision: 4,
+                min_probability: 0.0,
+                fail_closed: true,
+                multiplier_attribute: None,
+            },
+            rules: Rules::default(),
+        };
+        let mut s = memory.session(now);
+        let d = crate::sampling::traces::decide(&tp, &[1.0, 0.5, 0.5], Some(&mut s), None, "", &span);
+        assert_eq!(d.fate, Fate::Keep);
+        let without = crate::sampling::traces::decide(&tp, &[1.0, 0.5, 0.5], None, None, "", &span);
+        assert_ne!(without.fate, Fate::Keep, "at 50% alone the span would have been dropped");
+    }
+
+    #[test]
     fn kept_records_carry_the_threshold() {
         let pol = policy();
         let tid = hex::decode("fefefefefefefefefef0000000000000").unwrap();
-        let d = decide(&pol, &[1.0, 0.5, 0.5], &side(1.0), None, "", &record(&tid));
+        let d = decide(&pol, &[1.0, 0.5, 0.5], &side(1.0), None, None, "", &record(&tid));
         assert_eq!(d.threshold.as_deref(), Some("8"));
         let mut r = record(&tid);
         set_string(&mut r.attributes, THRESHOLD_ATTRIBUTE, "c");
         // 25% arriving, sampled at 50% here: 12.5% leaves (the collector's "25 percent incoming").
-        let d = decide(&pol, &[1.0, 0.5, 0.5], &side(1.0), None, "", &r);
+        let d = decide(&pol, &[1.0, 0.5, 0.5], &side(1.0), None, None, "", &r);
         assert_eq!(d.threshold.as_deref(), Some("e"));
     }
 
@@ -339,8 +385,8 @@ mod tests {
         for i in 0..10_000 {
             let mut r = record(&[]);
             set_string(&mut r.attributes, "k8s.pod.uid", &format!("pod-{i}"));
-            let d1 = decide(&pol, &[1.0, 0.25, 0.25], &side(1.0), None, "", &r);
-            let d2 = decide(&pol, &[1.0, 0.25, 0.25], &side(1.0), None, "", &r);
+            let d1 = decide(&pol, &[1.0, 0.25, 0.25], &side(1.0), None, None, "", &r);
+            let d2 = decide(&pol, &[1.0, 0.25, 0.25], &side(1.0), None, None, "", &r);
             assert_eq!(d1, d2, "decisions are pure");
             kept += usize::from(d1.fate == Fate::Keep);
         }

@@ -7,10 +7,13 @@
 //! - [`threshold`], [`tracestate`]: consistent probability sampling (`th`, `rv`);
 //! - [`hash_seed`]: the collector's `hash_seed` mode;
 //! - [`rules`]: matching policy rules against spans and log records;
-//! - [`traces`], [`logs`]: applying decisions to a whole OTLP request, with accounting.
+//! - [`traces`], [`logs`]: applying decisions to a whole OTLP request, with accounting;
+//! - [`memory`]: the probability each recent trace was first judged at, so a trace's
+//!   later spans and logs get the same decision while pacing moves.
 
 pub mod hash_seed;
 pub mod logs;
+pub mod memory;
 pub mod rules;
 pub mod threshold;
 pub mod traces;

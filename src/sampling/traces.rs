@@ -22,6 +22,7 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 use super::rules::{self, Item};
 use super::threshold::{self, Randomness, Threshold};
 use super::tracestate::TraceState;
+use super::memory::Session;
 use super::{Account, ClassProbabilities, Fate, hash_seed};
 use crate::metering::{Weight, tempo};
 use crate::model::{Class, DropReason};
@@ -100,10 +101,12 @@ pub fn classify(
         .ok_or(DropReason::Rule)
 }
 
-/// Decides one span at the keep probabilities `probs`.
+/// Decides one span at the keep probabilities `probs`; with `memory`, a non-priority span
+/// of a trace judged before is judged at that trace's first probability.
 pub fn decide(
     policy: &TracePolicy,
     probs: &ClassProbabilities,
+    memory: Option<&mut Session<'_>>,
     resource: Option<&Resource>,
     service: &str,
     span: &Span,
@@ -112,7 +115,12 @@ pub fn decide(
         Ok(c) => c,
         Err(reason) => return SpanDecision::drop(None, reason),
     };
-    let p = probs[class.index()];
+    let mut p = probs[class.index()];
+    if class != Class::Priority
+        && let Some(m) = memory
+    {
+        p = m.judge(&span.trace_id, p);
+    }
     if p >= 1.0 {
         return SpanDecision::keep(class);
     }
@@ -209,6 +217,7 @@ fn hash_seeded(
 pub fn decide_all(
     policy: &TracePolicy,
     probs: &ClassProbabilities,
+    mut memory: Option<&mut Session<'_>>,
     req: &ExportTraceServiceRequest,
 ) -> (Vec<SpanDecision>, Account) {
     let mut decisions = Vec::with_capacity(tempo::span_count(req) as usize);
@@ -217,7 +226,7 @@ pub fn decide_all(
         let resource = rs.resource.as_ref();
         let service = rules::service_name(resource);
         for span in rs.scope_spans.iter().flat_map(|ss| &ss.spans) {
-            let d = decide(policy, probs, resource, service, span);
+            let d = decide(policy, probs, memory.as_deref_mut(), resource, service, span);
             let w = Weight {
                 items: 1,
                 units: tempo::span_share(span),
@@ -324,7 +333,7 @@ mod tests {
     }
 
     fn one(policy: &TracePolicy, p: f64, s: &Span) -> SpanDecision {
-        decide(policy, &[p, p, p], None, "", s)
+        decide(policy, &[p, p, p], None, None, "", s)
     }
 
     const DEFAULT_TID: &str = "fefefefefefefefefe80000000000000";
@@ -499,7 +508,7 @@ mod tests {
         ] {
             assert_eq!(sampling_priority(&with(v.clone())), want, "{v:?}");
         }
-        let d = decide(&pol, &[1.0, 0.0001, 0.0001], None, "", &with(IntValue(2)));
+        let d = decide(&pol, &[1.0, 0.0001, 0.0001], None, None, "", &with(IntValue(2)));
         assert_eq!(d.class, Some(Class::Priority));
         assert_eq!(d.fate, Fate::Keep);
         let d = one(&pol, 1.0, &with(IntValue(0)));
@@ -549,7 +558,7 @@ traces:
                 schema_url: String::new(),
             }],
         };
-        let (decisions, account) = decide_all(&p.traces, &[1.0, 0.0, 0.0], &req);
+        let (decisions, account) = decide_all(&p.traces, &[1.0, 0.0, 0.0], None, &req);
         assert_eq!(account.offered[0].items, 10);
         assert_eq!(account.offered[1].items, 86);
         assert_eq!(account.dropped[DropReason::Rule as usize].items, 4);

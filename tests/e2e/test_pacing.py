@@ -1,0 +1,219 @@
+"""Pacing on the real server: a 3-minute period, the OpenTelemetry Python SDK offering three
+times the budget (spans and logs), and what arrives upstream."""
+
+from __future__ import annotations
+
+import random
+import re
+import threading
+import time
+from datetime import datetime, timezone
+
+import pytest
+import requests
+from opentelemetry import trace as trace_api
+from opentelemetry._logs import SeverityNumber
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import Status, StatusCode
+
+from conftest import Frugal, policy_for
+from standin import StandIn, loki_bytes, tempo_size
+
+PERIOD = 180  # seconds
+TRACES_PER_SECOND = 40
+SPANS_PER_TRACE = 3
+LOGS_PER_TRACE = 2
+ERROR_RATE = 0.05
+WARN_RATE = 0.1
+DEMAND = 3.0  # offered, as a multiple of the budget
+
+
+def make_trace(tracer, logger, rng, errors: list, warn_logs: list):
+    root = tracer.start_span("GET /api/v1/timelines/home", kind=trace_api.SpanKind.SERVER,
+                             attributes={"http.route": "/api/v1/timelines/home", "http.request.method": "GET",
+                                         "url.path": "/api/v1/timelines/home", "user_agent.original": "Mastodon/4.3"})
+    ctx = trace_api.set_span_in_context(root)
+    for i in range(SPANS_PER_TRACE - 1):
+        child = tracer.start_span("SELECT statuses", context=ctx,
+                                  attributes={"db.system": "postgresql", "db.statement": "SELECT * FROM statuses WHERE id = $1"})
+        child.end()
+    for _ in range(LOGS_PER_TRACE):
+        warn = rng.random() < WARN_RATE
+        logger.emit(context=ctx, severity_number=SeverityNumber.WARN if warn else SeverityNumber.INFO,
+                    severity_text="WARN" if warn else "INFO",
+                    body="Completed 200 OK in 42ms (Views: 12.3ms | ActiveRecord: 8.1ms)",
+                    attributes={"code.function": "process_action"})
+        if warn:
+            warn_logs.append(root.get_span_context().trace_id)
+    if rng.random() < ERROR_RATE:
+        root.set_status(Status(StatusCode.ERROR, "boom"))
+        errors.append(root.get_span_context().span_id)
+    root.end()
+
+
+def calibrate(rng) -> tuple[float, float]:
+    """Bytes per second the load offers, for traces and for logs."""
+    spans = InMemorySpanExporter()
+    tp = TracerProvider(resource=Resource.create({"service.name": "mastodon-prod/web"}))
+    tp.add_span_processor(SimpleSpanProcessor(spans))
+
+    class Collect:
+        def __init__(self):
+            self.batch = []
+
+        def export(self, batch):
+            self.batch.extend(batch)
+
+    from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
+    from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor, InMemoryLogRecordExporter
+    logs = InMemoryLogRecordExporter()
+    lp = LoggerProvider(resource=Resource.create({"service.name": "mastodon-prod/web"}))
+    lp.add_log_record_processor(SimpleLogRecordProcessor(logs))
+    for _ in range(200):
+        make_trace(tp.get_tracer("rack"), lp.get_logger("rails"), rng, [], [])
+    trace_bytes = tempo_size(encode_spans(spans.get_finished_spans())) / 200
+    log_bytes = loki_bytes(encode_logs(logs.get_finished_logs())) / 200
+    return trace_bytes * TRACES_PER_SECOND, log_bytes * TRACES_PER_SECOND
+
+
+@pytest.fixture(scope="module")
+def paced_run(tmp_path_factory):
+    rng = random.Random(3)
+    trace_rate, log_rate = calibrate(rng)
+    trace_limit = int(trace_rate * PERIOD / DEMAND)
+    log_limit = int(log_rate * PERIOD / DEMAND)
+    start = int(time.time()) + 6
+    standin = StandIn()
+    policy = policy_for(standin.url, budgets=f"""
+period: {{every: 3m, start: "{datetime.fromtimestamp(start, timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')}"}}
+pacing: {{recompute_every: 1s}}
+budgets:
+  traces: {{limit: {trace_limit}, target: 95%, at_limit: keep_priority}}
+  logs: {{limit: {log_limit}, target: 95%, at_limit: keep_priority}}
+""", extra="""
+traces:
+  priority: [{name: errors, status_code: ERROR}]
+logs:
+  follow_traces: true
+  priority: [{name: warnings, severity_at_least: WARN}]
+""")
+    f = Frugal(policy, tmp_path_factory.mktemp("paced") / "data")
+    resource = Resource.create({"service.name": "mastodon-prod/web", "k8s.pod.name": "web-0"})
+    tp = TracerProvider(resource=resource)
+    tp.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{f.http_url}/v1/traces"),
+                                             schedule_delay_millis=250, max_export_batch_size=1024))
+    lp = LoggerProvider(resource=resource)
+    lp.add_log_record_processor(BatchLogRecordProcessor(OTLPLogExporter(endpoint=f"{f.http_url}/v1/logs"),
+                                                        schedule_delay_millis=250, max_export_batch_size=1024))
+    tracer, logger = tp.get_tracer("rack"), lp.get_logger("rails")
+    errors: list[int] = []
+    warn_logs: list[int] = []
+    samples = []
+    stop = threading.Event()
+
+    def watch():
+        while not stop.is_set():
+            try:
+                samples.append((time.time(), f.usage()))
+            except requests.RequestException:
+                pass
+            time.sleep(1)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    time.sleep(max(0.0, start - time.time()))
+    t0 = time.time()
+    n = 0
+    while time.time() < start + PERIOD - 0.5:
+        make_trace(tracer, logger, rng, errors, warn_logs)
+        n += 1
+        next_at = t0 + n / TRACES_PER_SECOND
+        time.sleep(max(0.0, next_at - time.time()))
+    tp.force_flush()
+    lp.force_flush()
+    time.sleep(max(0.0, start + PERIOD + 2 - time.time()))
+    stop.set()
+    watcher.join(5)
+    final = f.usage()
+    result = {"f": f, "standin": standin, "final": final, "samples": samples, "errors": errors,
+              "warn_logs": warn_logs, "trace_limit": trace_limit, "log_limit": log_limit, "start": start}
+    yield result
+    tp.shutdown()
+    lp.shutdown()
+    f.stop()
+    standin.stop()
+
+
+def period_result(run, signal):
+    prev = run["final"]["previous_period"]
+    assert prev is not None, "the 3-minute period ended and the next one began"
+    assert prev["start"].startswith(datetime.fromtimestamp(run["start"], timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"))
+    return prev["signals"][signal]
+
+
+def test_the_period_ends_within_3_points_of_target_and_never_over(paced_run):
+    for signal in ("traces", "logs"):
+        r = period_result(paced_run, signal)
+        assert r["used"] <= r["limit"], f"{signal}: over the limit"
+        print(f"{signal}: the period ended at {r['fraction']:.4f} of the limit")
+        assert abs(r["fraction"] - 0.95) <= 0.03, f"{signal} ended at {r['fraction']:.3f} of the limit"
+        # Throughout the period, usage never passed the limit either.
+        for _, u in paced_run["samples"]:
+            if u["period"]["start"] == paced_run["final"]["previous_period"]["start"]:
+                assert u["signals"][signal]["used"] <= r["limit"]
+
+
+def test_sampling_happened_and_is_visible(paced_run):
+    samples = [u for _, u in paced_run["samples"]
+               if u["period"]["start"] == paced_run["final"]["previous_period"]["start"]]
+    mid = samples[len(samples) // 2]["signals"]["traces"]
+    assert mid["pacing"]["state"] == "pacing"
+    assert 0.15 < mid["pacing"]["keep_probability"]["normal"] < 0.6
+    assert mid["pacing"]["keep_probability"]["priority"] == 1.0
+    assert mid["dropped"]["sampled"]["items"] > 0
+    assert mid["pacing"]["projected_fraction"] == pytest.approx(0.95, abs=0.1)
+    metrics = paced_run["f"].metrics()
+    assert 'frugal_keep_probability{class="normal",signal="traces"}' in metrics
+    assert 'frugal_dropped_items_total{reason="sampled",signal="traces"}' in metrics
+
+
+def test_every_error_span_is_kept(paced_run):
+    arrived = {s.span_id for r in paced_run["standin"].of("traces") for rs in r.message.resource_spans
+               for ss in rs.scope_spans for s in ss.spans}
+    errors = paced_run["errors"]
+    assert len(errors) > 100
+    missing = [e for e in errors if e.to_bytes(8, "big") not in arrived]
+    assert not missing, f"{len(missing)} of {len(errors)} error spans were dropped"
+
+
+def test_no_log_of_a_dropped_trace_is_kept(paced_run):
+    kept_traces = {s.trace_id for r in paced_run["standin"].of("traces") for rs in r.message.resource_spans
+                   for ss in rs.scope_spans for s in ss.spans}
+    kept_logs = [lr for r in paced_run["standin"].of("logs") for rl in r.message.resource_logs
+                 for sl in rl.scope_logs for lr in sl.log_records]
+    info = [lr for lr in kept_logs if lr.severity_number < SeverityNumber.WARN.value]
+    orphans = [lr for lr in info if lr.trace_id not in kept_traces]
+    assert len(info) > 500
+    assert not orphans, f"{len(orphans)} of {len(info)} kept logs belong to dropped traces"
+    # Warnings are kept regardless of their trace while the log budget allows.
+    warn_kept = {lr.trace_id for lr in kept_logs if lr.severity_number >= SeverityNumber.WARN.value}
+    warned = {t.to_bytes(16, "big") for t in paced_run["warn_logs"]}
+    assert warned <= warn_kept | set(), f"{len(warned - warn_kept)} warn logs were dropped"
+    # Sampled logs carry their threshold; only those kept before pacing began (the first
+    # seconds, at probability 1) have none.
+    def threshold(lr):
+        return next((kv.value.string_value for kv in lr.attributes if kv.key == "sampling.threshold"), None)
+
+    with_th = [lr for lr in info if threshold(lr)]
+    assert len(with_th) > 0.8 * len(info)
+    assert all(re.fullmatch(r"[0-9a-f]{1,14}", threshold(lr)) for lr in with_th)
+    first_seconds = (paced_run["start"] + 15) * 1_000_000_000
+    assert all(lr.observed_time_unix_nano < first_seconds for lr in info if not threshold(lr))
