@@ -233,7 +233,13 @@ impl Payload for ExportLogsServiceRequest {
             mode: policy.traces.sampling.mode,
             precision: policy.traces.sampling.precision,
         };
-        sampling::logs::decide_all(&policy.logs, &pacing.logs.probabilities, &side, Some(memory), req)
+        sampling::logs::decide_all(
+            &policy.logs,
+            &pacing.logs.probabilities,
+            &side,
+            Some(memory),
+            req,
+        )
     }
 
     fn apply(&mut self, _policy: &Policy, decisions: &[Self::Decision]) {

@@ -444,7 +444,10 @@ impl Ledger {
     /// The period before the current one, and its counters as stored (reads the store).
     pub fn previous(&self) -> Result<(Period, Counters), StoreError> {
         let cur = self.period();
-        let before = cur.start.checked_sub(jiff::SignedDuration::from_nanos(1)).unwrap_or(cur.start);
+        let before = cur
+            .start
+            .checked_sub(jiff::SignedDuration::from_nanos(1))
+            .unwrap_or(cur.start);
         let period = self.spec.period_at(before);
         Ok((period, self.store.totals(&period.key())?))
     }

@@ -5,7 +5,10 @@
 //! controller pacing the keep probabilities and the usage ledger persisting what was spent.
 //! See ARCHITECTURE.md for the map.
 
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 pub mod admin;
 pub mod admin_client;

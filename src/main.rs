@@ -10,6 +10,11 @@ use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
 
 use frugal::clock::{Clock as _, SystemClock};
+
+/// Decoding OTLP allocates a string per attribute; glibc's allocator spent ~45% of
+/// frugal's CPU on that (see BENCHMARKS.md), mimalloc a fraction.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use frugal::model::Signal;
 use frugal::policy::{self, Overrides, Policy};
 

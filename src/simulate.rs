@@ -765,16 +765,20 @@ async fn simulate_async(policy: &Policy, cfg: &Config) -> anyhow::Result<RunRepo
                 last_csv_hour = hour;
                 let frac = period.elapsed_seconds(now) / length;
                 let p = pacing.traces.probabilities;
+                let d = &pacing.traces.demand;
                 writeln!(
                     f,
-                    "{now},{frac:.5},{},{:.0},{limit},{offered_now},{},{:.5},{:.5},{:.5},{}",
+                    "{now},{frac:.5},{},{:.0},{limit},{offered_now},{},{:.5},{:.5},{:.5},{},{:.3},{:.3},{:.0}",
                     u.used,
                     budget.target_bytes() as f64 * frac,
                     u.sent_units,
                     p[0],
                     p[1],
                     p[2],
-                    pacing.traces.state.as_str()
+                    pacing.traces.state.as_str(),
+                    d.iter().map(|x| x.long).sum::<f64>(),
+                    d.iter().map(|x| x.short).sum::<f64>(),
+                    pacing.traces.projected_used,
                 )?;
             }
         }

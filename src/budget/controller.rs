@@ -9,6 +9,11 @@
 //!   time left, plus the burst the short window sees, assumed to last `H` more (a quarter
 //!   of a scaled day: 6 hours of a 30-day month). Near the end (`tau < H`) this is simply
 //!   the higher of the two rates: conservative where overshooting is close;
+//! - early in the period forecasts are least certain and there is most time to correct,
+//!   so sampling starts only when demand exceeds the allowance by a margin that falls
+//!   from 10% at the start to 0 at the end (`m = 1 + 0.1 * tau / T`, plus 0.2 until the
+//!   forecasts have seen a whole scaled day); the margin fades out as demand grows to
+//!   twice the allowance, so a real overload is paced at once;
 //! - classes spend in order: `p_priority = min(1, A' / D_priority)` (where `A'` runs to
 //!   the limit with `keep_priority`, to the target with `drop_all`), then normal gets
 //!   `clamp((A - p_priority * D_priority) / D_normal, floor, 1)`, then bulk (never more
@@ -75,6 +80,9 @@ pub struct Input<'a> {
     pub previous: Option<(Timestamp, ClassProbabilities)>,
     /// The lowest probability the normal and bulk classes get while budget remains.
     pub min_probability: f64,
+    /// How much of a scaled day of history the forecasts rest on (0 to 1): until a whole
+    /// day has been seen, a daily rhythm can mislead them.
+    pub history: f64,
 }
 
 /// What the controller decided.
@@ -88,6 +96,13 @@ pub struct Output {
     pub allowance: f64,
 }
 
+/// How much forecast demand may exceed the allowance, at the start of a period, before
+/// anything is sampled (falling to 0 at the end).
+pub const FORECAST_MARGIN: f64 = 0.1;
+
+/// The extra margin while the forecasts have seen less than a scaled day.
+pub const FIRST_DAY_MARGIN: f64 = 0.2;
+
 /// A quarter of a scaled day (6 hours of a 30-day month): how much longer a burst is
 /// assumed to last.
 pub fn burst_horizon_seconds(period: &Period) -> f64 {
@@ -97,6 +112,21 @@ pub fn burst_horizon_seconds(period: &Period) -> f64 {
 /// A scaled minute: the time over which the probability may change 2x.
 pub fn smoothing_seconds(period: &Period) -> f64 {
     period.length_seconds() / 43_200.0
+}
+
+/// The keep probability for an allowance/demand ratio `x`, with the forecast margin:
+/// 1 while demand is within the margin of the allowance, `x` itself once demand is twice
+/// the allowance or more, and a straight line between (so there is no jump).
+fn with_margin(x: f64, margin: f64) -> f64 {
+    if margin <= 1.0 {
+        return x.min(1.0);
+    }
+    let full = 1.0 / margin;
+    if x >= full {
+        return 1.0;
+    }
+    let blend = ((x - 0.5) / (full - 0.5)).clamp(0.0, 1.0);
+    (x * (1.0 + (margin - 1.0) * blend)).min(1.0)
 }
 
 pub fn compute(input: &Input<'_>) -> Output {
@@ -143,6 +173,13 @@ pub fn compute(input: &Input<'_>) -> Output {
     }
 
     let allowance = target - used;
+    // Forecasts are least certain early in the period, where there is also the most time
+    // to correct: demand must exceed the allowance by a margin shrinking from 10% at the
+    // start to nothing at the end before anything is sampled.
+    let mut margin = 1.0 + FORECAST_MARGIN * (tau / input.period.length_seconds()).clamp(0.0, 1.0);
+    if input.history < 1.0 {
+        margin += FIRST_DAY_MARGIN;
+    }
     // Priority items may spend up to the limit with keep_priority (the others stop at the
     // target), so they keep probability 1 until the limit itself is close.
     let priority_allowance = match b.at_limit {
@@ -166,7 +203,7 @@ pub fn compute(input: &Input<'_>) -> Output {
         p[i] = if d <= 0.0 {
             ceiling
         } else {
-            (left / d).clamp(input.min_probability.min(ceiling), ceiling)
+            with_margin(left / d, margin).clamp(input.min_probability.min(ceiling), ceiling)
         };
         left = (left - p[i] * d).max(0.0);
     }
@@ -240,6 +277,7 @@ mod tests {
             demand: demand.map(|r| Demand { long: r, short: r }),
             previous: None,
             min_probability: 0.0,
+            history: 1.0,
         }
     }
 
@@ -314,6 +352,25 @@ mod tests {
             "{:?}",
             out.probabilities
         );
+    }
+
+    #[test]
+    fn the_margin_is_continuous_and_fades_with_overload() {
+        let m = 1.1;
+        assert_eq!(with_margin(1.0 / 1.1, m), 1.0);
+        assert_eq!(with_margin(0.95, m), 1.0);
+        assert_eq!(with_margin(0.5, m), 0.5);
+        assert_eq!(with_margin(0.2, m), 0.2);
+        let mut prev = 0.0;
+        for i in 1..=1000 {
+            let v = with_margin(f64::from(i) / 1000.0, m);
+            assert!(
+                v >= prev - 1e-12 && v - prev < 0.01,
+                "monotone and continuous at {i}"
+            );
+            prev = v;
+        }
+        assert_eq!(with_margin(0.7, 1.0), 0.7, "no margin at the period's end");
     }
 
     #[test]

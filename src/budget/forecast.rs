@@ -22,6 +22,8 @@ use crate::clock::seconds_between;
 pub const LONG_BINS: usize = 72;
 /// Completed bins needed before the median is trusted.
 const MIN_BINS: usize = 3;
+/// Bins in a scaled day.
+pub const DAY_BINS: usize = 24;
 
 #[derive(Debug, Clone)]
 pub struct Forecast {
@@ -132,10 +134,17 @@ impl Forecast {
         bytes / span
     }
 
-    /// The long-window rate (bytes/s).
+    /// The long-window rate (bytes/s): the median of the newest whole scaled days of bins
+    /// (a partial day would lean toward whatever hours it holds of a daily rhythm).
     pub fn long(&self) -> f64 {
-        if self.bins.len() >= MIN_BINS {
-            median(self.bins.iter().copied())
+        let n = self.bins.len();
+        if n >= MIN_BINS {
+            let whole = if n >= DAY_BINS {
+                n / DAY_BINS * DAY_BINS
+            } else {
+                n
+            };
+            median(self.bins.iter().skip(n - whole).copied())
         } else if let Some(w) = self.warm_start {
             w
         } else {
@@ -146,6 +155,11 @@ impl Forecast {
     /// Whether the long window rests on measured bins rather than a fallback.
     pub fn is_warm(&self) -> bool {
         self.bins.len() >= MIN_BINS
+    }
+
+    /// How much of a scaled day of history the long window holds, from 0 to 1.
+    pub fn history(&self) -> f64 {
+        (self.bins.len() as f64 / DAY_BINS as f64).min(1.0)
     }
 }
 

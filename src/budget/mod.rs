@@ -176,6 +176,13 @@ impl SignalPacer {
                 Signal::Traces => policy.traces.sampling.min_probability,
                 _ => 0.0,
             },
+            history: self
+                .forecasts
+                .iter()
+                .zip(&demand)
+                .filter(|(_, d)| d.long > 0.0 || d.short > 0.0)
+                .map(|(f, _)| f.history())
+                .fold(1.0, f64::min),
         };
         let mut out = controller::compute(&input);
         if !policy.pacing.enabled && out.state == PacingState::Pacing {

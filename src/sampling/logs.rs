@@ -18,9 +18,9 @@ use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
+use super::memory::Session;
 use super::rules::{self, Item};
 use super::threshold::{self, Randomness, Threshold};
-use super::memory::Session;
 use super::{Account, ClassProbabilities, Fate, hash_seed};
 use crate::metering::{Weight, loki};
 use crate::model::{Class, DropReason};
@@ -192,7 +192,15 @@ pub fn decide_all(
         let resource = rl.resource.as_ref();
         let service = rules::service_name(resource);
         for r in rl.scope_logs.iter().flat_map(|sl| &sl.log_records) {
-            let d = decide(policy, probs, traces, memory.as_deref_mut(), resource, service, r);
+            let d = decide(
+                policy,
+                probs,
+                traces,
+                memory.as_deref_mut(),
+                resource,
+                service,
+                r,
+            );
             let w = Weight {
                 items: 1,
                 units: loki::record_bytes(r),
@@ -337,7 +345,15 @@ mod tests {
         let tid = hex::decode("0102030405060708097000000000000a").unwrap();
         let mut s = memory.session(now);
         // The log comes first, while traces are kept at 60%: kept.
-        let d = decide(&pol, &[1.0, 1.0, 1.0], &side(0.6), Some(&mut s), None, "", &record(&tid));
+        let d = decide(
+            &pol,
+            &[1.0, 1.0, 1.0],
+            &side(0.6),
+            Some(&mut s),
+            None,
+            "",
+            &record(&tid),
+        );
         assert_eq!(d.fate, Fate::Keep);
         drop(s);
         // Pacing tightens to 50% before the spans arrive: they follow the trace's first
@@ -358,17 +374,30 @@ mod tests {
             rules: Rules::default(),
         };
         let mut s = memory.session(now);
-        let d = crate::sampling::traces::decide(&tp, &[1.0, 0.5, 0.5], Some(&mut s), None, "", &span);
+        let d =
+            crate::sampling::traces::decide(&tp, &[1.0, 0.5, 0.5], Some(&mut s), None, "", &span);
         assert_eq!(d.fate, Fate::Keep);
         let without = crate::sampling::traces::decide(&tp, &[1.0, 0.5, 0.5], None, None, "", &span);
-        assert_ne!(without.fate, Fate::Keep, "at 50% alone the span would have been dropped");
+        assert_ne!(
+            without.fate,
+            Fate::Keep,
+            "at 50% alone the span would have been dropped"
+        );
     }
 
     #[test]
     fn kept_records_carry_the_threshold() {
         let pol = policy();
         let tid = hex::decode("fefefefefefefefefef0000000000000").unwrap();
-        let d = decide(&pol, &[1.0, 0.5, 0.5], &side(1.0), None, None, "", &record(&tid));
+        let d = decide(
+            &pol,
+            &[1.0, 0.5, 0.5],
+            &side(1.0),
+            None,
+            None,
+            "",
+            &record(&tid),
+        );
         assert_eq!(d.threshold.as_deref(), Some("8"));
         let mut r = record(&tid);
         set_string(&mut r.attributes, THRESHOLD_ATTRIBUTE, "c");

@@ -58,7 +58,11 @@ impl TraceMemory {
     }
 
     pub fn len(&self) -> usize {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).map.len()
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .map
+            .len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -126,7 +130,11 @@ mod tests {
         assert_eq!(m.session(t1).fix(&id, 0.2), 0.5);
         let t2 = crate::clock::add(t0, std::time::Duration::from_secs(61));
         assert_eq!(m.session(t2).fix(&id, 0.2), 0.2, "forgotten after the TTL");
-        assert_eq!(m.session(t2).fix(&[1, 2], 0.3), 0.3, "invalid IDs are not remembered");
+        assert_eq!(
+            m.session(t2).fix(&[1, 2], 0.3),
+            0.3,
+            "invalid IDs are not remembered"
+        );
     }
 
     #[test]

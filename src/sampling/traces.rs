@@ -19,10 +19,10 @@ use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::Span;
 
+use super::memory::Session;
 use super::rules::{self, Item};
 use super::threshold::{self, Randomness, Threshold};
 use super::tracestate::TraceState;
-use super::memory::Session;
 use super::{Account, ClassProbabilities, Fate, hash_seed};
 use crate::metering::{Weight, tempo};
 use crate::model::{Class, DropReason};
@@ -226,7 +226,14 @@ pub fn decide_all(
         let resource = rs.resource.as_ref();
         let service = rules::service_name(resource);
         for span in rs.scope_spans.iter().flat_map(|ss| &ss.spans) {
-            let d = decide(policy, probs, memory.as_deref_mut(), resource, service, span);
+            let d = decide(
+                policy,
+                probs,
+                memory.as_deref_mut(),
+                resource,
+                service,
+                span,
+            );
             let w = Weight {
                 items: 1,
                 units: tempo::span_share(span),
@@ -508,7 +515,14 @@ mod tests {
         ] {
             assert_eq!(sampling_priority(&with(v.clone())), want, "{v:?}");
         }
-        let d = decide(&pol, &[1.0, 0.0001, 0.0001], None, None, "", &with(IntValue(2)));
+        let d = decide(
+            &pol,
+            &[1.0, 0.0001, 0.0001],
+            None,
+            None,
+            "",
+            &with(IntValue(2)),
+        );
         assert_eq!(d.class, Some(Class::Priority));
         assert_eq!(d.fate, Fate::Keep);
         let d = one(&pol, 1.0, &with(IntValue(0)));

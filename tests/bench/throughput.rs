@@ -1,1 +1,353 @@
-fn main() {}
+//! Throughput, added latency and memory of frugal forwarding OTLP/HTTP traces to a local
+//! sink: `cargo bench --bench throughput` (add `-- --seconds 20` for longer runs).
+//!
+//! The load generator and the sink run in this process; frugal runs as its own process,
+//! so its CPU time (from /proc) is frugal's alone. Requests carry 1,000 spans of 358
+//! encoded bytes each. Reported: spans/s and MB/s of wall time, spans per CPU-second of
+//! frugal's own CPU, latency p50/p99 through frugal and directly to the sink at a fixed
+//! moderate rate, and frugal's peak resident memory.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+use prost::Message as _;
+
+const SPANS_PER_REQUEST: usize = 1000;
+
+fn kv(k: &str, v: &str) -> KeyValue {
+    KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(v.into())),
+        }),
+        ..Default::default()
+    }
+}
+
+/// A span of exactly 358 encoded bytes (with its tag and length inside ScopeSpans).
+fn span(i: usize, pad: usize, marked: bool) -> Span {
+    let mut id = [0u8; 16];
+    id[..8].copy_from_slice(&(i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15).to_be_bytes());
+    id[8..].copy_from_slice(
+        &((i as u64) ^ 0xDEAD_BEEF)
+            .wrapping_mul(0xC2B2_AE3D_27D4_EB4F)
+            .to_be_bytes(),
+    );
+    Span {
+        trace_id: id.to_vec(),
+        span_id: id[4..12].to_vec(),
+        parent_span_id: id[2..10].to_vec(),
+        name: "GET /api/v1/timelines/home".into(),
+        kind: 2,
+        start_time_unix_nano: 1_764_000_000_000_000_000 + i as u64,
+        end_time_unix_nano: 1_764_000_000_050_000_000 + i as u64,
+        attributes: vec![
+            kv("http.request.method", "GET"),
+            kv("http.route", "/api/v1/timelines/home"),
+            kv("url.path", "/api/v1/timelines/home"),
+            kv(
+                "server.address",
+                if marked {
+                    "mastodon.dropme."
+                } else {
+                    "mastodon.example"
+                },
+            ),
+            kv("user_agent.original", &"x".repeat(pad)),
+        ],
+        status: Some(Status::default()),
+        ..Default::default()
+    }
+}
+
+fn request(pad: usize, mark_half: bool) -> ExportTraceServiceRequest {
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![
+                    kv("service.name", "mastodon-prod/web"),
+                    kv("k8s.pod.name", "web-0"),
+                ],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                scope: Some(InstrumentationScope {
+                    name: "OpenTelemetry::Instrumentation::Rack".into(),
+                    version: "0.24.6".into(),
+                    ..Default::default()
+                }),
+                spans: (0..SPANS_PER_REQUEST)
+                    .map(|i| span(i, pad, mark_half && i % 2 == 0))
+                    .collect(),
+                schema_url: String::new(),
+            }],
+            schema_url: String::new(),
+        }],
+    }
+}
+
+/// The request body, with spans padded to 358 bytes each; with `mark_half`, every other
+/// span matches the benchmark policy's drop rule.
+fn body(mark_half: bool) -> (Bytes, usize) {
+    let one = |pad: usize| {
+        let s = span(1, pad, false);
+        let len = s.encoded_len();
+        len + 1 + prost::encoding::encoded_len_varint(len as u64)
+    };
+    let pad = (0..400).find(|&p| one(p) >= 358).unwrap_or(100);
+    assert_eq!(one(pad), 358, "span size");
+    let req = request(pad, mark_half);
+    (Bytes::from(req.encode_to_vec()), req.encoded_len())
+}
+
+fn gzip(b: &[u8]) -> Bytes {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(b).unwrap();
+    Bytes::from(e.finish().unwrap())
+}
+
+/// A sink answering 200 with an empty export response.
+async fn sink() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    |req: http::Request<hyper::body::Incoming>| async move {
+                        let _ = req.into_body().collect().await;
+                        let mut r = http::Response::new(Full::new(Bytes::new()));
+                        r.headers_mut().insert(
+                            "content-type",
+                            http::HeaderValue::from_static("application/x-protobuf"),
+                        );
+                        Ok::<_, std::convert::Infallible>(r)
+                    },
+                );
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+struct Frugal {
+    child: Child,
+    http: SocketAddr,
+}
+
+impl Frugal {
+    fn start(upstream: SocketAddr, compression: &str, dir: &std::path::Path) -> Frugal {
+        let policy = dir.join("bench.yaml");
+        std::fs::write(
+            &policy,
+            format!(
+                "upstream: {{otlp: {{endpoint: 'http://{upstream}', compression: {compression}}}}}\n\
+                 budgets: {{traces: {{limit: 50TB, target: 95%}}}}\n\
+                 traces: {{priority: [{{name: errors, status_code: ERROR}}, {{name: slow, latency_over: 2s}}],\n\
+                 drop: [{{name: bench, attributes: {{server.address: mastodon.dropme.}}}}]}}\n"
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_frugal"))
+            .args(["serve", "--policy"])
+            .arg(&policy)
+            .args(["--data-dir"])
+            .arg(dir.join("data"))
+            .args([
+                "--listen-http",
+                "127.0.0.1:0",
+                "--listen-grpc",
+                "off",
+                "--listen-admin",
+                "127.0.0.1:0",
+            ])
+            .env("RUST_LOG", "warn,frugal::app=info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let mut lines = std::io::BufReader::new(stderr);
+        let mut line = String::new();
+        let http = loop {
+            line.clear();
+            std::io::BufRead::read_line(&mut lines, &mut line).unwrap();
+            if let Some(rest) = line.split("frugal listening http=").nth(1) {
+                break rest.split_whitespace().next().unwrap().parse().unwrap();
+            }
+        };
+        std::thread::spawn(move || std::io::copy(&mut lines, &mut std::io::sink()));
+        Frugal { child, http }
+    }
+
+    fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .collect();
+        let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+        ticks / 100.0
+    }
+
+    fn peak_rss_mb(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let kb: f64 = status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap();
+        kb / 1024.0
+    }
+}
+
+impl Drop for Frugal {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+
+async fn post(client: &HttpClient, url: &str, body: Bytes, gzip: bool) -> u16 {
+    let mut b = http::Request::post(url).header("content-type", "application/x-protobuf");
+    if gzip {
+        b = b.header("content-encoding", "gzip");
+    }
+    let resp = client
+        .request(b.body(Full::new(body)).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let _ = resp.into_body().collect().await;
+    status
+}
+
+/// Sends as fast as `connections` clients can for `seconds`; returns requests done.
+async fn saturate(url: &str, body: Bytes, gzip: bool, connections: usize, seconds: f64) -> u64 {
+    let done = Arc::new(AtomicU64::new(0));
+    let deadline = tokio::time::sleep(Duration::from_secs_f64(seconds));
+    tokio::pin!(deadline);
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let (url, body, done) = (url.to_string(), body.clone(), done.clone());
+        tasks.push(tokio::spawn(async move {
+            let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+            loop {
+                assert_eq!(post(&client, &url, body.clone(), gzip).await, 200);
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    (&mut deadline).await;
+    for t in &tasks {
+        t.abort();
+    }
+    done.load(Ordering::Relaxed)
+}
+
+/// Latencies (ms) of `n` requests sent one at a time at `rate` per second.
+async fn latencies(url: &str, body: Bytes, gzip: bool, n: usize, rate: f64) -> Vec<f64> {
+    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    let mut out = Vec::with_capacity(n);
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+    for _ in 0..n {
+        tick.tick().await;
+        #[allow(clippy::disallowed_methods)] // the benchmark measures wall time itself
+        let t = std::time::Instant::now();
+        assert_eq!(post(&client, url, body.clone(), gzip).await, 200);
+        out.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    out.sort_by(|a, b| a.total_cmp(b));
+    out
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let seconds: f64 = args
+        .iter()
+        .position(|a| a == "--seconds")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10.0);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (raw, encoded) = body(false);
+    let (half, _) = body(true);
+    let zipped = gzip(&raw);
+    println!(
+        "frugal throughput: {SPANS_PER_REQUEST} spans of 358 bytes a request ({encoded} bytes; {} gzipped), {seconds}s a run",
+        zipped.len()
+    );
+    println!(
+        "{:<22} {:>10} {:>9} {:>14} {:>9} {:>9} {:>9} {:>9} {:>8}",
+        "case", "spans/s", "MB/s", "spans/cpu-s", "cpu", "p50 ms", "p99 ms", "direct", "rss MB"
+    );
+    for (name, compression, gz, half_dropped) in [
+        ("uncompressed in/out", "none", false, false),
+        ("gzip in/out", "gzip", true, false),
+        ("half dropped, re-encoded", "none", false, true),
+    ] {
+        rt.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let upstream = sink().await;
+            let f = Frugal::start(upstream, compression, dir.path());
+            let url = format!("http://{}/v1/traces", f.http);
+            let body = match (gz, half_dropped) {
+                (true, _) => zipped.clone(),
+                (false, true) => half.clone(),
+                (false, false) => raw.clone(),
+            };
+            // Warm up connections and the allocator.
+            saturate(&url, body.clone(), gz, 4, 1.0).await;
+            let cpu0 = f.cpu_seconds();
+            let done = saturate(&url, body.clone(), gz, 8, seconds).await;
+            let cpu = f.cpu_seconds() - cpu0;
+            let spans = done as f64 * SPANS_PER_REQUEST as f64;
+            let through = latencies(&url, body.clone(), gz, 300, 50.0).await;
+            let direct_url = format!("http://{upstream}/v1/traces");
+            let direct = latencies(&direct_url, body.clone(), gz, 300, 50.0).await;
+            println!(
+                "{:<22} {:>10.0} {:>9.1} {:>14.0} {:>8.2}s {:>9.2} {:>9.2} {:>9.2} {:>8.1}",
+                name,
+                spans / seconds,
+                spans * 358.0 / seconds / 1e6,
+                spans / cpu.max(1e-9),
+                cpu,
+                pct(&through, 0.5),
+                pct(&through, 0.99),
+                pct(&direct, 0.5),
+                f.peak_rss_mb()
+            );
+        });
+    }
+    println!("(direct = p50 latency straight to the sink, for the added latency: p50 - direct)");
+}

@@ -1,1 +1,3 @@
+//! Integration tests: the library driven as the binary drives it, in-process.
 
+mod simulation;

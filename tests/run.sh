@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine:
+#   1. what the tests need: Python's venv module and util-linux (Debian packages, only if
+#      missing), and a Python venv in .venv with the OpenTelemetry SDK and exporters;
+#   2. formatting and lints;
+#   3. Rust unit and integration tests (release profile: the simulator runs months);
+#   4. end-to-end tests: the real binary, real clients, an upstream stand-in.
+# In CI (CI=true) a missing peer is a failure, never a skip.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '\n== %s\n' "$*"; }
+
+need_apt=()
+python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
+command -v setpriv >/dev/null || need_apt+=(util-linux)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  say "installing Debian packages: ${need_apt[*]}"
+  sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${need_apt[@]}"
+fi
+
+venv=.venv
+stamp="$venv/.requirements.sha256"
+want=$(sha256sum tests/e2e/requirements.txt | cut -d' ' -f1)
+if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  say "creating the Python venv ($venv)"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --upgrade pip
+  "$venv/bin/pip" install --quiet -r tests/e2e/requirements.txt
+  echo "$want" > "$stamp"
+fi
+
+say "formatting and lints"
+cargo fmt --all -- --check
+cargo clippy --release --all-targets --locked -- -D warnings
+
+say "building frugal"
+cargo build --release --locked
+
+say "unit and integration tests"
+cargo test --release --locked
+
+say "end-to-end tests"
+CI="${CI:-}" FRUGAL_BIN="$PWD/target/release/frugal" "$venv/bin/python" -m pytest tests/e2e -q -p no:cacheprovider "$@"
