@@ -28,6 +28,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 
 use crate::budget::BudgetState;
+use crate::budget::controller::PacingState;
 use crate::budget::rate::RateGate;
 use crate::clock::SharedClock;
 use crate::forwarder::{Export, ExportContext, Outcome};
@@ -371,6 +372,14 @@ impl Ingest {
             P::decide(&policy, &pacing, &mut memory, &req)
         };
         account.scale_units_to(offered.units);
+        if matches!(
+            pacing.signal(signal).state,
+            PacingState::Stopped | PacingState::PriorityOnly
+        ) {
+            // Past the target the probabilities are 0 because of the limit: say so.
+            let sampled = std::mem::take(&mut account.dropped[DropReason::Sampled as usize]);
+            account.dropped[DropReason::AtLimit as usize].add(sampled);
+        }
         inc(&self.stats.received_items, &[sig], offered.items);
         if signal != Signal::Metrics {
             inc(&self.stats.received_bytes, &[sig], offered.units);
@@ -431,6 +440,15 @@ impl Ingest {
                 self.ledger.sent(signal, kept.items, kept.units);
             }
         } else {
+            // Shadow mode: everything goes, but what the budget would have stopped is counted.
+            if let Some(b) = budget {
+                let priority = account.kept[Class::Priority.index()];
+                let rest = minus(kept, priority);
+                if self.ledger.used(signal) + kept.units > b.target_bytes() && !rest.is_zero() {
+                    self.ledger
+                        .shadow_dropped(signal, DropReason::AtLimit, rest.items, rest.units);
+                }
+            }
             self.ledger.sent(signal, kept.items, kept.units);
         }
 

@@ -112,6 +112,7 @@ impl Class {
 #[serde(rename_all = "snake_case")]
 pub enum DropReason {
     /// A `drop` rule of the policy matched (health checks and the like).
+    #[serde(rename = "drop_rule")]
     Rule,
     /// The probabilistic sampler left it out to pace the budget.
     Sampled,
@@ -121,6 +122,7 @@ pub enum DropReason {
     RateLimit,
     /// It carried `sampling.priority = 0`, or an earlier sampler's decision that frugal
     /// must respect (hash_seed mode on an item already sampled with `th`).
+    #[serde(rename = "upstream_decision")]
     Upstream,
 }
 
@@ -160,6 +162,7 @@ pub enum RejectReason {
     /// The connection could not be made: nothing was sent.
     Unreachable,
     /// Upstream accepted the request but reported items it rejected (partial success).
+    #[serde(rename = "partial_success")]
     Partial,
 }
 
@@ -181,6 +184,24 @@ impl RejectReason {
             RejectReason::RateLimited => "rate_limited",
             RejectReason::Unreachable => "unreachable",
             RejectReason::Partial => "partial_success",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_names_and_metric_labels_agree() {
+        for r in DropReason::ALL {
+            assert_eq!(serde_json::to_value(r).unwrap(), r.as_str());
+        }
+        for r in RejectReason::ALL {
+            assert_eq!(serde_json::to_value(r).unwrap(), r.as_str());
+        }
+        for c in Class::ALL {
+            assert_eq!(serde_json::to_value(c).unwrap(), c.as_str());
         }
     }
 }
