@@ -191,6 +191,7 @@ pub struct Day {
     pub budget_allowed_priority: bool,
     /// Usage at the day's end, as a fraction of the limit.
     pub used_fraction: f64,
+    /// The normal class's keep probability, averaged over the day.
     pub keep_probability: f64,
 }
 
@@ -670,6 +671,8 @@ async fn simulate_async(policy: &Policy, cfg: &Config) -> anyhow::Result<RunRepo
         }
         None => None,
     };
+    let mut day_p_sum = vec![0.0f64; days.len()];
+    let mut day_ticks = vec![0u32; days.len()];
     let mut carry = 0.0f64;
     let mut log_carry = 0.0f64;
     let mut max_used = 0u64;
@@ -757,7 +760,10 @@ async fn simulate_async(policy: &Policy, cfg: &Config) -> anyhow::Result<RunRepo
         prev_sent = u.sent_units;
         prev_priority_kept = priority_kept_now;
         days[day].used_fraction = u.used as f64 / limit as f64;
-        days[day].keep_probability = pacing.traces.probabilities[Class::Normal.index()];
+        // The day's mean keep probability (of the normal class).
+        day_p_sum[day] += pacing.traces.probabilities[Class::Normal.index()];
+        day_ticks[day] += 1;
+        days[day].keep_probability = day_p_sum[day] / f64::from(day_ticks[day]);
 
         if let Some(f) = csv.as_mut() {
             let hour = (period.elapsed_seconds(now) / (length / 720.0)) as u64;
