@@ -36,7 +36,7 @@ type Body = Full<Bytes>;
 
 pub async fn serve(listener: TcpListener, admin: Arc<Admin>, shutdown: CancellationToken) {
     loop {
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(s) => s,
                 Err(_) => continue,
@@ -46,7 +46,7 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, shutdown: Cancellat
         let admin = admin.clone();
         let service = hyper::service::service_fn(move |req| {
             let admin = admin.clone();
-            async move { Ok::<_, Infallible>(route(&admin, req).await) }
+            async move { Ok::<_, Infallible>(route(&admin, peer, req).await) }
         });
         tokio::spawn(async move {
             let _ = auto::Builder::new(TokioExecutor::new())
@@ -69,7 +69,11 @@ fn json_reply(status: StatusCode, v: &Value) -> Response<Body> {
     reply(status, "application/json", body)
 }
 
-async fn route(admin: &Admin, req: Request<Incoming>) -> Response<Body> {
+async fn route(
+    admin: &Admin,
+    peer: std::net::SocketAddr,
+    req: Request<Incoming>,
+) -> Response<Body> {
     let path = req.uri().path().to_string();
     match (req.method().clone(), path.as_str()) {
         (Method::GET, "/healthz") => reply(StatusCode::OK, "text/plain", "ok\n"),
@@ -89,7 +93,7 @@ async fn route(admin: &Admin, req: Request<Incoming>) -> Response<Body> {
             )
         }
         (Method::GET, "/api/v1/usage") => json_reply(StatusCode::OK, &usage_json(admin)),
-        (Method::PUT, p) if p.starts_with("/api/v1/usage/") => set_usage(admin, req).await,
+        (Method::PUT, p) if p.starts_with("/api/v1/usage/") => set_usage(admin, peer, req).await,
         (Method::GET, "/") => reply(
             StatusCode::OK,
             "text/plain; charset=utf-8",
@@ -99,16 +103,34 @@ async fn route(admin: &Admin, req: Request<Incoming>) -> Response<Body> {
     }
 }
 
-async fn set_usage(admin: &Admin, req: Request<Incoming>) -> Response<Body> {
+/// Changing usage needs the ingest credential when the policy sets one; without one, only
+/// a call from the same host (the pod itself, `kubectl exec` or `port-forward`) may.
+async fn set_usage(
+    admin: &Admin,
+    peer: std::net::SocketAddr,
+    req: Request<Incoming>,
+) -> Response<Body> {
     let policy = admin.ingest.policy();
-    if !crate::receivers::otlp_http::authorized(
-        policy.ingest.auth.as_ref(),
-        req.headers().get(header::AUTHORIZATION),
-    ) {
-        return json_reply(
-            StatusCode::UNAUTHORIZED,
-            &json!({"error": "missing or wrong credentials"}),
-        );
+    match &policy.ingest.auth {
+        Some(auth)
+            if !crate::receivers::otlp_http::authorized(
+                Some(auth),
+                req.headers().get(header::AUTHORIZATION),
+            ) =>
+        {
+            return json_reply(
+                StatusCode::UNAUTHORIZED,
+                &json!({"error": "missing or wrong credentials (frugal usage set --token)"}),
+            );
+        }
+        Some(_) => {}
+        None if !peer.ip().is_loopback() => {
+            return json_reply(
+                StatusCode::FORBIDDEN,
+                &json!({"error": "usage can only be set from the same host, unless the policy sets ingest.auth"}),
+            );
+        }
+        None => {}
     }
     let name = req
         .uri()

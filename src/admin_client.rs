@@ -7,7 +7,12 @@ use http_body_util::{BodyExt as _, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-fn call(method: http::Method, url: &str, body: Option<String>) -> anyhow::Result<String> {
+fn call(
+    method: http::Method,
+    url: &str,
+    body: Option<String>,
+    token: Option<&str>,
+) -> anyhow::Result<String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -16,6 +21,9 @@ fn call(method: http::Method, url: &str, body: Option<String>) -> anyhow::Result
         let mut req = http::Request::builder().method(method).uri(url);
         if body.is_some() {
             req = req.header(http::header::CONTENT_TYPE, "application/json");
+        }
+        if let Some(t) = token {
+            req = req.header(http::header::AUTHORIZATION, format!("Bearer {t}"));
         }
         let req = req.body(Full::new(Bytes::from(body.unwrap_or_default())))?;
         let resp = client
@@ -33,9 +41,10 @@ fn call(method: http::Method, url: &str, body: Option<String>) -> anyhow::Result
 }
 
 pub fn get(url: &str) -> anyhow::Result<String> {
-    call(http::Method::GET, url, None)
+    call(http::Method::GET, url, None, None)
 }
 
-pub fn put_json(url: &str, body: &str) -> anyhow::Result<String> {
-    call(http::Method::PUT, url, Some(body.to_string()))
+/// PUTs JSON, with the ingest bearer token if given.
+pub fn put_json(url: &str, body: &str, token: Option<&str>) -> anyhow::Result<String> {
+    call(http::Method::PUT, url, Some(body.to_string()), token)
 }

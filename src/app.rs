@@ -28,8 +28,9 @@ use crate::receivers::{otlp_grpc, otlp_http};
 use crate::stats::Stats;
 use crate::store::{SledStore, UsageStore};
 
-/// How long requests in flight may take to finish after SIGTERM.
-pub const GRACE_PERIOD: Duration = Duration::from_secs(20);
+/// How long requests in flight may take to finish after SIGTERM (inside Kubernetes'
+/// default 30 s; `upstream.otlp.retry.max_elapsed` is held below it).
+pub const GRACE_PERIOD: Duration = Duration::from_secs(25);
 
 /// Where a running frugal listens.
 #[derive(Debug, Clone, Copy)]
@@ -91,18 +92,20 @@ pub async fn start(policy: Policy, clock: SharedClock) -> anyhow::Result<Running
 
     let admin_listener = bind(policy.listen.admin, "the admin API").await?;
     let admin_addr = admin_listener.local_addr()?;
+
+    // Until the store opens, the admin port answers /healthz and a /readyz that says why,
+    // and the OTLP ports are not open (clients get a refused connection and retry, rather
+    // than hanging).
+    let not_ready = CancellationToken::new();
+    let early_admin = tokio::spawn(early_admin(admin_listener, not_ready.clone()));
+    let store = open_store(&policy).await?;
+    not_ready.cancel();
+    let admin_listener = early_admin.await.context("admin task")?;
     let http_listener = bind(policy.listen.http, "OTLP/HTTP").await?;
     let grpc_listener = match policy.listen.grpc {
         Some(a) => Some(bind(a, "OTLP/gRPC").await?),
         None => None,
     };
-
-    // Until the store opens, the admin port answers /healthz and a /readyz that says why.
-    let not_ready = CancellationToken::new();
-    let early_admin = tokio::spawn(early_admin(admin_listener, not_ready.clone()));
-    let store = open_store(&policy, &shutdown).await?;
-    not_ready.cancel();
-    let admin_listener = early_admin.await.context("admin task")?;
 
     let ledger = Arc::new(
         Ledger::open(store, policy.period.clone(), clock.now())
@@ -155,20 +158,24 @@ pub async fn start(policy: Policy, clock: SharedClock) -> anyhow::Result<Running
         admin_state,
         admin_shutdown.clone(),
     ));
+    // A new period is paced at once, not at the next recompute.
+    let new_period = Arc::new(tokio::sync::Notify::new());
     tasks.spawn(flusher(
         ledger.clone(),
         clock.clone(),
         stats.clone(),
         policy.store.flush_interval,
+        new_period.clone(),
         shutdown.clone(),
     ));
     {
-        let (policy, ledger, budget, clock, token) = (
+        let (policy, ledger, budget, clock, token, new_period) = (
             policy.clone(),
             ledger.clone(),
             budget.clone(),
             clock.clone(),
             shutdown.clone(),
+            new_period.clone(),
         );
         tasks.spawn(async move {
             let mut every = tokio::time::interval(policy.pacing.recompute_every);
@@ -176,6 +183,7 @@ pub async fn start(policy: Policy, clock: SharedClock) -> anyhow::Result<Running
             loop {
                 tokio::select! {
                     _ = every.tick() => {}
+                    () = new_period.notified() => {}
                     () = token.cancelled() => break,
                 }
                 budget.publish(pacer.tick(clock.now(), &policy, &ledger));
@@ -203,10 +211,9 @@ pub async fn start(policy: Policy, clock: SharedClock) -> anyhow::Result<Running
     })
 }
 
-async fn open_store(
-    policy: &Policy,
-    shutdown: &CancellationToken,
-) -> anyhow::Result<Arc<dyn UsageStore>> {
+/// Opens the store, retrying every 5 s until it opens (the caller stops waiting by
+/// dropping the future, e.g. on SIGTERM).
+async fn open_store(policy: &Policy) -> anyhow::Result<Arc<dyn UsageStore>> {
     let dir = policy.store.data_dir.clone();
     let cache = policy.store.cache_bytes;
     loop {
@@ -221,10 +228,7 @@ async fn open_store(
                 NOT_READY_REASON.with_reason(e.to_string());
             }
         }
-        tokio::select! {
-            () = tokio::time::sleep(Duration::from_secs(5)) => {}
-            () = shutdown.cancelled() => anyhow::bail!("stopped before the usage store could be opened"),
-        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
     }
 }
 
@@ -277,6 +281,7 @@ async fn flusher(
     clock: SharedClock,
     stats: Arc<Stats>,
     every: Duration,
+    new_period: Arc<tokio::sync::Notify>,
     shutdown: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(every);
@@ -288,14 +293,18 @@ async fn flusher(
         }
         let (l, now) = (ledger.clone(), clock.now());
         let result = tokio::task::spawn_blocking(move || {
-            if let Some(p) = l.roll(now)? {
+            let rolled = l.roll(now)?;
+            if let Some(p) = rolled {
                 tracing::info!(start = %p.start, end = %p.end, "a new budget period began");
             }
-            l.flush()
+            l.flush().map(|()| rolled.is_some())
         })
         .await;
         match result {
-            Ok(Ok(())) => {
+            Ok(Ok(rolled)) => {
+                if rolled {
+                    new_period.notify_one();
+                }
                 crate::stats::inc(&stats.store_flushes, &["ok"], 1);
                 stats
                     .store_last_flush

@@ -32,9 +32,9 @@ use crate::budget::controller::PacingState;
 use crate::budget::rate::RateGate;
 use crate::clock::SharedClock;
 use crate::forwarder::{Export, ExportContext, Outcome};
-use crate::ledger::Ledger;
+use crate::ledger::{Charge, Ledger};
 use crate::metering::{Weight, loki, mimir, tempo};
-use crate::model::{Class, DropReason, Signal};
+use crate::model::{Class, DropReason, RejectReason, Signal};
 use crate::policy::{AtLimit, ByteBudget, Policy};
 use crate::sampling::memory::{Session, TraceMemory};
 use crate::sampling::{self, Account, ClassProbabilities, logs::TraceSide};
@@ -223,14 +223,9 @@ impl Payload for ExportLogsServiceRequest {
         memory: &mut Session<'_>,
         req: &Self,
     ) -> (Vec<Self::Decision>, Account) {
-        let tp = &pacing.traces.probabilities;
-        let follow = if policy.traces.rules.drop_first.is_empty() {
-            tp[Class::Normal.index()]
-        } else {
-            tp[Class::Normal.index()].min(tp[Class::Bulk.index()])
-        };
         let side = TraceSide {
-            probability: follow,
+            probabilities: pacing.traces.probabilities,
+            follow_bulk: !policy.traces.rules.drop_first.is_empty(),
             mode: policy.traces.sampling.mode,
             precision: policy.traces.sampling.precision,
         };
@@ -368,7 +363,8 @@ impl Ingest {
         }
         let offered = req.weigh();
         let (decisions, mut account) = {
-            let mut memory = self.traces_seen.session(self.clock.now());
+            let remember = pacing.traces.state == PacingState::Pacing;
+            let mut memory = self.traces_seen.session(self.clock.now(), remember);
             P::decide(&policy, &pacing, &mut memory, &req)
         };
         account.scale_units_to(offered.units);
@@ -404,6 +400,7 @@ impl Ingest {
             return Ok(Accepted::default());
         }
         let budget = policy.budgets.bytes(signal);
+        let mut charge: Option<Charge> = None;
         let mut kept = if account.modified || policy.shadow {
             req.weigh()
         } else {
@@ -428,33 +425,40 @@ impl Ingest {
             }
             if let Some(b) = budget {
                 match self.reserve(signal, b, &mut req, &decisions, &account, kept) {
-                    Some(w) => {
-                        if w != kept {
+                    Some(c) => {
+                        if c.units() != kept.units || c.items() != kept.items {
                             raw = None;
                         }
-                        kept = w;
+                        charge = Some(c);
                     }
                     None => return Ok(Accepted::default()),
                 }
-            } else {
-                self.ledger.sent(signal, kept.items, kept.units);
             }
-        } else {
+        } else if let Some(b) = budget {
             // Shadow mode: everything goes, but what the budget would have stopped is counted.
-            if let Some(b) = budget {
-                let priority = account.kept[Class::Priority.index()];
-                let rest = minus(kept, priority);
-                if self.ledger.used(signal) + kept.units > b.target_bytes() && !rest.is_zero() {
-                    self.ledger
-                        .shadow_dropped(signal, DropReason::AtLimit, rest.items, rest.units);
-                }
+            let priority = account.kept[Class::Priority.index()];
+            let rest = minus(kept, priority);
+            if self.ledger.used(signal) + kept.units > b.target_bytes() && !rest.is_zero() {
+                self.ledger
+                    .shadow_dropped(signal, DropReason::AtLimit, rest.items, rest.units);
             }
-            self.ledger.sent(signal, kept.items, kept.units);
         }
+        let charge = match charge {
+            Some(c) => c,
+            None => self.ledger.charge(signal, kept.items, kept.units),
+        };
+        let billing = Arc::new(Billing {
+            charge,
+            stats: self.stats.clone(),
+            signal,
+        });
+        billing.count_sent();
 
         let body = match raw {
-            Some(b) => b,
-            None => Bytes::from(req.encode_to_vec()),
+            // Forwarded as received only when nothing would be lost re-encoding it (no
+            // fields unknown to frugal's protobuf types, which would be billed but not counted).
+            Some(b) if b.len() == req.encoded_len() => b,
+            _ => Bytes::from(req.encode_to_vec()),
         };
         let deadline = meta.deadline.map(|d| {
             // Answer a little before the client gives up.
@@ -469,14 +473,15 @@ impl Ingest {
                 ExportContext {
                     client_auth: meta.client_auth,
                     deadline,
+                    metering: Some(billing.clone()),
                 },
             )
             .await;
-        self.settle(signal, kept, &report)
+        self.settle(signal, &billing, &report)
     }
 
-    /// Holds the budget for what is about to be sent. Returns what may be sent, having
-    /// removed non-priority items past the target; `None` when nothing may.
+    /// Holds the budget for what is about to be sent. Returns the charge for what may be
+    /// sent, having removed non-priority items past the target; `None` when nothing may.
     fn reserve<P: Payload>(
         &self,
         signal: Signal,
@@ -485,7 +490,7 @@ impl Ingest {
         decisions: &[P::Decision],
         account: &Account,
         kept: Weight,
-    ) -> Option<Weight> {
+    ) -> Option<Charge> {
         let target = b.target_bytes();
         let limit = b.effective_limit();
         let priority_cap = match b.at_limit {
@@ -494,8 +499,8 @@ impl Ingest {
         };
         let only_priority = account.kept[Class::Priority.index()].items == kept.items;
         let cap = if only_priority { priority_cap } else { target };
-        if self.ledger.try_reserve(signal, kept.items, kept.units, cap) {
-            return Some(kept);
+        if let Some(charge) = self.ledger.reserve(signal, kept.items, kept.units, cap) {
+            return Some(charge);
         }
         let priority = account.kept[Class::Priority.index()];
         if !only_priority && priority.items > 0 && b.at_limit == AtLimit::KeepPriority {
@@ -504,11 +509,8 @@ impl Ingest {
             self.forget_dropped(before, req);
             let w = req.weigh();
             self.drop_items(signal, DropReason::AtLimit, minus(kept, w), false);
-            if self
-                .ledger
-                .try_reserve(signal, w.items, w.units, priority_cap)
-            {
-                return Some(w);
+            if let Some(charge) = self.ledger.reserve(signal, w.items, w.units, priority_cap) {
+                return Some(charge);
             }
             self.drop_items(signal, DropReason::AtLimit, w, false);
             self.forget_dropped(req.trace_ids(), &P::default());
@@ -526,9 +528,9 @@ impl Ingest {
             return;
         }
         let still: std::collections::HashSet<[u8; 16]> = after.trace_ids().into_iter().collect();
-        let mut memory = self.traces_seen.session(self.clock.now());
+        let mut memory = self.traces_seen.session(self.clock.now(), false);
         for id in before.iter().filter(|id| !still.contains(*id)) {
-            memory.set(id, 0.0);
+            memory.set(id, [0.0; 3]);
         }
     }
 
@@ -549,73 +551,103 @@ impl Ingest {
     }
 
     /// Accounts for upstream's answer and turns it into the client's.
+    /// Turns upstream's answer into the client's. Attempts were billed as they went
+    /// (see [`Billing`]); what is left is the acknowledgement.
     fn settle(
         &self,
         signal: Signal,
-        sent: Weight,
+        billing: &Billing,
         report: &crate::forwarder::Report,
     ) -> Result<Accepted, IngestError> {
         let sig = signal.as_str();
-        // The reservation counted one attempt; every further one that may have arrived
-        // counts again (upstream may have billed it). None arriving gives the bytes back.
-        let extra = u64::from(report.arrivals.saturating_sub(1));
-        if extra > 0 {
-            self.ledger
-                .sent(signal, sent.items * extra, sent.units * extra);
-        }
-        let arrivals = u64::from(report.arrivals);
-        inc(&self.stats.sent_items, &[sig], sent.items * arrivals);
-        if signal != Signal::Metrics {
-            inc(&self.stats.sent_bytes, &[sig], sent.units * arrivals);
-        }
-        let take_back = |reason| {
-            if report.arrivals == 0 {
-                self.ledger.rejected(signal, reason, sent.items, sent.units);
-                inc(
-                    &self.stats.rejected_items,
-                    &[sig, reason.as_str()],
-                    sent.items,
-                );
-            }
-        };
         match &report.outcome {
             Outcome::Accepted { rejected, message } => {
-                let rejected = (*rejected).min(sent.items);
-                self.ledger.acked(signal, sent.items - rejected, sent.units);
-                inc(&self.stats.acked_items, &[sig], sent.items - rejected);
-                if rejected > 0 {
-                    // Which items were refused is not known: their bytes stay counted.
-                    self.ledger
-                        .rejected(signal, crate::model::RejectReason::Partial, rejected, 0);
-                    inc(
-                        &self.stats.rejected_items,
-                        &[sig, "partial_success"],
-                        rejected,
-                    );
-                }
+                let rejected = (*rejected).min(billing.charge.items());
+                billing.charge.acked(rejected);
+                inc(
+                    &self.stats.acked_items,
+                    &[sig],
+                    billing.charge.items() - rejected,
+                );
+                inc(
+                    &self.stats.rejected_items,
+                    &[sig, "partial_success"],
+                    rejected,
+                );
                 Ok(Accepted {
                     rejected,
                     message: message.clone(),
                 })
             }
-            Outcome::Rejected { status, message } => {
-                take_back(crate::forwarder::retry::reject_reason(*status));
+            // The data itself was refused: the client should know, and not resend it.
+            Outcome::Rejected { status, message } if matches!(status, 400 | 413 | 422) => {
                 Err(IngestError::UpstreamRejected {
                     status: *status,
                     message: message.clone(),
                 })
             }
+            // Anything else is frugal's own configuration (credentials, endpoint) or a
+            // redirect: nothing is wrong with the client's data, so it keeps it and retries.
+            Outcome::Rejected { status, message } => {
+                tracing::error!(
+                    signal = sig,
+                    status,
+                    %message,
+                    "upstream refused frugal's request: check the upstream endpoint and credentials"
+                );
+                Err(IngestError::Unavailable {
+                    retry_after: Duration::from_secs(30),
+                    message: format!(
+                        "upstream refused frugal's request ({status}): the proxy's endpoint or credentials need fixing; retry later"
+                    ),
+                })
+            }
             Outcome::Unavailable {
                 retry_after,
                 message,
-            } => {
-                take_back(crate::model::RejectReason::Unreachable);
-                Err(IngestError::Unavailable {
-                    retry_after: *retry_after,
-                    message: message.clone(),
-                })
-            }
+            } => Err(IngestError::Unavailable {
+                retry_after: *retry_after,
+                message: message.clone(),
+            }),
         }
+    }
+}
+
+/// Bills each attempt to upstream: the ledger's charge (held to the period it was made in)
+/// and frugal's own counters.
+pub struct Billing {
+    charge: Charge,
+    stats: Arc<Stats>,
+    signal: Signal,
+}
+
+impl Billing {
+    fn count_sent(&self) {
+        let sig = self.signal.as_str();
+        inc(&self.stats.sent_items, &[sig], self.charge.items());
+        if self.signal != Signal::Metrics {
+            inc(&self.stats.sent_bytes, &[sig], self.charge.units());
+        }
+    }
+}
+
+impl crate::forwarder::Metering for Billing {
+    fn again(&self) -> bool {
+        let ok = self.charge.again();
+        if ok {
+            self.count_sent();
+        }
+        ok
+    }
+
+    fn not_arrived(&self, reason: RejectReason) {
+        self.charge.not_arrived(reason);
+        let sig = self.signal.as_str();
+        inc(
+            &self.stats.rejected_items,
+            &[sig, reason.as_str()],
+            self.charge.items(),
+        );
     }
 }
 

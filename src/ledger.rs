@@ -82,10 +82,16 @@ impl SignalCounters {
     }
 }
 
+/// Where the time frugal began counting in a period is stored (Unix seconds).
+const SINCE_KEY: &str = "meta/since_seconds";
+
 /// The counters of one period.
 #[derive(Debug)]
 struct PeriodCounters {
     period: Period,
+    /// When frugal began counting in this period (later than its start in the month
+    /// frugal was installed).
+    since: Timestamp,
     signals: [SignalCounters; 3],
     /// What the store holds for this period (as of the last successful flush).
     flushed: Mutex<Counters>,
@@ -108,6 +114,7 @@ impl PeriodCounters {
     fn new(period: Period) -> Self {
         Self {
             period,
+            since: period.start,
             signals: Default::default(),
             flushed: Mutex::new(Counters::new()),
         }
@@ -204,8 +211,10 @@ impl PeriodCounters {
 
     /// Writes what changed since the last flush. Returns whether anything was written.
     fn flush(&self, store: &dyn UsageStore) -> Result<bool, StoreError> {
-        let now = self.snapshot();
+        // The snapshot is taken under the lock, so two flushes cannot record an older
+        // snapshot over a newer one (and write its deltas twice).
         let mut flushed = self.flushed.lock().unwrap_or_else(|e| e.into_inner());
+        let now = self.snapshot();
         let deltas: Counters = now
             .iter()
             .filter_map(|(k, v)| {
@@ -219,6 +228,100 @@ impl PeriodCounters {
         store.add(&self.period.key(), &deltas)?;
         *flushed = now;
         Ok(true)
+    }
+}
+
+/// Loads a period's counters from the store, noting when counting began in it.
+fn open_period(
+    store: &dyn UsageStore,
+    period: Period,
+    now: Timestamp,
+) -> Result<PeriodCounters, StoreError> {
+    let mut totals = store.totals(&period.key())?;
+    if !totals.contains_key(SINCE_KEY) {
+        let since = now.clamp(period.start, period.end).as_second().max(0) as u64;
+        let mut d = Counters::new();
+        d.insert(SINCE_KEY.to_string(), since);
+        totals = store.add(&period.key(), &d)?;
+    }
+    let mut counters = PeriodCounters::new(period);
+    if let Some(&secs) = totals.get(SINCE_KEY)
+        && let Ok(t) = Timestamp::from_second(secs as i64)
+    {
+        counters.since = t;
+    }
+    counters.load(&totals);
+    Ok(counters)
+}
+
+/// Compare-and-add on `sent` against a cap on `used`.
+fn reserve_in(c: &SignalCounters, items: u64, units: u64, cap: u64) -> bool {
+    let fixed_up = c.adjust_up.load(Ordering::Relaxed);
+    let fixed_down = c.adjust_down.load(Ordering::Relaxed) + c.rejected_units();
+    let ok = c
+        .sent
+        .units
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |sent| {
+            let used = (sent + fixed_up).saturating_sub(fixed_down);
+            (used.saturating_add(units) <= cap).then_some(sent + units)
+        })
+        .is_ok();
+    if ok {
+        c.sent.items.fetch_add(items, Ordering::Relaxed);
+    }
+    ok
+}
+
+/// One request's bytes, charged to the period that was current when it was reserved.
+/// Each attempt to send it that may reach upstream is billed; one that certainly did not is
+/// given back.
+#[derive(Debug, Clone)]
+pub struct Charge {
+    counters: Arc<PeriodCounters>,
+    signal: Signal,
+    items: u64,
+    units: u64,
+    /// The cap further attempts are held to (the limit), if the signal has a budget.
+    cap: Option<u64>,
+}
+
+impl Charge {
+    fn c(&self) -> &SignalCounters {
+        self.counters.signal(self.signal)
+    }
+
+    /// Bills another attempt; false when it would pass the cap (then it must not be sent).
+    pub fn again(&self) -> bool {
+        match self.cap {
+            Some(cap) => reserve_in(self.c(), self.items, self.units, cap),
+            None => {
+                self.c().sent.add(self.items, self.units);
+                true
+            }
+        }
+    }
+
+    /// The last attempt certainly did not reach upstream: its units come back.
+    pub fn not_arrived(&self, reason: RejectReason) {
+        self.c().rejected[reason as usize].add(self.items, self.units);
+    }
+
+    /// Upstream acknowledged; `rejected` items of a partial success keep their bytes
+    /// counted (which ones is not known).
+    pub fn acked(&self, rejected: u64) {
+        let rejected = rejected.min(self.items);
+        self.c().acked.add(self.items - rejected, self.units);
+        if rejected > 0 {
+            self.c().rejected[RejectReason::Partial as usize].add(rejected, 0);
+        }
+    }
+
+    pub fn items(&self) -> u64 {
+        self.items
+    }
+
+    pub fn units(&self) -> u64 {
+        self.units
     }
 }
 
@@ -263,8 +366,7 @@ impl Ledger {
         now: Timestamp,
     ) -> Result<Self, StoreError> {
         let period = spec.period_at(now);
-        let counters = PeriodCounters::new(period);
-        counters.load(&store.totals(&period.key())?);
+        let counters = open_period(store.as_ref(), period, now)?;
         Ok(Self {
             store,
             spec,
@@ -275,6 +377,11 @@ impl Ledger {
 
     pub fn period(&self) -> Period {
         self.current.load().period
+    }
+
+    /// When frugal began counting in the current period.
+    pub fn counting_since(&self) -> Timestamp {
+        self.current.load().since
     }
 
     pub fn period_spec(&self) -> &PeriodSpec {
@@ -289,12 +396,12 @@ impl Ledger {
             return Ok(None);
         }
         let period = self.spec.period_at(now);
-        let next = PeriodCounters::new(period);
-        next.load(&self.store.totals(&period.key())?);
+        let next = open_period(self.store.as_ref(), period, now)?;
         self.current.store(Arc::new(next));
-        // Whatever the finished period still holds is written now and on the next flushes.
+        // Whatever the finished period still holds is written now and on the next flushes
+        // (kept as `previous` first, so a failed flush here is retried, not lost).
+        *self.previous.lock().unwrap_or_else(|e| e.into_inner()) = Some(cur.clone());
         cur.flush(self.store.as_ref())?;
-        *self.previous.lock().unwrap_or_else(|e| e.into_inner()) = Some(cur);
         Ok(Some(period))
     }
 
@@ -326,33 +433,44 @@ impl Ledger {
         self.current.load().signal(signal).shadow_dropped[reason as usize].add(items, units);
     }
 
-    /// Reserves `units` for sending if `used + units <= cap`; counts them as sent.
-    pub fn try_reserve(&self, signal: Signal, items: u64, units: u64, cap: u64) -> bool {
-        let cur = self.current.load();
-        let c = cur.signal(signal);
-        let fixed_up = c.adjust_up.load(Ordering::Relaxed);
-        let fixed_down = c.adjust_down.load(Ordering::Relaxed) + c.rejected_units();
-        let ok = c
-            .sent
-            .units
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |sent| {
-                let used = (sent + fixed_up).saturating_sub(fixed_down);
-                (used.saturating_add(units) <= cap).then_some(sent + units)
-            })
-            .is_ok();
-        if ok {
-            c.sent.items.fetch_add(items, Ordering::Relaxed);
+    /// Reserves `units` for sending if `used + units <= cap`, counting them as sent, in the
+    /// current period. The returned [`Charge`] settles the request against that same
+    /// period, even if a new one begins while it is in flight.
+    pub fn reserve(&self, signal: Signal, items: u64, units: u64, cap: u64) -> Option<Charge> {
+        let counters = self.current.load_full();
+        if !reserve_in(counters.signal(signal), items, units, cap) {
+            return None;
         }
-        ok
+        Some(Charge {
+            counters,
+            signal,
+            items,
+            units,
+            cap: Some(cap),
+        })
     }
 
     /// Counts units as sent without a cap (signals without a budget, shadow mode).
-    pub fn sent(&self, signal: Signal, items: u64, units: u64) {
-        self.current.load().signal(signal).sent.add(items, units);
+    pub fn charge(&self, signal: Signal, items: u64, units: u64) -> Charge {
+        let counters = self.current.load_full();
+        counters.signal(signal).sent.add(items, units);
+        Charge {
+            counters,
+            signal,
+            items,
+            units,
+            cap: None,
+        }
     }
 
-    pub fn acked(&self, signal: Signal, items: u64, units: u64) {
-        self.current.load().signal(signal).acked.add(items, units);
+    /// [`Ledger::reserve`], for callers that settle nothing (tests, the simulator's checks).
+    pub fn try_reserve(&self, signal: Signal, items: u64, units: u64, cap: u64) -> bool {
+        self.reserve(signal, items, units, cap).is_some()
+    }
+
+    /// Counts units as sent without a cap and without settling.
+    pub fn sent(&self, signal: Signal, items: u64, units: u64) {
+        self.current.load().signal(signal).sent.add(items, units);
     }
 
     /// A definite rejection: `units` are taken back from the period's usage.
@@ -498,6 +616,26 @@ mod tests {
     }
 
     #[test]
+    fn a_charge_settles_in_the_period_it_was_made() {
+        let store = Arc::new(MemoryStore::default());
+        let l = ledger(store, "2026-11-30T23:59:59Z");
+        let charge = l.reserve(Signal::Traces, 2, 500, 1000).unwrap();
+        l.roll(ts("2026-12-01T00:00:01Z")).unwrap();
+        // The request was in flight across the boundary; its refusal is November's.
+        charge.not_arrived(RejectReason::Unreachable);
+        assert_eq!(l.used(Signal::Traces), 0);
+        let (_, nov) = l.previous().unwrap();
+        l.flush().unwrap();
+        let (_, nov_after) = l.previous().unwrap();
+        assert_eq!(used_from(&nov_after, Signal::Traces), 0, "{nov:?}");
+        // Retries are held to the cap.
+        let c = l.reserve(Signal::Logs, 1, 600, 1000).unwrap();
+        assert!(!c.again(), "a second attempt would pass the limit");
+        c.acked(0);
+        assert_eq!(l.usage(Signal::Logs).acked_units, 600);
+    }
+
+    #[test]
     fn racing_reservations_stay_under_the_cap() {
         let l = Arc::new(ledger(Arc::default(), "2026-11-25T00:00:00Z"));
         let threads: Vec<_> = (0..8)
@@ -526,12 +664,16 @@ mod tests {
         l.offered(Signal::Traces, Class::Normal, 10, 5000);
         l.offered(Signal::Traces, Class::Priority, 1, 300);
         l.dropped(Signal::Traces, DropReason::Sampled, 5, 2500);
-        l.sent(Signal::Traces, 6, 2800);
-        l.acked(Signal::Traces, 6, 2800);
+        l.charge(Signal::Traces, 6, 2800).acked(0);
         l.flush().unwrap();
         l.sent(Signal::Traces, 1, 100); // not flushed: lost in a crash
         drop(l);
         let l = ledger(store, "2026-11-25T01:00:00Z");
+        assert_eq!(
+            l.counting_since(),
+            ts("2026-11-25T00:00:00Z"),
+            "installed on the 25th"
+        );
         let u = l.usage(Signal::Traces);
         assert_eq!(u.used, 2800);
         assert_eq!(u.offered_units_by_class, [300, 5000, 0]);
@@ -560,6 +702,7 @@ mod tests {
         let (prev, counters) = l.previous().unwrap();
         assert_eq!(prev.start, ts("2026-11-01T00:00:00Z"));
         assert_eq!(used_from(&counters, Signal::Logs), 100);
+        assert_eq!(l.counting_since(), ts("2026-12-01T00:00:01Z"));
     }
 
     #[test]

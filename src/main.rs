@@ -102,6 +102,9 @@ enum UsageCommand {
         /// Tell a running frugal (its admin URL) instead of writing the data directory.
         #[arg(long)]
         admin: Option<String>,
+        /// The ingest bearer token, when the policy sets `ingest.auth` (with --admin).
+        #[arg(long, env = "FRUGAL_ADMIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
 }
 
@@ -296,8 +299,23 @@ fn serve(policy: Policy) -> anyhow::Result<()> {
         .build()
         .context("starting the runtime")?;
     rt.block_on(async move {
-        let running = frugal::app::start(policy, Arc::new(SystemClock)).await?;
-        wait_for_signal().await;
+        // SIGTERM is honoured from the first moment, also while the store is being opened.
+        let stop = tokio_util::sync::CancellationToken::new();
+        tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                wait_for_signal().await;
+                stop.cancel();
+            }
+        });
+        let running = tokio::select! {
+            r = frugal::app::start(policy, Arc::new(SystemClock)) => r?,
+            () = stop.cancelled() => {
+                tracing::info!("stopped before frugal was ready; nothing to flush");
+                return Ok(());
+            }
+        };
+        stop.cancelled().await;
         tracing::info!("stopping: no new requests; finishing those in flight");
         running.stop().await
     })
@@ -368,6 +386,7 @@ fn usage(cmd: UsageCommand) -> anyhow::Result<ExitCode> {
             amount,
             policy,
             admin,
+            token,
         } => {
             let s = Signal::parse(&signal).ok_or_else(|| {
                 anyhow::anyhow!("{signal:?} is not a signal (traces, logs, metrics)")
@@ -377,6 +396,7 @@ fn usage(cmd: UsageCommand) -> anyhow::Result<ExitCode> {
                 let body = frugal::admin_client::put_json(
                     &format!("{}/api/v1/usage/{}", url.trim_end_matches('/'), s.as_str()),
                     &serde_json::json!({ "used": units }).to_string(),
+                    token.as_deref(),
                 )?;
                 println!("{body}");
                 return Ok(ExitCode::SUCCESS);

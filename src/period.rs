@@ -97,6 +97,16 @@ impl PeriodSpec {
         }
     }
 
+    /// The shortest a period of this kind can be (February, for months), for checks.
+    pub fn shortest_length(&self) -> Duration {
+        match self {
+            PeriodSpec::Monthly { .. } => Duration::from_secs(28 * 86400),
+            PeriodSpec::Daily { .. } => Duration::from_secs(23 * 3600),
+            PeriodSpec::Weekly { .. } => Duration::from_secs(7 * 86400 - 3600),
+            PeriodSpec::Every { every, .. } => *every,
+        }
+    }
+
     /// A short human description, for logs and the usage API.
     pub fn describe(&self) -> String {
         match self {

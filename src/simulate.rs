@@ -325,7 +325,7 @@ impl Export for SimUpstream {
                     rejected: 0,
                     message: String::new(),
                 },
-                arrivals: 1,
+                attempts: 1,
             }
         })
     }

@@ -248,13 +248,13 @@ impl Stats {
             sent_items: counter(
                 &r,
                 "frugal_sent_items_total",
-                "Items sent upstream (every attempt that may have arrived).",
+                "Items sent upstream, every attempt counted (those certainly refused are also in frugal_rejected_items_total).",
                 &s,
             )?,
             sent_bytes: counter(
                 &r,
                 "frugal_sent_bytes_total",
-                "Billable bytes sent upstream (every attempt that may have arrived).",
+                "Billable bytes sent upstream, every attempt counted.",
                 &s,
             )?,
             acked_items: counter(

@@ -219,6 +219,13 @@ pub fn compute(input: &Input<'_>) -> Output {
         }
     }
 
+    // The floor, after the rate limit's scaling (the rate gate still holds bursts).
+    let floor = input.min_probability;
+    if floor > 0.0 {
+        p[1] = p[1].max(floor);
+        p[2] = p[2].max(floor.min(p[1]));
+    }
+
     if let Some((at, prev)) = input.previous {
         let dt = seconds_between(at, input.now).max(0.0);
         let factor = 2f64.powf(dt / smoothing_seconds(&input.period).max(1e-9));

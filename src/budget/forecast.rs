@@ -37,6 +37,8 @@ pub struct Forecast {
     /// Recent observations for the short window: (time, bytes).
     recent: VecDeque<(Timestamp, f64)>,
     warm_start: Option<f64>,
+    /// How much of a scaled day the warm start's average covers (0 to 1).
+    warm_history: f64,
 }
 
 impl Forecast {
@@ -52,13 +54,16 @@ impl Forecast {
             last: None,
             recent: VecDeque::new(),
             warm_start: None,
+            warm_history: 0.0,
         }
     }
 
-    /// Seeds the long window (e.g. with the period's average rate after a restart).
-    pub fn warm_start(&mut self, rate: f64) {
+    /// Seeds the long window (e.g. with the period's average rate after a restart), an
+    /// average over `history` scaled days (0 to 1 counts).
+    pub fn warm_start(&mut self, rate: f64, history: f64) {
         if rate.is_finite() && rate >= 0.0 {
             self.warm_start = Some(rate);
+            self.warm_history = history.clamp(0.0, 1.0);
         }
     }
 
@@ -159,7 +164,9 @@ impl Forecast {
 
     /// How much of a scaled day of history the long window holds, from 0 to 1.
     pub fn history(&self) -> f64 {
-        (self.bins.len() as f64 / DAY_BINS as f64).min(1.0)
+        (self.bins.len() as f64 / DAY_BINS as f64)
+            .min(1.0)
+            .max(self.warm_history)
     }
 }
 
@@ -245,7 +252,12 @@ mod tests {
     #[test]
     fn warm_start_until_bins_fill() {
         let mut f = Forecast::new(3600.0, 300.0);
-        f.warm_start(500.0);
+        f.warm_start(500.0, 1.0);
+        assert_eq!(
+            f.history(),
+            1.0,
+            "a restart after a day keeps its confidence"
+        );
         let t0: Timestamp = "2026-11-01T00:00:00Z".parse().unwrap();
         feed(&mut f, t0, 600, |_| 2000.0);
         assert_eq!(f.long(), 500.0);

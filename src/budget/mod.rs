@@ -135,12 +135,19 @@ impl SignalPacer {
             self.previous = None;
             self.last_offered = usage.offered_units_by_class;
             self.last_sent = usage.sent_units;
-            let elapsed = period.elapsed_seconds(now);
+            // Counted since the period began, or since frugal first counted in it (the
+            // month it was installed).
+            let since = ledger.counting_since().max(period.start);
+            let elapsed = crate::clock::seconds_between(since, now).max(0.0);
+            let day = period.length_seconds() / 30.0;
             for (i, f) in self.forecasts.iter_mut().enumerate() {
                 f.observe(now, 0.0);
                 // After a restart mid-period, the period's average is the best first guess.
                 if first && elapsed > period.length_seconds() / 720.0 {
-                    f.warm_start(usage.offered_units_by_class[i] as f64 / elapsed);
+                    f.warm_start(
+                        usage.offered_units_by_class[i] as f64 / elapsed,
+                        elapsed / day,
+                    );
                 }
             }
             self.forwarded.observe(now, 0.0);

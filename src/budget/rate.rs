@@ -18,11 +18,17 @@ pub struct RateGate {
     limiter: RateLimiter<NotKeyed, InMemoryState, GovernorClock, NoOpMiddleware<Nanos>>,
     clock: GovernorClock,
     burst_cells: u32,
+    /// Until when a request larger than the burst, which passed when the bucket was full,
+    /// is still being paid for: later requests wait, so the average rate holds.
+    debt_until: std::sync::Mutex<Option<jiff::Timestamp>>,
+    cells_per_second: u32,
+    wall: SharedClock,
 }
 
 impl RateGate {
     /// A gate letting `bytes_per_second` through, with a burst of one second's worth.
     pub fn new(bytes_per_second: u64, clock: SharedClock) -> Self {
+        let wall = clock.clone();
         let cells = u32::try_from(bytes_per_second.div_ceil(CELL))
             .unwrap_or(u32::MAX)
             .max(1);
@@ -33,16 +39,39 @@ impl RateGate {
             limiter: RateLimiter::direct_with_clock(quota, clock.clone()),
             clock,
             burst_cells: cells,
+            debt_until: std::sync::Mutex::new(None),
+            cells_per_second: cells,
+            wall,
         }
     }
 
-    /// Takes `bytes` if they fit now; otherwise says how long until they would.
-    /// A request larger than the burst passes only when the bucket is full.
+    /// Takes `bytes` if they fit now; otherwise says how long until they would. A request
+    /// larger than the burst passes when the bucket is full and leaves the rest as a debt
+    /// the following requests wait out.
     pub fn try_take(&self, bytes: u64) -> Result<(), Duration> {
-        let cells = u32::try_from(bytes.div_ceil(CELL))
-            .unwrap_or(u32::MAX)
-            .clamp(1, self.burst_cells);
-        let n = NonZeroU32::new(cells).unwrap_or(NonZeroU32::MIN);
+        let mut debt_until = self.debt_until.lock().unwrap_or_else(|e| e.into_inner());
+        let now = self.wall.now();
+        if let Some(until) = *debt_until {
+            let left = crate::clock::seconds_between(now, until);
+            if left > 0.0 {
+                return Err(Duration::from_secs_f64(left));
+            }
+            *debt_until = None;
+        }
+        let cells = bytes.div_ceil(CELL).max(1);
+        let first = cells.min(u64::from(self.burst_cells)) as u32;
+        self.check(first)?;
+        if cells > u64::from(first) {
+            // The bucket refills while the debt runs, so the debt is the whole request's
+            // time at the rate: on average, exactly the rate passes.
+            let secs = cells as f64 / f64::from(self.cells_per_second.max(1));
+            *debt_until = Some(crate::clock::add(now, Duration::from_secs_f64(secs)));
+        }
+        Ok(())
+    }
+
+    fn check(&self, cells: u32) -> Result<(), Duration> {
+        let n = NonZeroU32::new(cells.max(1)).unwrap_or(NonZeroU32::MIN);
         match self.limiter.check_n(n) {
             Ok(Ok(())) => Ok(()),
             Ok(Err(not_until)) => Err(not_until.wait_time_from(self.clock.now())),
@@ -80,5 +109,21 @@ mod tests {
         }
         assert!(passed <= 60 * 500_000 + 500_000, "{passed}");
         assert!(passed >= 59 * 500_000, "{passed}");
+    }
+
+    #[test]
+    fn requests_larger_than_the_burst_are_paced_too() {
+        let clock = Arc::new(ManualClock::new("2026-11-01T00:00:00Z".parse().unwrap()));
+        let gate = RateGate::new(500_000, clock.clone());
+        // 3 MB batches against 500 kB/s: one every 6 s, not one a second.
+        let mut passed = 0u64;
+        for _ in 0..600 {
+            clock.advance(Duration::from_millis(100));
+            if gate.try_take(3_000_000).is_ok() {
+                passed += 3_000_000;
+            }
+        }
+        assert!(passed <= 60 * 500_000 + 3_000_000, "{passed}");
+        assert!(passed >= 60 * 500_000 - 3_000_000, "{passed}");
     }
 }

@@ -7,8 +7,9 @@
 //! 5xx, honouring `Retry-After`, all within the request's deadline. The simulator plugs in
 //! an in-memory upstream instead.
 //!
-//! The report says how many attempts may have reached upstream: the ingest path counts
-//! each of them as usage, and takes the bytes back only when none did.
+//! Every attempt is metered through the request's [`Metering`] (the ledger's charge): an
+//! attempt after the first is billed before it is sent (and not sent if it would pass the
+//! limit); one that certainly did not reach upstream is given back.
 
 pub mod retry;
 
@@ -27,18 +28,38 @@ use jiff::Timestamp;
 use prost::Message as _;
 
 use crate::clock::SharedClock;
-use crate::model::Signal;
+use crate::model::{RejectReason, Signal};
 use crate::policy::{Compression, OtlpUpstream, UpstreamAuth};
 use crate::stats::Stats;
 use retry::{Attempt, Next};
 
+/// How each attempt is billed.
+pub trait Metering: Send + Sync {
+    /// Bills another attempt before it is sent; false if it may not be (the limit).
+    fn again(&self) -> bool;
+    /// The last attempt certainly did not reach upstream.
+    fn not_arrived(&self, reason: RejectReason);
+}
+
+impl Metering for crate::ledger::Charge {
+    fn again(&self) -> bool {
+        crate::ledger::Charge::again(self)
+    }
+
+    fn not_arrived(&self, reason: RejectReason) {
+        crate::ledger::Charge::not_arrived(self, reason)
+    }
+}
+
 /// What the ingest path hands the forwarder besides the body.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct ExportContext {
     /// The client's own `Authorization` header (forwarded only with `pass_through_auth`).
     pub client_auth: Option<HeaderValue>,
     /// When frugal must have answered the client: retries end before it.
     pub deadline: Option<Timestamp>,
+    /// Bills each attempt (none: attempts are not metered).
+    pub metering: Option<Arc<dyn Metering>>,
 }
 
 /// How an export ended.
@@ -58,8 +79,8 @@ pub enum Outcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Report {
     pub outcome: Outcome,
-    /// Attempts that may have reached upstream (and so count as usage).
-    pub arrivals: u32,
+    /// Attempts made.
+    pub attempts: u32,
 }
 
 /// An upstream that takes OTLP protobuf bodies.
@@ -67,7 +88,36 @@ pub trait Export: Send + Sync + 'static {
     fn export(&self, signal: Signal, body: Bytes, ctx: ExportContext) -> BoxFuture<'_, Report>;
 }
 
-type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, SentBody>;
+
+/// A request body that notes when hyper first reads it: from then on the request may have
+/// reached upstream; before, it certainly did not (the connection or the TLS handshake was
+/// still being made).
+struct SentBody {
+    inner: Full<Bytes>,
+    read: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl hyper::body::Body for SentBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        self.read.store(true, std::sync::atomic::Ordering::SeqCst);
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
 
 /// The OTLP/HTTP upstream.
 pub struct HttpUpstream {
@@ -124,12 +174,18 @@ impl HttpUpstream {
         }
     }
 
-    fn request(&self, signal: Signal, body: Bytes, ctx: &ExportContext) -> Request<Full<Bytes>> {
+    fn request(
+        &self,
+        signal: Signal,
+        body: SentBody,
+        gzipped: bool,
+        ctx: &ExportContext,
+    ) -> Option<Request<SentBody>> {
         let uri = format!("{}{}", self.config.endpoint, signal.otlp_path());
         let mut b = Request::post(uri)
             .header(header::CONTENT_TYPE, "application/x-protobuf")
             .header(header::USER_AGENT, self.user_agent.clone());
-        if self.config.compression == Compression::Gzip {
+        if gzipped {
             b = b.header(header::CONTENT_ENCODING, "gzip");
         }
         let auth = match self.config.auth {
@@ -143,18 +199,25 @@ impl HttpUpstream {
             b = b.header(k.as_str(), v.as_str());
         }
         // Headers were validated with the policy; an invalid one cannot get here.
-        b.body(Full::new(body))
-            .unwrap_or_else(|_| Request::new(Full::new(Bytes::new())))
+        b.body(body).ok()
     }
 
     async fn attempt(
         &self,
         signal: Signal,
         body: Bytes,
+        gzipped: bool,
         ctx: &ExportContext,
         timeout: Duration,
     ) -> (Attempt, Option<(u64, String)>) {
-        let req = self.request(signal, body, ctx);
+        let read = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let body = SentBody {
+            inner: Full::new(body),
+            read: read.clone(),
+        };
+        let Some(req) = self.request(signal, body, gzipped, ctx) else {
+            return (Attempt::ConnectFailed, Some((0, "invalid request".into())));
+        };
         let started = self.clock.now();
         let result = tokio::time::timeout(timeout, async {
             let resp = self.client.request(req).await?;
@@ -182,9 +245,11 @@ impl HttpUpstream {
             .upstream_duration
             .with_label_values(&[signal.as_str()])
             .observe(elapsed);
+        let sent = read.load(std::sync::atomic::Ordering::SeqCst);
         let (attempt, detail) = match result {
+            Err(_) if !sent => (Attempt::ConnectFailed, None),
             Err(_) => (Attempt::Timeout, None),
-            Ok(Err(e)) if e.is_connect() => (Attempt::ConnectFailed, None),
+            Ok(Err(e)) if e.is_connect() || !sent => (Attempt::ConnectFailed, None),
             Ok(Err(_)) => (Attempt::Broken, None),
             Ok(Ok((status, retry_after, json, body))) => {
                 let attempt = Attempt::from_status(status, retry_after);
@@ -205,32 +270,49 @@ impl HttpUpstream {
     }
 
     async fn send(&self, signal: Signal, body: Bytes, ctx: ExportContext) -> Report {
-        let body = match self.config.compression {
+        let (body, gzipped) = match self.config.compression {
             Compression::Gzip => match gzip(&body) {
-                Ok(b) => b,
-                Err(_) => body,
+                Ok(b) => (b, true),
+                Err(_) => (body, false),
             },
-            Compression::None => body,
+            Compression::None => (body, false),
         };
         let start = self.clock.now();
         let mut deadline = crate::clock::add(start, self.config.retry.max_elapsed);
         if let Some(d) = ctx.deadline {
             deadline = deadline.min(d);
         }
-        let mut arrivals = 0;
         let mut n = 0;
         loop {
             n += 1;
+            if n > 1
+                && let Some(m) = &ctx.metering
+                && !m.again()
+            {
+                // Another attempt could pass the period's limit: stop here.
+                return self.unavailable(
+                    signal,
+                    "the budget's limit",
+                    Duration::from_secs(30),
+                    n - 1,
+                );
+            }
             let left = crate::clock::seconds_between(self.clock.now(), deadline);
             let timeout = Duration::from_secs_f64(left.max(0.05)).min(self.config.timeout);
-            let (attempt, detail) = self.attempt(signal, body.clone(), &ctx, timeout).await;
-            arrivals += u32::from(attempt.may_have_arrived());
+            let (attempt, detail) = self
+                .attempt(signal, body.clone(), gzipped, &ctx, timeout)
+                .await;
+            if !attempt.may_have_arrived(signal)
+                && let Some(m) = &ctx.metering
+            {
+                m.not_arrived(attempt.reject_reason());
+            }
             match attempt {
                 Attempt::Success => {
                     let (rejected, message) = detail.unwrap_or_default();
                     return Report {
                         outcome: Outcome::Accepted { rejected, message },
-                        arrivals,
+                        attempts: n,
                     };
                 }
                 Attempt::Rejected { status } => {
@@ -238,7 +320,7 @@ impl HttpUpstream {
                     tracing::warn!(signal = signal.as_str(), status, %message, "upstream refused data");
                     return Report {
                         outcome: Outcome::Rejected { status, message },
-                        arrivals,
+                        attempts: n,
                     };
                 }
                 _ => {}
@@ -255,10 +337,10 @@ impl HttpUpstream {
             match next {
                 Next::RetryAfter(wait) if n < MAX_ATTEMPTS => tokio::time::sleep(wait).await,
                 Next::RetryAfter(_) => {
-                    return self.unavailable(signal, &attempt, Duration::from_secs(1), arrivals);
+                    return self.unavailable(signal, attempt.label(), Duration::from_secs(1), n);
                 }
                 Next::GiveUp { client_retry_after } => {
-                    return self.unavailable(signal, &attempt, client_retry_after, arrivals);
+                    return self.unavailable(signal, attempt.label(), client_retry_after, n);
                 }
             }
         }
@@ -267,22 +349,22 @@ impl HttpUpstream {
     fn unavailable(
         &self,
         signal: Signal,
-        last: &Attempt,
+        why: &str,
         retry_after: Duration,
-        arrivals: u32,
+        attempts: u32,
     ) -> Report {
         crate::stats::inc(&self.stats.upstream_unavailable, &[signal.as_str()], 1);
         tracing::warn!(
             signal = signal.as_str(),
-            last = last.label(),
+            why,
             "upstream unavailable; asking the client to retry"
         );
         Report {
             outcome: Outcome::Unavailable {
                 retry_after,
-                message: format!("upstream unavailable ({}); retry later", last.label()),
+                message: format!("upstream unavailable ({why}); retry later"),
             },
-            arrivals,
+            attempts,
         }
     }
 }
@@ -309,6 +391,35 @@ pub struct RpcStatus {
     pub code: i32,
     #[prost(string, tag = "2")]
     pub message: String,
+    #[prost(message, repeated, tag = "3")]
+    pub details: Vec<prost_types::Any>,
+}
+
+/// `google.rpc.RetryInfo`: how long a client should wait before retrying.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RetryInfo {
+    #[prost(message, optional, tag = "1")]
+    pub retry_delay: Option<prost_types::Duration>,
+}
+
+impl RpcStatus {
+    /// An UNAVAILABLE status saying when to retry, as OTLP/gRPC clients read it.
+    pub fn unavailable(message: &str, retry_after: Duration) -> RpcStatus {
+        let info = RetryInfo {
+            retry_delay: Some(prost_types::Duration {
+                seconds: retry_after.as_secs() as i64,
+                nanos: retry_after.subsec_nanos() as i32,
+            }),
+        };
+        RpcStatus {
+            code: 14,
+            message: message.to_string(),
+            details: vec![prost_types::Any {
+                type_url: "type.googleapis.com/google.rpc.RetryInfo".into(),
+                value: info.encode_to_vec(),
+            }],
+        }
+    }
 }
 
 fn error_message(body: &[u8], json: bool) -> String {

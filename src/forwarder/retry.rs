@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use crate::model::RejectReason;
+use crate::model::{RejectReason, Signal};
 use crate::policy::Retry;
 
 /// What one attempt came to.
@@ -22,11 +22,12 @@ pub enum Attempt {
     },
     /// A definite refusal (other 4xx).
     Rejected { status: u16 },
-    /// No answer within the attempt's timeout, after the request was sent.
+    /// No answer within the attempt's timeout, after the request began to be sent.
     Timeout,
-    /// The connection could not be made: the request never left.
+    /// The request never left: the connection (or the TLS handshake) could not be made,
+    /// or timed out before the body was sent.
     ConnectFailed,
-    /// The connection broke during the exchange: the request may have arrived.
+    /// The connection broke after the body began to be sent: it may have arrived.
     Broken,
 }
 
@@ -43,13 +44,29 @@ impl Attempt {
         }
     }
 
-    /// Whether upstream may have ingested what was sent (and so billed it). Only a
-    /// connection that never opened, or a 4xx, is certain not to have.
-    pub fn may_have_arrived(&self) -> bool {
+    /// Whether upstream may have billed what was sent. A request that never left is
+    /// certain not to have been; so is a trace request refused with a 4xx (Tempo counts
+    /// received bytes after its checks). Loki counts a log request's bytes while parsing
+    /// it, before validating or rate limiting, so a 400 or 429 to logs may still be billed;
+    /// only refusals before parsing (401, 403, 404, 413, ...) are certain not to be.
+    pub fn may_have_arrived(&self, signal: Signal) -> bool {
         match self {
             Attempt::Success | Attempt::Timeout | Attempt::Broken => true,
-            Attempt::Retryable { status, .. } => *status >= 500,
-            Attempt::Rejected { .. } | Attempt::ConnectFailed => false,
+            Attempt::Retryable { status, .. } => {
+                *status >= 500 || (signal == Signal::Logs && *status == 429)
+            }
+            Attempt::Rejected { status } => signal == Signal::Logs && matches!(status, 400 | 422),
+            Attempt::ConnectFailed => false,
+        }
+    }
+
+    /// Why an attempt that did not arrive was refused, for the ledger.
+    pub fn reject_reason(&self) -> RejectReason {
+        match self {
+            Attempt::Rejected { status } | Attempt::Retryable { status, .. } => {
+                reject_reason(*status)
+            }
+            _ => RejectReason::Unreachable,
         }
     }
 
@@ -157,10 +174,15 @@ mod tests {
         assert!(Attempt::from_status(429, None).should_retry());
         assert!(!Attempt::from_status(400, None).should_retry());
         assert!(!Attempt::from_status(401, None).should_retry());
-        assert!(Attempt::from_status(502, None).may_have_arrived());
-        assert!(!Attempt::from_status(429, None).may_have_arrived());
-        assert!(!Attempt::ConnectFailed.may_have_arrived());
-        assert!(Attempt::Timeout.may_have_arrived());
+        assert!(Attempt::from_status(502, None).may_have_arrived(Signal::Traces));
+        assert!(!Attempt::from_status(429, None).may_have_arrived(Signal::Traces));
+        assert!(!Attempt::from_status(400, None).may_have_arrived(Signal::Traces));
+        // Loki bills a log request's bytes before validating or rate limiting it.
+        assert!(Attempt::from_status(400, None).may_have_arrived(Signal::Logs));
+        assert!(Attempt::from_status(429, None).may_have_arrived(Signal::Logs));
+        assert!(!Attempt::from_status(401, None).may_have_arrived(Signal::Logs));
+        assert!(!Attempt::ConnectFailed.may_have_arrived(Signal::Logs));
+        assert!(Attempt::Timeout.may_have_arrived(Signal::Traces));
         assert_eq!(reject_reason(403), RejectReason::Unauthorized);
     }
 

@@ -236,16 +236,53 @@ fn build(root: Node<'_>, source_name: &str) -> Option<Policy> {
     })
     .or(Some(MetricPolicy {}));
     let shadow = with(&mut top, "shadow", |n| n.bool()).unwrap_or(false);
+    let problems = top.problems();
     top.finish();
+    let (mut pacing, recompute_given) = pacing?;
+    let (period, store, ingest, upstream) = (period?, store?, ingest?, upstream?);
+    // Checks across sections.
+    let length = period.shortest_length();
+    if recompute_given {
+        if pacing.recompute_every.as_secs_f64() * 100.0 > length.as_secs_f64() {
+            problems.push(
+                "pacing.recompute_every",
+                format!(
+                    "a period of {} needs a recompute at least every {}",
+                    crate::units::format_duration(length),
+                    crate::units::format_duration(length / 100)
+                ),
+            );
+        }
+    } else {
+        // A short period recomputes proportionally more often.
+        pacing.recompute_every =
+            (length / 1000).clamp(Duration::from_millis(100), Duration::from_secs(10));
+    }
+    if store.flush_interval.as_secs_f64() * 10.0 > length.as_secs_f64() {
+        problems.push(
+            "store.flush_interval",
+            format!(
+                "a period of {} needs a flush at least every {}",
+                crate::units::format_duration(length),
+                crate::units::format_duration(length / 10)
+            ),
+        );
+    }
+    if ingest.auth.is_some() && matches!(upstream.otlp.auth, UpstreamAuth::PassThrough) {
+        problems.push(
+            "upstream.otlp.pass_through_auth",
+            "cannot be combined with ingest.auth: the client's Authorization header is frugal's ingest credential, not one for upstream",
+        );
+    }
     Some(Policy {
         source: source_name.to_string(),
         listen: listen?,
-        ingest: ingest?,
-        upstream: upstream?,
-        period: period?,
-        store: store?,
+        ingest,
+        upstream,
+        period,
+        store,
         budgets: budgets?,
-        pacing: pacing?,
+        pacing,
         traces: traces?,
         logs: logs?,
         metrics: metrics?,
@@ -496,9 +533,25 @@ fn build_otlp(n: Node<'_>) -> Option<OtlpUpstream> {
         max_backoff: max.unwrap_or(Duration::from_secs(2)),
         max_elapsed: elapsed.unwrap_or(Duration::from_secs(8)),
     };
-    if timeout.is_zero() {
+    let at = |k: &str| format!("{}.{k}", o.child_path("retry"));
+    if retry.initial_backoff < Duration::from_millis(10) {
         o.problems()
-            .push(&o.child_path("timeout"), "must be more than 0");
+            .push(&at("initial_backoff"), "must be at least 10ms");
+    }
+    if retry.max_backoff < retry.initial_backoff {
+        o.problems()
+            .push(&at("max_backoff"), "must be at least initial_backoff");
+    }
+    if retry.max_elapsed < Duration::from_millis(500) || retry.max_elapsed > Duration::from_secs(20)
+    {
+        o.problems().push(
+            &at("max_elapsed"),
+            "must be between 500ms and 20s: keep it under your clients' timeout (10s for the SDKs, 30s for Alloy), or they resend what frugal is still delivering",
+        );
+    }
+    if timeout.is_zero() || timeout > Duration::from_secs(60) {
+        o.problems()
+            .push(&o.child_path("timeout"), "must be between 1ms and 60s");
     }
     o.finish();
     Some(OtlpUpstream {
@@ -579,14 +632,25 @@ fn build_period(n: Node<'_>) -> Option<PeriodSpec> {
             })
         }
         Some("day") => {
-            if reset_day.is_some() {
-                misplaced("reset_day", "daily");
+            for (key, given) in [
+                ("reset_day", reset_day.is_some()),
+                ("weekday", weekday.is_some()),
+                ("start", start.is_some()),
+            ] {
+                if given {
+                    misplaced(key, "daily");
+                }
             }
             Some(PeriodSpec::Daily { tz: tz_or_utc })
         }
         Some("week") => {
-            if reset_day.is_some() {
-                misplaced("reset_day", "weekly");
+            for (key, given) in [
+                ("reset_day", reset_day.is_some()),
+                ("start", start.is_some()),
+            ] {
+                if given {
+                    misplaced(key, "weekly");
+                }
             }
             Some(PeriodSpec::Weekly {
                 weekday: weekday.unwrap_or(Weekday::Monday),
@@ -595,11 +659,14 @@ fn build_period(n: Node<'_>) -> Option<PeriodSpec> {
         }
         Some(d) => match parse_duration(d) {
             Ok(every) if every >= Duration::from_secs(1) => {
-                if reset_day.is_some() {
-                    misplaced("reset_day", "fixed-length");
-                }
-                if tz.is_some() {
-                    misplaced("timezone", "fixed-length");
+                for (key, given) in [
+                    ("reset_day", reset_day.is_some()),
+                    ("timezone", tz.is_some()),
+                    ("weekday", weekday.is_some()),
+                ] {
+                    if given {
+                        misplaced(key, "fixed-length");
+                    }
                 }
                 Some(PeriodSpec::Every {
                     every,
@@ -746,13 +813,14 @@ fn byte_budget(n: Node<'_>) -> Option<ByteBudget> {
     })
 }
 
-fn build_pacing(top: &mut Obj<'_>) -> Option<Pacing> {
+/// The pacing section, and whether `recompute_every` was given.
+fn build_pacing(top: &mut Obj<'_>) -> Option<(Pacing, bool)> {
     let mut pacing = Pacing {
         enabled: true,
         recompute_every: Duration::from_secs(10),
     };
     let Some((v, path)) = top.get("pacing") else {
-        return Some(pacing);
+        return Some((pacing, false));
     };
     let node = Node {
         value: v,
@@ -763,15 +831,18 @@ fn build_pacing(top: &mut Obj<'_>) -> Option<Pacing> {
     if let Some(e) = with(&mut o, "enabled", |n| n.bool()) {
         pacing.enabled = e;
     }
-    if let Some(r) = with(&mut o, "recompute_every", |n| n.parse(parse_duration)) {
+    let given = if let Some(r) = with(&mut o, "recompute_every", |n| n.parse(parse_duration)) {
         if r < Duration::from_millis(100) {
             o.problems()
                 .push(&o.child_path("recompute_every"), "must be at least 100ms");
         }
         pacing.recompute_every = r;
-    }
+        true
+    } else {
+        false
+    };
     o.finish();
-    Some(pacing)
+    Some((pacing, given))
 }
 
 /// Which rule conditions a signal's rules may use.
@@ -1198,6 +1269,41 @@ logs:
         assert_eq!(p.traces.rules.priority.len(), 2);
         assert_eq!(p.traces.rules.drop.len(), 1);
         assert_eq!(p.logs.rules.priority.len(), 1);
+    }
+
+    #[test]
+    fn settings_that_cannot_work_together_are_refused() {
+        let text = format!(
+            "{}{}",
+            "upstream: {otlp: {endpoint: 'http://x:1', pass_through_auth: true, retry: {max_elapsed: 40s, initial_backoff: 1ms}}}\n",
+            r#"
+ingest: {auth: {bearer_token: abc}}
+period: {every: 1m, start: "2026-11-25T00:00:00Z", weekday: monday}
+pacing: {recompute_every: 10s}
+store: {flush_interval: 10s}
+"#
+        );
+        let err = load(&text).unwrap_err();
+        let paths: Vec<&str> = err.problems.iter().map(|p| p.path.as_str()).collect();
+        for want in [
+            "upstream.otlp.pass_through_auth",
+            "upstream.otlp.retry.max_elapsed",
+            "upstream.otlp.retry.initial_backoff",
+            "period.weekday",
+            "pacing.recompute_every",
+            "store.flush_interval",
+        ] {
+            assert!(paths.contains(&want), "{want} missing from {err}");
+        }
+    }
+
+    #[test]
+    fn short_periods_recompute_more_often_by_default() {
+        let text = format!("{MINIMAL}period: {{every: 3m}}\n");
+        let p = load(&text).unwrap();
+        assert_eq!(p.pacing.recompute_every, Duration::from_millis(180));
+        let p = load(MINIMAL).unwrap();
+        assert_eq!(p.pacing.recompute_every, Duration::from_secs(10));
     }
 
     #[test]

@@ -283,6 +283,7 @@ pub fn error_body(format: Format, code: i32, message: &str) -> Bytes {
             crate::forwarder::RpcStatus {
                 code,
                 message: message.to_string(),
+                details: Vec::new(),
             }
             .encode_to_vec(),
         ),

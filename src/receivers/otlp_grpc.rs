@@ -43,11 +43,14 @@ fn to_status(e: IngestError) -> Status {
         | IngestError::TooLarge(_) => Status::invalid_argument(msg),
         IngestError::Unauthorized => Status::unauthenticated(msg),
         IngestError::Unavailable { retry_after, .. } => {
-            let mut s = Status::unavailable(msg);
-            if let Ok(v) = retry_after.as_secs().max(1).to_string().parse() {
-                s.metadata_mut().insert("retry-after", v);
-            }
-            s
+            // OTLP/gRPC clients read the wait from a google.rpc.RetryInfo detail.
+            let retry_after = retry_after.max(Duration::from_secs(1));
+            let details = crate::forwarder::RpcStatus::unavailable(&msg, retry_after);
+            Status::with_details(
+                tonic::Code::Unavailable,
+                msg,
+                prost::Message::encode_to_vec(&details).into(),
+            )
         }
         IngestError::UpstreamRejected { status, .. } => match status {
             401 => Status::unauthenticated(msg),

@@ -32,10 +32,25 @@ pub const RANDOMNESS_ATTRIBUTE: &str = "sampling.randomness";
 /// How traces are being sampled, for records that follow their trace.
 #[derive(Debug, Clone, Copy)]
 pub struct TraceSide {
-    /// The keep probability of the trace classes a record follows.
-    pub probability: f64,
+    /// The trace classes' keep probabilities.
+    pub probabilities: ClassProbabilities,
+    /// Whether the trace policy has `drop_first` rules (then a record follows the stricter
+    /// of the normal and bulk classes).
+    pub follow_bulk: bool,
     pub mode: SamplingMode,
     pub precision: u8,
+}
+
+impl TraceSide {
+    /// The probability a record follows, from the trace classes' probabilities.
+    pub fn follow(&self, p: &ClassProbabilities) -> f64 {
+        let normal = p[Class::Normal.index()];
+        if self.follow_bulk {
+            normal.min(p[Class::Bulk.index()])
+        } else {
+            normal
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -119,8 +134,8 @@ pub fn decide(
     let follows = policy.follow_traces && class != Class::Priority && trace_rnd.is_some();
     let p_trace = match (follows, memory) {
         (false, _) => 1.0,
-        (true, Some(m)) => m.judge(&r.trace_id, traces.probability),
-        (true, None) => traces.probability,
+        (true, Some(m)) => traces.follow(&m.judge(&r.trace_id, &traces.probabilities)),
+        (true, None) => traces.follow(&traces.probabilities),
     };
     if p_log >= 1.0 && p_trace >= 1.0 {
         return LogDecision {
@@ -284,7 +299,8 @@ mod tests {
 
     fn side(p: f64) -> TraceSide {
         TraceSide {
-            probability: p,
+            probabilities: [1.0, p, p],
+            follow_bulk: false,
             mode: SamplingMode::Proportional,
             precision: 4,
         }
@@ -343,7 +359,7 @@ mod tests {
         let pol = policy();
         // R = 0x70..: kept at 50%? no (T = 0x80..); kept at 60% (T = 0x66..).
         let tid = hex::decode("0102030405060708097000000000000a").unwrap();
-        let mut s = memory.session(now);
+        let mut s = memory.session(now, true);
         // The log comes first, while traces are kept at 60%: kept.
         let d = decide(
             &pol,
@@ -373,7 +389,7 @@ mod tests {
             },
             rules: Rules::default(),
         };
-        let mut s = memory.session(now);
+        let mut s = memory.session(now, true);
         let d =
             crate::sampling::traces::decide(&tp, &[1.0, 0.5, 0.5], Some(&mut s), None, "", &span);
         assert_eq!(d.fate, Fate::Keep);

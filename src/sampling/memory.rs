@@ -1,12 +1,14 @@
-//! The keep probability a trace was first judged at, remembered for a while.
+//! The keep probabilities a trace was first judged at, remembered for a while.
 //!
 //! Pacing moves keep probabilities every few seconds, and a trace's spans and logs arrive
-//! in several requests over a few seconds. Judging each at the probability of its own
+//! in several requests over a few seconds. Judging each at the probabilities of its own
 //! moment would split traces at every change, and could keep a log whose trace was
-//! dropped a second later. So the first time frugal sees a trace (in a span or a log), it
-//! notes the probability it was judged at; the trace's later non-priority items are
-//! judged at the same one. Consistent sampling then keeps all or none of them, and a
-//! log follows its trace exactly.
+//! dropped a second later. So the first time frugal sees a trace (in a span or a log)
+//! while pacing samples, it notes the trace classes' probabilities of that moment; the
+//! trace's later items are judged at the same ones, each by its own class. Consistent
+//! sampling then keeps all or none of a class's spans, and a log follows its trace
+//! exactly. A trace whose spans a gate dropped (at the limit, over the rate) is noted as
+//! dropped.
 //!
 //! Bounded: entries older than [`TTL_SECONDS`] are forgotten, and past [`CAPACITY`] the
 //! oldest go first. Memory is about 40 bytes an entry (4 MB at capacity).
@@ -23,9 +25,11 @@ pub const TTL_SECONDS: f64 = 60.0;
 /// How many traces are remembered at most.
 pub const CAPACITY: usize = 100_000;
 
+type Probabilities = super::ClassProbabilities;
+
 #[derive(Debug, Default)]
 struct Inner {
-    map: HashMap<[u8; 16], (f64, Timestamp)>,
+    map: HashMap<[u8; 16], (Probabilities, Timestamp)>,
     order: VecDeque<([u8; 16], Timestamp)>,
 }
 
@@ -38,10 +42,13 @@ pub struct TraceMemory {
 pub struct Session<'a> {
     inner: std::sync::MutexGuard<'a, Inner>,
     now: Timestamp,
+    /// Whether traces seen for the first time are remembered (only while pacing samples;
+    /// a hard stop's zeros are the limit's, not a decision about the trace).
+    remember: bool,
 }
 
 impl TraceMemory {
-    pub fn session(&self, now: Timestamp) -> Session<'_> {
+    pub fn session(&self, now: Timestamp, remember: bool) -> Session<'_> {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         // Forget what is too old, and what is over capacity.
         while let Some(&(id, at)) = inner.order.front() {
@@ -54,7 +61,11 @@ impl TraceMemory {
                 break;
             }
         }
-        Session { inner, now }
+        Session {
+            inner,
+            now,
+            remember,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -71,8 +82,8 @@ impl TraceMemory {
 }
 
 impl Session<'_> {
-    /// The probability trace `id` was first judged at, if remembered.
-    pub fn get(&self, id: &[u8]) -> Option<f64> {
+    /// The probabilities trace `id` was first judged at, if remembered.
+    pub fn get(&self, id: &[u8]) -> Option<Probabilities> {
         let key = <[u8; 16]>::try_from(id).ok()?;
         self.inner
             .map
@@ -81,38 +92,27 @@ impl Session<'_> {
             .map(|&(p, _)| p)
     }
 
-    /// The probability for trace `id` now: remembered if it was judged before; otherwise
-    /// `current`, remembered when it samples (below 1).
-    pub fn judge(&mut self, id: &[u8], current: f64) -> f64 {
-        if current < 1.0 {
-            self.fix(id, current)
-        } else if self.inner.map.is_empty() {
-            current
-        } else {
-            self.get(id).unwrap_or(current)
-        }
-    }
-
-    /// Overrides what is remembered of trace `id` (a gate dropped its spans: 0).
-    pub fn set(&mut self, id: &[u8; 16], p: f64) {
+    /// Notes what trace `id` is judged at from now on (a gate dropped its spans: zeros).
+    pub fn set(&mut self, id: &[u8; 16], p: Probabilities) {
         self.inner.map.insert(*id, (p, self.now));
         self.inner.order.push_back((*id, self.now));
     }
 
-    /// The probability trace `id` is judged at: the one it was first judged at, or
-    /// `current` (which is then remembered).
-    pub fn fix(&mut self, id: &[u8], current: f64) -> f64 {
-        let Ok(key) = <[u8; 16]>::try_from(id) else {
-            return current;
-        };
-        if let Some(&(p, at)) = self.inner.map.get(&key)
-            && seconds_between(at, self.now) <= TTL_SECONDS
-        {
+    /// The probabilities trace `id` is judged at: those it was first judged at, or
+    /// `current` (remembered when this session remembers).
+    pub fn judge(&mut self, id: &[u8], current: &Probabilities) -> Probabilities {
+        if !self.remember && self.inner.map.is_empty() {
+            return *current;
+        }
+        if let Some(p) = self.get(id) {
             return p;
         }
-        self.inner.map.insert(key, (current, self.now));
-        self.inner.order.push_back((key, self.now));
-        current
+        if self.remember
+            && let Ok(key) = <[u8; 16]>::try_from(id)
+        {
+            self.set(&key, *current);
+        }
+        *current
     }
 }
 
@@ -121,19 +121,36 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_trace_keeps_its_first_probability_for_a_while() {
+    fn a_trace_keeps_its_first_probabilities_for_a_while() {
         let m = TraceMemory::default();
         let t0: Timestamp = "2026-11-25T00:00:00Z".parse().unwrap();
         let id = [7u8; 16];
-        assert_eq!(m.session(t0).fix(&id, 0.5), 0.5);
+        let first = [1.0, 0.5, 0.25];
+        assert_eq!(m.session(t0, true).judge(&id, &first), first);
         let t1 = crate::clock::add(t0, std::time::Duration::from_secs(10));
-        assert_eq!(m.session(t1).fix(&id, 0.2), 0.5);
-        let t2 = crate::clock::add(t0, std::time::Duration::from_secs(61));
-        assert_eq!(m.session(t2).fix(&id, 0.2), 0.2, "forgotten after the TTL");
+        assert_eq!(m.session(t1, true).judge(&id, &[1.0, 0.2, 0.1]), first);
         assert_eq!(
-            m.session(t2).fix(&[1, 2], 0.3),
-            0.3,
+            m.session(t1, false).judge(&id, &[1.0, 1.0, 1.0]),
+            first,
+            "read even when not remembering"
+        );
+        let t2 = crate::clock::add(t0, std::time::Duration::from_secs(61));
+        assert_eq!(
+            m.session(t2, true).judge(&id, &[1.0, 0.2, 0.2]),
+            [1.0, 0.2, 0.2],
+            "forgotten after the TTL"
+        );
+        assert_eq!(
+            m.session(t2, true).judge(&[1, 2], &first),
+            first,
             "invalid IDs are not remembered"
+        );
+        let other = [9u8; 16];
+        m.session(t2, false).judge(&other, &first);
+        assert_eq!(
+            m.session(t2, false).get(&other),
+            None,
+            "not remembered while not sampling"
         );
     }
 
@@ -142,14 +159,14 @@ mod tests {
         let m = TraceMemory::default();
         let t0: Timestamp = "2026-11-25T00:00:00Z".parse().unwrap();
         {
-            let mut s = m.session(t0);
+            let mut s = m.session(t0, true);
             for i in 0..(CAPACITY + 500) as u64 {
                 let mut id = [0u8; 16];
                 id[..8].copy_from_slice(&i.to_be_bytes());
-                s.fix(&id, 0.5);
+                s.judge(&id, &[1.0, 0.5, 0.5]);
             }
         }
-        drop(m.session(t0));
+        drop(m.session(t0, true));
         assert!(m.len() <= CAPACITY + 1, "{}", m.len());
     }
 }

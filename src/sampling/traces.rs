@@ -115,12 +115,10 @@ pub fn decide(
         Ok(c) => c,
         Err(reason) => return SpanDecision::drop(None, reason),
     };
-    let mut p = probs[class.index()];
-    if class != Class::Priority
-        && let Some(m) = memory
-    {
-        p = m.judge(&span.trace_id, p);
-    }
+    let p = match (class, memory) {
+        (Class::Priority, _) | (_, None) => probs[class.index()],
+        (_, Some(m)) => m.judge(&span.trace_id, probs)[class.index()],
+    };
     if p >= 1.0 {
         return SpanDecision::keep(class);
     }
@@ -193,7 +191,8 @@ fn hash_seeded(
     if ts.rv.is_some() || ts.th.is_some() {
         // Sampled before by a consistent sampler: hash_seed cannot re-decide it.
         return if fail_closed {
-            SpanDecision::drop(Some(class), DropReason::Upstream)
+            // An earlier sampler's decision, not frugal's: it never competes for the budget.
+            SpanDecision::drop(None, DropReason::Upstream)
         } else {
             SpanDecision::keep(class)
         };

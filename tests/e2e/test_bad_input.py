@@ -131,3 +131,30 @@ def test_permanent_upstream_refusals_are_reported_not_retried(standin, frugal_fa
     assert 'frugal_upstream_attempts_total{outcome="rejected",signal="traces"} 1' in f.metrics()
     rejected = f.usage()["signals"]["traces"]["rejected"]
     assert rejected["bad_request"]["items"] == 5
+
+
+def test_upstream_refusing_frugal_itself_keeps_the_data_with_the_client(standin, frugal_factory):
+    # A wrong or expired Grafana token is frugal's problem, not the client's data: the client
+    # is told to retry (and keeps the data) while the operator fixes it.
+    f = frugal_factory(policy_for(standin.url))
+    standin.fail(401, times=1)
+    body = good_request(random.Random(13))
+    r = requests.post(f"{f.http_url}/v1/traces", data=body, headers=PB, timeout=10)
+    assert r.status_code == 503 and int(r.headers["Retry-After"]) >= 1
+    assert "credentials" in r.text
+    assert f.used("traces") == 0, "a refusal before billing is taken back"
+    assert f.usage()["signals"]["traces"]["rejected"]["unauthorized"]["items"] == 5
+    assert any("upstream refused frugal's request" in line for line in f.log)
+    # Fixed: the client's retry goes through.
+    r = requests.post(f"{f.http_url}/v1/traces", data=body, headers=PB, timeout=10)
+    assert r.status_code == 200
+
+
+def test_log_refusals_that_loki_still_bills_stay_counted(standin, frugal_factory):
+    from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
+    f = frugal_factory(policy_for(standin.url))
+    standin.fail(400, times=1)
+    body = encode_logs(payloads.log_records(random.Random(14), 5)).SerializeToString()
+    r = requests.post(f"{f.http_url}/v1/logs", data=body, headers=PB, timeout=10)
+    assert r.status_code == 400
+    assert f.used("logs") > 0, "Loki counts a log request's bytes before validating it"

@@ -207,13 +207,17 @@ def test_no_log_of_a_dropped_trace_is_kept(paced_run):
     warn_kept = {lr.trace_id for lr in kept_logs if lr.severity_number >= SeverityNumber.WARN.value}
     warned = {t.to_bytes(16, "big") for t in paced_run["warn_logs"]}
     assert warned <= warn_kept | set(), f"{len(warned - warn_kept)} warn logs were dropped"
-    # Sampled logs carry their threshold; only those kept before pacing began (the first
-    # seconds, at probability 1) have none.
+    # Logs kept while pacing sampled them carry their threshold (the collector's
+    # `sampling.threshold`): every info record that arrived between the first seconds of
+    # the period and its end.
     def threshold(lr):
         return next((kv.value.string_value for kv in lr.attributes if kv.key == "sampling.threshold"), None)
 
-    with_th = [lr for lr in info if threshold(lr)]
-    assert len(with_th) > 0.8 * len(info)
-    assert all(re.fullmatch(r"[0-9a-f]{1,14}", threshold(lr)) for lr in with_th)
-    first_seconds = (paced_run["start"] + 15) * 1_000_000_000
-    assert all(lr.observed_time_unix_nano < first_seconds for lr in info if not threshold(lr))
+    start, end = paced_run["start"] + 15, paced_run["start"] + PERIOD - 1
+    paced = [lr for r in paced_run["standin"].of("logs") if start <= r.at < end
+             for rl in r.message.resource_logs for sl in rl.scope_logs for lr in sl.log_records
+             if lr.severity_number < SeverityNumber.WARN.value]
+    assert len(paced) > 300
+    missing = [lr for lr in paced if not threshold(lr)]
+    assert not missing, f"{len(missing)} of {len(paced)} sampled logs carry no sampling.threshold"
+    assert all(re.fullmatch(r"[0-9a-f]{1,14}", threshold(lr)) for lr in paced)
