@@ -36,7 +36,7 @@ use crate::ledger::{Charge, Ledger};
 use crate::metering::{Weight, loki, mimir, tempo};
 use crate::model::{Class, DropReason, RejectReason, Signal};
 use crate::policy::{AtLimit, ByteBudget, Policy};
-use crate::sampling::memory::{Session, TraceMemory};
+use crate::sampling::memory::{Remember, Session, TraceMemory};
 use crate::sampling::{self, Account, ClassProbabilities, logs::TraceSide};
 use crate::stats::{Stats, inc};
 
@@ -363,7 +363,11 @@ impl Ingest {
         }
         let offered = req.weigh();
         let (decisions, mut account) = {
-            let remember = pacing.traces.state == PacingState::Pacing;
+            let remember = match pacing.traces.state {
+                PacingState::Pacing => Remember::Always,
+                PacingState::Unconstrained => Remember::Logs,
+                PacingState::PriorityOnly | PacingState::Stopped => Remember::Never,
+            };
             let mut memory = self.traces_seen.session(self.clock.now(), remember);
             P::decide(&policy, &pacing, &mut memory, &req)
         };
@@ -528,7 +532,7 @@ impl Ingest {
             return;
         }
         let still: std::collections::HashSet<[u8; 16]> = after.trace_ids().into_iter().collect();
-        let mut memory = self.traces_seen.session(self.clock.now(), false);
+        let mut memory = self.traces_seen.session(self.clock.now(), Remember::Never);
         for id in before.iter().filter(|id| !still.contains(*id)) {
             memory.set(id, [0.0; 3]);
         }

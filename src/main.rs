@@ -242,7 +242,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     use frugal::simulate::{Config, Scenario, print, simulate};
-    let policy = load_simulation_policy(&args)?;
+    let policy = load_lenient(args.policy.as_deref(), None)?;
     let scenarios: Vec<Scenario> = if args.scenario == "all" {
         Scenario::ALL.to_vec()
     } else {
@@ -270,27 +270,6 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         print(&mut out, &report, args.scale)?;
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn load_simulation_policy(args: &SimulateArgs) -> anyhow::Result<Policy> {
-    // Secrets do not matter to a simulation: unset variables read as placeholders.
-    let env = |k: &str| {
-        Some(
-            std::env::var(k)
-                .unwrap_or_else(|_| format!("http://{}.invalid", k.to_ascii_lowercase())),
-        )
-    };
-    let (text, name) = match &args.policy {
-        Some(p) => (
-            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
-            p.display().to_string(),
-        ),
-        None => (
-            policy::EMBEDDED_FREE_TIER.to_string(),
-            "embedded policy".to_string(),
-        ),
-    };
-    policy::load_str(&text, &name, &Overrides::default(), &env).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 fn serve(policy: Policy) -> anyhow::Result<()> {
@@ -424,16 +403,19 @@ fn usage(cmd: UsageCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// A policy for offline commands: only the store and period matter, so unset variables
-/// are not an error.
-fn load_offline(args: &PolicyArgs) -> anyhow::Result<Policy> {
+/// A policy for commands that send nothing (simulate, usage offline): unset variables
+/// (the upstream's secrets) read as placeholders instead of being errors.
+fn load_lenient(
+    path: Option<&std::path::Path>,
+    data_dir: Option<PathBuf>,
+) -> anyhow::Result<Policy> {
     let env =
         |k: &str| Some(std::env::var(k).unwrap_or_else(|_| "http://unset.invalid".to_string()));
     let overrides = Overrides {
-        data_dir: args.data_dir.clone(),
+        data_dir,
         ..Default::default()
     };
-    let (text, name) = match &args.policy {
+    let (text, name) = match path {
         Some(p) => (
             std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
             p.display().to_string(),
@@ -444,6 +426,11 @@ fn load_offline(args: &PolicyArgs) -> anyhow::Result<Policy> {
         ),
     };
     policy::load_str(&text, &name, &overrides, &env).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// [`load_lenient`] with the `--policy`/`--data-dir` arguments.
+fn load_offline(args: &PolicyArgs) -> anyhow::Result<Policy> {
+    load_lenient(args.policy.as_deref(), args.data_dir.clone())
 }
 
 fn sample(a: SampleArgs) -> anyhow::Result<ExitCode> {

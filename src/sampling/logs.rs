@@ -14,7 +14,7 @@
 //! judged by, so the two agree exactly.
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
@@ -134,7 +134,7 @@ pub fn decide(
     let follows = policy.follow_traces && class != Class::Priority && trace_rnd.is_some();
     let p_trace = match (follows, memory) {
         (false, _) => 1.0,
-        (true, Some(m)) => traces.follow(&m.judge(&r.trace_id, &traces.probabilities)),
+        (true, Some(m)) => traces.follow(&m.judge(&r.trace_id, &traces.probabilities, true)),
         (true, None) => traces.follow(&traces.probabilities),
     };
     if p_log >= 1.0 && p_trace >= 1.0 {
@@ -220,15 +220,7 @@ pub fn decide_all(
                 items: 1,
                 units: loki::record_bytes(r),
             };
-            if let Some(class) = d.class {
-                account.offer(class, w);
-            }
-            match (&d.fate, d.class) {
-                (Fate::Keep, Some(class)) => account.keep(class, w),
-                (Fate::Keep, None) => {}
-                (Fate::Drop(reason), _) => account.drop(*reason, w),
-            }
-            account.modified |= d.fate != Fate::Keep || d.threshold.is_some();
+            account.record(d.class, &d.fate, w, d.threshold.is_some());
             decisions.push(d);
         }
     }
@@ -270,24 +262,14 @@ pub fn retain_class(req: &mut ExportLogsServiceRequest, decisions: &[LogDecision
 }
 
 fn set_string(attrs: &mut Vec<KeyValue>, key: &str, v: &str) {
-    let value = Some(AnyValue {
-        value: Some(any_value::Value::StringValue(v.to_string())),
-    });
-    if let Some(kv) = attrs.iter_mut().find(|kv| kv.key == key) {
-        kv.value = value;
-    } else {
-        attrs.push(KeyValue {
-            key: key.to_string(),
-            value,
-            ..Default::default()
-        });
-    }
+    super::set_attribute(attrs, key, any_value::Value::StringValue(v.to_string()));
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::policy::Rules;
+    use opentelemetry_proto::tonic::common::v1::AnyValue;
 
     fn policy() -> LogPolicy {
         LogPolicy {
@@ -359,7 +341,7 @@ mod tests {
         let pol = policy();
         // R = 0x70..: kept at 50%? no (T = 0x80..); kept at 60% (T = 0x66..).
         let tid = hex::decode("0102030405060708097000000000000a").unwrap();
-        let mut s = memory.session(now, true);
+        let mut s = memory.session(now, crate::sampling::memory::Remember::Always);
         // The log comes first, while traces are kept at 60%: kept.
         let d = decide(
             &pol,
@@ -389,7 +371,7 @@ mod tests {
             },
             rules: Rules::default(),
         };
-        let mut s = memory.session(now, true);
+        let mut s = memory.session(now, crate::sampling::memory::Remember::Always);
         let d =
             crate::sampling::traces::decide(&tp, &[1.0, 0.5, 0.5], Some(&mut s), None, "", &span);
         assert_eq!(d.fate, Fate::Keep);

@@ -42,13 +42,26 @@ pub struct TraceMemory {
 pub struct Session<'a> {
     inner: std::sync::MutexGuard<'a, Inner>,
     now: Timestamp,
-    /// Whether traces seen for the first time are remembered (only while pacing samples;
-    /// a hard stop's zeros are the limit's, not a decision about the trace).
-    remember: bool,
+    /// What traces seen for the first time are remembered by.
+    remember: Remember,
+}
+
+/// When a trace seen for the first time is remembered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Remember {
+    /// Pacing samples: by spans and by logs.
+    Always,
+    /// Nothing is sampled yet: by logs only (so the spans of a trace whose log was kept at
+    /// probability 1 are kept too, if pacing starts between them); spans are not
+    /// remembered, which keeps the unconstrained path cheap.
+    Logs,
+    /// At a hard stop: not at all (its zeros are the limit's, not a decision about the
+    /// trace).
+    Never,
 }
 
 impl TraceMemory {
-    pub fn session(&self, now: Timestamp, remember: bool) -> Session<'_> {
+    pub fn session(&self, now: Timestamp, remember: Remember) -> Session<'_> {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         // Forget what is too old, and what is over capacity.
         while let Some(&(id, at)) = inner.order.front() {
@@ -99,17 +112,20 @@ impl Session<'_> {
     }
 
     /// The probabilities trace `id` is judged at: those it was first judged at, or
-    /// `current` (remembered when this session remembers).
-    pub fn judge(&mut self, id: &[u8], current: &Probabilities) -> Probabilities {
-        if !self.remember && self.inner.map.is_empty() {
+    /// `current` (remembered as the session says; `by_log` for a log record's judgement).
+    pub fn judge(&mut self, id: &[u8], current: &Probabilities, by_log: bool) -> Probabilities {
+        let remember = match self.remember {
+            Remember::Always => true,
+            Remember::Logs => by_log,
+            Remember::Never => false,
+        };
+        if !remember && self.inner.map.is_empty() {
             return *current;
         }
         if let Some(p) = self.get(id) {
             return p;
         }
-        if self.remember
-            && let Ok(key) = <[u8; 16]>::try_from(id)
-        {
+        if remember && let Ok(key) = <[u8; 16]>::try_from(id) {
             self.set(&key, *current);
         }
         *current
@@ -126,31 +142,42 @@ mod tests {
         let t0: Timestamp = "2026-11-25T00:00:00Z".parse().unwrap();
         let id = [7u8; 16];
         let first = [1.0, 0.5, 0.25];
-        assert_eq!(m.session(t0, true).judge(&id, &first), first);
+        let always = Remember::Always;
+        assert_eq!(m.session(t0, always).judge(&id, &first, false), first);
         let t1 = crate::clock::add(t0, std::time::Duration::from_secs(10));
-        assert_eq!(m.session(t1, true).judge(&id, &[1.0, 0.2, 0.1]), first);
         assert_eq!(
-            m.session(t1, false).judge(&id, &[1.0, 1.0, 1.0]),
+            m.session(t1, always).judge(&id, &[1.0, 0.2, 0.1], false),
+            first
+        );
+        assert_eq!(
+            m.session(t1, Remember::Never).judge(&id, &[1.0; 3], false),
             first,
             "read even when not remembering"
         );
         let t2 = crate::clock::add(t0, std::time::Duration::from_secs(61));
         assert_eq!(
-            m.session(t2, true).judge(&id, &[1.0, 0.2, 0.2]),
+            m.session(t2, always).judge(&id, &[1.0, 0.2, 0.2], false),
             [1.0, 0.2, 0.2],
             "forgotten after the TTL"
         );
         assert_eq!(
-            m.session(t2, true).judge(&[1, 2], &first),
+            m.session(t2, always).judge(&[1, 2], &first, false),
             first,
             "invalid IDs are not remembered"
         );
         let other = [9u8; 16];
-        m.session(t2, false).judge(&other, &first);
+        m.session(t2, Remember::Logs)
+            .judge(&other, &[1.0; 3], false);
         assert_eq!(
-            m.session(t2, false).get(&other),
+            m.session(t2, Remember::Never).get(&other),
             None,
-            "not remembered while not sampling"
+            "spans do not remember while nothing is sampled"
+        );
+        m.session(t2, Remember::Logs).judge(&other, &[1.0; 3], true);
+        assert_eq!(
+            m.session(t2, Remember::Never).get(&other),
+            Some([1.0; 3]),
+            "logs do"
         );
     }
 
@@ -159,14 +186,14 @@ mod tests {
         let m = TraceMemory::default();
         let t0: Timestamp = "2026-11-25T00:00:00Z".parse().unwrap();
         {
-            let mut s = m.session(t0, true);
+            let mut s = m.session(t0, Remember::Always);
             for i in 0..(CAPACITY + 500) as u64 {
                 let mut id = [0u8; 16];
                 id[..8].copy_from_slice(&i.to_be_bytes());
-                s.judge(&id, &[1.0, 0.5, 0.5]);
+                s.judge(&id, &[1.0, 0.5, 0.5], false);
             }
         }
-        drop(m.session(t0, true));
+        drop(m.session(t0, Remember::Always));
         assert!(m.len() <= CAPACITY + 1, "{}", m.len());
     }
 }

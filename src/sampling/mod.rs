@@ -54,6 +54,19 @@ impl Account {
         self.dropped[reason as usize].add(w);
     }
 
+    /// Accounts for one item's decision; `changed` says whether a kept item was rewritten.
+    pub fn record(&mut self, class: Option<Class>, fate: &Fate, w: Weight, changed: bool) {
+        if let Some(class) = class {
+            self.offer(class, w);
+        }
+        match (fate, class) {
+            (Fate::Keep, Some(class)) => self.keep(class, w),
+            (Fate::Keep, None) => {}
+            (Fate::Drop(reason), _) => self.drop(*reason, w),
+        }
+        self.modified |= *fate != Fate::Keep || changed;
+    }
+
     pub fn kept_total(&self) -> Weight {
         let mut w = Weight::default();
         for k in &self.kept {
@@ -85,4 +98,23 @@ impl Account {
 pub enum Fate {
     Keep,
     Drop(DropReason),
+}
+
+/// Sets an attribute, replacing one of the same key.
+pub(crate) fn set_attribute(
+    attrs: &mut Vec<opentelemetry_proto::tonic::common::v1::KeyValue>,
+    key: &str,
+    value: opentelemetry_proto::tonic::common::v1::any_value::Value,
+) {
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
+    let value = Some(AnyValue { value: Some(value) });
+    if let Some(kv) = attrs.iter_mut().find(|kv| kv.key == key) {
+        kv.value = value;
+    } else {
+        attrs.push(KeyValue {
+            key: key.to_string(),
+            value,
+            ..Default::default()
+        });
+    }
 }

@@ -15,7 +15,7 @@
 //! the collector does: 0 drops, more than 0 puts the span in the priority class.
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::Span;
 
@@ -117,7 +117,7 @@ pub fn decide(
     };
     let p = match (class, memory) {
         (Class::Priority, _) | (_, None) => probs[class.index()],
-        (_, Some(m)) => m.judge(&span.trace_id, probs)[class.index()],
+        (_, Some(m)) => m.judge(&span.trace_id, probs, false)[class.index()],
     };
     if p >= 1.0 {
         return SpanDecision::keep(class);
@@ -237,15 +237,7 @@ pub fn decide_all(
                 items: 1,
                 units: tempo::span_share(span),
             };
-            if let Some(class) = d.class {
-                account.offer(class, w);
-            }
-            match (&d.fate, d.class) {
-                (Fate::Keep, Some(class)) => account.keep(class, w),
-                (Fate::Keep, None) => {}
-                (Fate::Drop(reason), _) => account.drop(*reason, w),
-            }
-            account.modified |= d.fate != Fate::Keep || d.tracestate.is_some();
+            account.record(d.class, &d.fate, w, d.tracestate.is_some());
             decisions.push(d);
         }
     }
@@ -295,24 +287,14 @@ pub fn retain_class(req: &mut ExportTraceServiceRequest, decisions: &[SpanDecisi
 }
 
 pub(crate) fn set_double(attrs: &mut Vec<KeyValue>, key: &str, v: f64) {
-    let value = Some(AnyValue {
-        value: Some(any_value::Value::DoubleValue(v)),
-    });
-    if let Some(kv) = attrs.iter_mut().find(|kv| kv.key == key) {
-        kv.value = value;
-    } else {
-        attrs.push(KeyValue {
-            key: key.to_string(),
-            value,
-            ..Default::default()
-        });
-    }
+    super::set_attribute(attrs, key, any_value::Value::DoubleValue(v));
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::policy::{Rules, TraceSampling};
+    use opentelemetry_proto::tonic::common::v1::AnyValue;
     use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Status};
 
     fn policy(mode: SamplingMode) -> TracePolicy {

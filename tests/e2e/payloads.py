@@ -166,25 +166,10 @@ def metrics(rng: random.Random):
 
 
 def canonical(msg) -> bytes:
-    """A trace request as Tempo sees it (absent messages present), for comparing what
-    was sent with what arrived."""
-    from standin import _fill_values
+    """A request as the backend sees it (for traces, absent messages present), for
+    comparing what was sent with what arrived."""
+    from standin import canonical_traces
 
-    c = type(msg)()
-    c.CopyFrom(msg)
-    if hasattr(c, "resource_spans"):
-        for rs in c.resource_spans:
-            rs.resource.SetInParent()
-            _fill_values(rs.resource.attributes)
-            for ss in rs.scope_spans:
-                ss.scope.SetInParent()
-                _fill_values(ss.scope.attributes)
-                for s in ss.spans:
-                    s.status.SetInParent()
-                    _fill_values(s.attributes)
-                    for e in s.events:
-                        _fill_values(e.attributes)
-                    for link in s.links:
-                        _fill_values(link.attributes)
-    return c.SerializeToString(deterministic=True)
-
+    if hasattr(msg, "resource_spans"):
+        msg = canonical_traces(msg)[0]
+    return msg.SerializeToString(deterministic=True)

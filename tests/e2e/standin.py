@@ -56,8 +56,9 @@ def _fill_any(v) -> None:
             _fill_any(x)
 
 
-def tempo_size(req) -> int:
-    """Tempo's TracesSize of a request: pdata's canonical encoding."""
+def canonical_traces(req):
+    """A copy of a trace request in pdata's canonical form (absent resource, scope, status
+    and attribute-value messages made present), and its count of empty IDs."""
     c = trace_service_pb2.ExportTraceServiceRequest()
     c.CopyFrom(req)
     empty_ids = 0
@@ -76,6 +77,12 @@ def tempo_size(req) -> int:
                     _fill_values(link.attributes)
                     empty_ids += (len(link.trace_id) == 0) + (len(link.span_id) == 0)
                 empty_ids += (len(span.trace_id) == 0) + (len(span.span_id) == 0) + (len(span.parent_span_id) == 0)
+    return c, empty_ids
+
+
+def tempo_size(req) -> int:
+    """Tempo's TracesSize of a request: pdata's canonical encoding, empty IDs included."""
+    c, empty_ids = canonical_traces(req)
     return len(c.SerializeToString()) + 2 * empty_ids
 
 

@@ -15,6 +15,7 @@ from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as GrpcLogExporter
 from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as GrpcMetricExporter
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
+from grpc import Compression as GrpcCompression
 from opentelemetry.exporter.otlp.proto.http import Compression
 from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
@@ -69,7 +70,7 @@ def test_http_protobuf_traces_from_the_sdk(standin, frugal_factory):
 def test_grpc_traces_logs_and_metrics_from_the_sdk(standin, frugal_factory):
     f = frugal_factory(policy_for(standin.url))
     rng = random.Random(2)
-    spans = GrpcSpanExporter(endpoint=f.grpc, insecure=True)
+    spans = GrpcSpanExporter(endpoint=f.grpc, insecure=True, compression=GrpcCompression.Gzip)
     logs = GrpcLogExporter(endpoint=f.grpc, insecure=True)
     metrics = GrpcMetricExporter(endpoint=f.grpc, insecure=True)
     for _ in range(10):
