@@ -131,6 +131,10 @@ pub trait Payload: Message + Default + Clone + Send + 'static {
     fn canonicalize(&mut self) -> bool;
     /// Items and billable units of the request as it is now.
     fn weigh(&self) -> Weight;
+    /// [`Payload::weigh`] and the encoded length, computed together where that is cheaper.
+    fn weigh_encoded(&self) -> (Weight, usize) {
+        (self.weigh(), self.encoded_len())
+    }
     fn is_empty(&self) -> bool;
     /// Decides every item at the current pacing (nothing changes yet).
     fn decide(
@@ -159,6 +163,10 @@ impl Payload for ExportTraceServiceRequest {
 
     fn weigh(&self) -> Weight {
         tempo::weigh(self)
+    }
+
+    fn weigh_encoded(&self) -> (Weight, usize) {
+        tempo::weigh_encoded(self)
     }
 
     fn is_empty(&self) -> bool {
@@ -361,7 +369,12 @@ impl Ingest {
         if req.canonicalize() {
             raw = None;
         }
-        let offered = req.weigh();
+        let (offered, encoded_len) = req.weigh_encoded();
+        // Forwarded as received only when nothing would be lost re-encoding it (no fields
+        // unknown to frugal's protobuf types, which upstream would bill but frugal not count).
+        if raw.as_ref().is_some_and(|b| b.len() != encoded_len) {
+            raw = None;
+        }
         let (decisions, mut account) = {
             let remember = match pacing.traces.state {
                 PacingState::Pacing => Remember::Always,
@@ -459,10 +472,8 @@ impl Ingest {
         billing.count_sent();
 
         let body = match raw {
-            // Forwarded as received only when nothing would be lost re-encoding it (no
-            // fields unknown to frugal's protobuf types, which would be billed but not counted).
-            Some(b) if b.len() == req.encoded_len() => b,
-            _ => Bytes::from(req.encode_to_vec()),
+            Some(b) => b,
+            None => Bytes::from(req.encode_to_vec()),
         };
         let deadline = meta.deadline.map(|d| {
             // Answer a little before the client gives up.

@@ -90,6 +90,16 @@ pub fn billable_bytes(req: &ExportTraceServiceRequest) -> u64 {
     req.encoded_len() as u64 + 2 * empty_ids(req)
 }
 
+/// [`weigh`] and the request's encoded length, with one walk of the encoding.
+pub fn weigh_encoded(req: &ExportTraceServiceRequest) -> (Weight, usize) {
+    let len = req.encoded_len();
+    let w = Weight {
+        items: span_count(req),
+        units: len as u64 + 2 * empty_ids(req),
+    };
+    (w, len)
+}
+
 pub fn span_count(req: &ExportTraceServiceRequest) -> u64 {
     req.resource_spans
         .iter()

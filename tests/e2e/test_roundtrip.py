@@ -151,3 +151,28 @@ def test_otlp_json_requests(standin, frugal_factory):
             assert r.json() == {}
 
         check_request(f, standin, signal, export, msg)
+
+
+def test_protobuf_with_fields_unknown_to_frugal_is_billed_as_forwarded(standin, frugal_factory):
+    """A newer SDK may send protobuf fields frugal's types do not know. frugal forwards the
+    request re-encoded without them, so what it meters is what upstream receives and bills —
+    never less."""
+    f = frugal_factory(policy_for(standin.url))
+    rng = random.Random(6)
+    for signal in ("traces", "logs"):
+        if signal == "traces":
+            msg = encode_spans(payloads.spans(rng, 5))
+        else:
+            msg = encode_logs(payloads.log_records(rng, 5))
+        # Field 4000, wire type 2 (length-delimited), 64 bytes: tag varint 0x82 0xfa 0x01.
+        unknown = bytes([0x82, 0xFA, 0x01, 64]) + bytes(range(64))
+        body = msg.SerializeToString() + unknown
+
+        def export():
+            r = requests.post(f"{f.http_url}/v1/{signal}", data=body,
+                              headers={"Content-Type": "application/x-protobuf"}, timeout=10)
+            assert r.status_code == 200, r.text
+
+        rec = check_request(f, standin, signal, export, msg)
+        # What arrived upstream is the request without the unknown field.
+        assert rec.body_len == len(msg.SerializeToString()) < len(body)
