@@ -111,26 +111,19 @@ async fn set_usage(
     req: Request<Incoming>,
 ) -> Response<Body> {
     let policy = admin.ingest.policy();
-    match &policy.ingest.auth {
-        Some(auth)
-            if !crate::receivers::otlp_http::authorized(
-                Some(auth),
-                req.headers().get(header::AUTHORIZATION),
-            ) =>
-        {
+    let credential = req.headers().get(header::AUTHORIZATION);
+    if policy.ingest.auth.is_some() {
+        if !crate::receivers::otlp_http::authorized(policy.ingest.auth.as_ref(), credential) {
             return json_reply(
                 StatusCode::UNAUTHORIZED,
                 &json!({"error": "missing or wrong credentials (frugal usage set --token)"}),
             );
         }
-        Some(_) => {}
-        None if !peer.ip().is_loopback() => {
-            return json_reply(
-                StatusCode::FORBIDDEN,
-                &json!({"error": "usage can only be set from the same host, unless the policy sets ingest.auth"}),
-            );
-        }
-        None => {}
+    } else if !peer.ip().is_loopback() {
+        return json_reply(
+            StatusCode::FORBIDDEN,
+            &json!({"error": "usage can only be set from the same host, unless the policy sets ingest.auth"}),
+        );
     }
     let name = req
         .uri()
@@ -269,11 +262,11 @@ pub fn usage_json(admin: &Admin) -> Value {
         signals.insert(s.as_str().to_string(), doc);
     }
     let previous = match ledger.previous() {
-        Ok((p, counters)) if !counters.is_empty() => {
+        Ok(Some((p, used))) => {
             let signals: serde_json::Map<String, Value> = Signal::ALL
                 .iter()
                 .map(|s| {
-                    let used = crate::ledger::used_from(&counters, *s);
+                    let used = used[*s as usize];
                     let (limit, _) = limit_of(&policy, *s);
                     (
                         s.as_str().to_string(),

@@ -431,9 +431,7 @@ impl Ingest {
             {
                 let priority = account.kept[Class::Priority.index()];
                 self.drop_items(signal, DropReason::RateLimit, minus(kept, priority), false);
-                let before = req.trace_ids();
-                req.retain_class(&decisions, Class::Priority);
-                self.forget_dropped(before, &req);
+                self.keep_only_priority(&mut req, &decisions);
                 raw = None;
                 if req.is_empty() {
                     return Ok(Accepted::default());
@@ -480,7 +478,7 @@ impl Ingest {
             let margin = jiff::SignedDuration::from_millis(500);
             d.checked_sub(margin).unwrap_or(d)
         });
-        let report = self
+        let outcome = self
             .upstream
             .export(
                 signal,
@@ -492,7 +490,7 @@ impl Ingest {
                 },
             )
             .await;
-        self.settle(signal, &billing, &report)
+        self.settle(signal, &billing, &outcome)
     }
 
     /// Holds the budget for what is about to be sent. Returns the charge for what may be
@@ -519,32 +517,37 @@ impl Ingest {
         }
         let priority = account.kept[Class::Priority.index()];
         if !only_priority && priority.items > 0 && b.at_limit == AtLimit::KeepPriority {
-            let before = req.trace_ids();
-            req.retain_class(decisions, Class::Priority);
-            self.forget_dropped(before, req);
+            self.keep_only_priority(req, decisions);
             let w = req.weigh();
             self.drop_items(signal, DropReason::AtLimit, minus(kept, w), false);
             if let Some(charge) = self.ledger.reserve(signal, w.items, w.units, priority_cap) {
                 return Some(charge);
             }
             self.drop_items(signal, DropReason::AtLimit, w, false);
-            self.forget_dropped(req.trace_ids(), &P::default());
+            self.remember_dropped(req.trace_ids(), &[]);
             return None;
         }
         self.drop_items(signal, DropReason::AtLimit, kept, false);
-        self.forget_dropped(req.trace_ids(), &P::default());
+        self.remember_dropped(req.trace_ids(), &[]);
         None
     }
 
-    /// Remembers traces whose spans a gate dropped as dropped (probability 0), so their
-    /// logs, arriving later, do not outlive them.
-    fn forget_dropped<P: Payload>(&self, before: Vec<[u8; 16]>, after: &P) {
+    /// Keeps only the priority items of `req` (a gate stopped the rest).
+    fn keep_only_priority<P: Payload>(&self, req: &mut P, decisions: &[P::Decision]) {
+        let before = req.trace_ids();
+        req.retain_class(decisions, Class::Priority);
+        self.remember_dropped(before, &req.trace_ids());
+    }
+
+    /// Remembers the traces of `before` not in `after`, whose spans a gate dropped, as
+    /// dropped (probability 0), so their logs, arriving later, do not outlive them.
+    fn remember_dropped(&self, before: Vec<[u8; 16]>, after: &[[u8; 16]]) {
         if before.is_empty() {
             return;
         }
-        let still: std::collections::HashSet<[u8; 16]> = after.trace_ids().into_iter().collect();
+        let still: std::collections::HashSet<&[u8; 16]> = after.iter().collect();
         let mut memory = self.traces_seen.session(self.clock.now(), Remember::Never);
-        for id in before.iter().filter(|id| !still.contains(*id)) {
+        for id in before.iter().filter(|id| !still.contains(id)) {
             memory.set(id, [0.0; 3]);
         }
     }
@@ -565,17 +568,16 @@ impl Ingest {
         }
     }
 
-    /// Accounts for upstream's answer and turns it into the client's.
     /// Turns upstream's answer into the client's. Attempts were billed as they went
     /// (see [`Billing`]); what is left is the acknowledgement.
     fn settle(
         &self,
         signal: Signal,
         billing: &Billing,
-        report: &crate::forwarder::Report,
+        outcome: &Outcome,
     ) -> Result<Accepted, IngestError> {
         let sig = signal.as_str();
-        match &report.outcome {
+        match outcome {
             Outcome::Accepted { rejected, message } => {
                 let rejected = (*rejected).min(billing.charge.items());
                 billing.charge.acked(rejected);

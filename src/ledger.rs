@@ -5,7 +5,7 @@
 //! `sent - rejected + adjustments`: a request that may have reached upstream counts, and
 //! only a definite rejection is taken back, so usage is never under-counted.
 //!
-//! Sending reserves first ([`Ledger::try_reserve`]): the reservation succeeds only while
+//! Sending reserves first ([`Ledger::reserve`]): the reservation succeeds only while
 //! `used + units <= cap`, atomically, which is what keeps a period from ever going over its
 //! limit however many requests race for the last bytes.
 //!
@@ -463,21 +463,6 @@ impl Ledger {
         }
     }
 
-    /// [`Ledger::reserve`], for callers that settle nothing (tests, the simulator's checks).
-    pub fn try_reserve(&self, signal: Signal, items: u64, units: u64, cap: u64) -> bool {
-        self.reserve(signal, items, units, cap).is_some()
-    }
-
-    /// Counts units as sent without a cap and without settling.
-    pub fn sent(&self, signal: Signal, items: u64, units: u64) {
-        self.current.load().signal(signal).sent.add(items, units);
-    }
-
-    /// A definite rejection: `units` are taken back from the period's usage.
-    pub fn rejected(&self, signal: Signal, reason: RejectReason, items: u64, units: u64) {
-        self.current.load().signal(signal).rejected[reason as usize].add(items, units);
-    }
-
     /// Billable units used this period.
     pub fn used(&self, signal: Signal) -> u64 {
         self.current.load().signal(signal).used()
@@ -494,6 +479,27 @@ impl Ledger {
         } else {
             c.adjust_down.fetch_add(used - units, Ordering::Relaxed);
         }
+    }
+
+    /// The period before the current one and what each signal used in it, as stored
+    /// (reads the store); `None` if frugal stored nothing for it.
+    pub fn previous(&self) -> Result<Option<(Period, [u64; 3])>, StoreError> {
+        let cur = self.period();
+        let before = cur
+            .start
+            .checked_sub(jiff::SignedDuration::from_nanos(1))
+            .unwrap_or(cur.start);
+        let period = self.spec.period_at(before);
+        let totals = self.store.totals(&period.key())?;
+        if totals.is_empty() {
+            return Ok(None);
+        }
+        let counters = PeriodCounters::new(period);
+        counters.load(&totals);
+        Ok(Some((
+            period,
+            Signal::ALL.map(|s| counters.signal(s).used()),
+        )))
     }
 
     pub fn usage(&self, signal: Signal) -> SignalUsage {
@@ -547,30 +553,6 @@ impl Ledger {
     }
 }
 
-/// Billable units used by `signal`, from a period's stored counters.
-pub fn used_from(counters: &Counters, signal: Signal) -> u64 {
-    let get = |k: String| counters.get(&k).copied().unwrap_or(0);
-    let rejected: u64 = RejectReason::ALL
-        .iter()
-        .map(|r| get(format!("{signal}/rejected_units/{}", r.as_str())))
-        .sum();
-    (get(format!("{signal}/sent_units")) + get(format!("{signal}/adjust_up_units")))
-        .saturating_sub(get(format!("{signal}/adjust_down_units")) + rejected)
-}
-
-impl Ledger {
-    /// The period before the current one, and its counters as stored (reads the store).
-    pub fn previous(&self) -> Result<(Period, Counters), StoreError> {
-        let cur = self.period();
-        let before = cur
-            .start
-            .checked_sub(jiff::SignedDuration::from_nanos(1))
-            .unwrap_or(cur.start);
-        let period = self.spec.period_at(before);
-        Ok((period, self.store.totals(&period.key())?))
-    }
-}
-
 /// Sets a signal's usage directly in a store (the server is not running): `frugal usage
 /// set` without `--admin`.
 pub fn set_used_offline(
@@ -603,14 +585,14 @@ mod tests {
     #[test]
     fn reservations_never_pass_the_cap() {
         let l = ledger(Arc::default(), "2026-11-25T00:00:00Z");
-        assert!(l.try_reserve(Signal::Traces, 1, 600, 1000));
-        assert!(!l.try_reserve(Signal::Traces, 1, 401, 1000));
-        assert!(l.try_reserve(Signal::Traces, 1, 400, 1000));
+        assert!(l.reserve(Signal::Traces, 1, 600, 1000).is_some());
+        assert!(l.reserve(Signal::Traces, 1, 401, 1000).is_none());
+        let last = l.reserve(Signal::Traces, 1, 400, 1000).unwrap();
         assert_eq!(l.used(Signal::Traces), 1000);
         // A definite rejection gives the bytes back.
-        l.rejected(Signal::Traces, RejectReason::BadRequest, 1, 400);
+        last.not_arrived(RejectReason::BadRequest);
         assert_eq!(l.used(Signal::Traces), 600);
-        assert!(l.try_reserve(Signal::Traces, 1, 400, 1000));
+        assert!(l.reserve(Signal::Traces, 1, 400, 1000).is_some());
         let u = l.usage(Signal::Traces);
         assert_eq!((u.sent_items, u.sent_units), (3, 1400));
     }
@@ -624,10 +606,10 @@ mod tests {
         // The request was in flight across the boundary; its refusal is November's.
         charge.not_arrived(RejectReason::Unreachable);
         assert_eq!(l.used(Signal::Traces), 0);
-        let (_, nov) = l.previous().unwrap();
+        let nov = l.previous().unwrap();
         l.flush().unwrap();
-        let (_, nov_after) = l.previous().unwrap();
-        assert_eq!(used_from(&nov_after, Signal::Traces), 0, "{nov:?}");
+        let (_, nov_after) = l.previous().unwrap().unwrap();
+        assert_eq!(nov_after[Signal::Traces as usize], 0, "{nov:?}");
         // Retries are held to the cap.
         let c = l.reserve(Signal::Logs, 1, 600, 1000).unwrap();
         assert!(!c.again(), "a second attempt would pass the limit");
@@ -644,7 +626,7 @@ mod tests {
                 std::thread::spawn(move || {
                     let mut won = 0u64;
                     for _ in 0..10_000 {
-                        if l.try_reserve(Signal::Logs, 1, 7, 100_003) {
+                        if l.reserve(Signal::Logs, 1, 7, 100_003).is_some() {
                             won += 7;
                         }
                     }
@@ -666,7 +648,7 @@ mod tests {
         l.dropped(Signal::Traces, DropReason::Sampled, 5, 2500);
         l.charge(Signal::Traces, 6, 2800).acked(0);
         l.flush().unwrap();
-        l.sent(Signal::Traces, 1, 100); // not flushed: lost in a crash
+        l.charge(Signal::Traces, 1, 100); // not flushed: lost in a crash
         drop(l);
         let l = ledger(store, "2026-11-25T01:00:00Z");
         assert_eq!(
@@ -684,12 +666,12 @@ mod tests {
     fn a_new_period_starts_on_its_own_and_late_counts_land_in_the_old_one() {
         let store = Arc::new(MemoryStore::default());
         let l = ledger(store.clone(), "2026-11-30T23:59:59Z");
-        l.sent(Signal::Logs, 1, 100);
+        l.charge(Signal::Logs, 1, 100);
         assert_eq!(l.roll(ts("2026-11-30T23:59:59.5Z")).unwrap(), None);
         let next = l.roll(ts("2026-12-01T00:00:01Z")).unwrap().unwrap();
         assert_eq!(next.start, ts("2026-12-01T00:00:00Z"));
         assert_eq!(l.used(Signal::Logs), 0);
-        l.sent(Signal::Logs, 1, 5);
+        l.charge(Signal::Logs, 1, 5);
         l.flush().unwrap();
         assert_eq!(
             store.totals("2026-11-01T00:00:00Z").unwrap()["logs/sent_units"],
@@ -699,9 +681,9 @@ mod tests {
             store.totals("2026-12-01T00:00:00Z").unwrap()["logs/sent_units"],
             5
         );
-        let (prev, counters) = l.previous().unwrap();
+        let (prev, used) = l.previous().unwrap().unwrap();
         assert_eq!(prev.start, ts("2026-11-01T00:00:00Z"));
-        assert_eq!(used_from(&counters, Signal::Logs), 100);
+        assert_eq!(used[Signal::Logs as usize], 100);
         assert_eq!(l.counting_since(), ts("2026-12-01T00:00:01Z"));
     }
 
@@ -709,7 +691,7 @@ mod tests {
     fn usage_set_adjusts_without_going_backwards() {
         let store = Arc::new(MemoryStore::default());
         let l = ledger(store.clone(), "2026-11-15T00:00:00Z");
-        l.sent(Signal::Traces, 1, 1000);
+        l.charge(Signal::Traces, 1, 1000);
         l.set_used(Signal::Traces, 12_000_000_000);
         assert_eq!(l.used(Signal::Traces), 12_000_000_000);
         l.set_used(Signal::Traces, 500);

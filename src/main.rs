@@ -10,13 +10,13 @@ use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
 
 use frugal::clock::{Clock as _, SystemClock};
-
-/// Decoding OTLP allocates a string per attribute; glibc's allocator spent ~45% of
-/// frugal's CPU on that (see BENCHMARKS.md), mimalloc a fraction.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use frugal::model::Signal;
 use frugal::policy::{self, Overrides, Policy};
+
+/// Decoding OTLP allocates a string per attribute, so the allocator is a large share of
+/// frugal's CPU (about a quarter with mimalloc, more with glibc's; see BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(

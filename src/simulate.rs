@@ -33,7 +33,7 @@ use rand::{Rng, SeedableRng};
 use crate::budget::controller::PacingState;
 use crate::budget::{BudgetState, Pacer};
 use crate::clock::{Clock as _, ManualClock, SharedClock};
-use crate::forwarder::{Export, ExportContext, Outcome, Report as ExportReport};
+use crate::forwarder::{Export, ExportContext, Outcome};
 use crate::ingest::{Ingest, RequestMeta, Transport};
 use crate::ledger::Ledger;
 use crate::model::{Class, DropReason, Signal};
@@ -271,12 +271,7 @@ fn is_priority_span(s: &Span) -> bool {
 }
 
 impl Export for SimUpstream {
-    fn export(
-        &self,
-        signal: Signal,
-        body: Bytes,
-        _ctx: ExportContext,
-    ) -> BoxFuture<'_, ExportReport> {
+    fn export(&self, signal: Signal, body: Bytes, _ctx: ExportContext) -> BoxFuture<'_, Outcome> {
         Box::pin(async move {
             self.bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
             match signal {
@@ -320,12 +315,9 @@ impl Export for SimUpstream {
                 }
                 Signal::Metrics => {}
             }
-            ExportReport {
-                outcome: Outcome::Accepted {
-                    rejected: 0,
-                    message: String::new(),
-                },
-                attempts: 1,
+            Outcome::Accepted {
+                rejected: 0,
+                message: String::new(),
             }
         })
     }

@@ -21,14 +21,12 @@ pub struct RateGate {
     /// Until when a request larger than the burst, which passed when the bucket was full,
     /// is still being paid for: later requests wait, so the average rate holds.
     debt_until: std::sync::Mutex<Option<jiff::Timestamp>>,
-    cells_per_second: u32,
-    wall: SharedClock,
 }
 
 impl RateGate {
-    /// A gate letting `bytes_per_second` through, with a burst of one second's worth.
+    /// A gate letting `bytes_per_second` through, with a burst of one second's worth (so
+    /// `burst_cells` is also the rate in cells a second).
     pub fn new(bytes_per_second: u64, clock: SharedClock) -> Self {
-        let wall = clock.clone();
         let cells = u32::try_from(bytes_per_second.div_ceil(CELL))
             .unwrap_or(u32::MAX)
             .max(1);
@@ -40,8 +38,6 @@ impl RateGate {
             clock,
             burst_cells: cells,
             debt_until: std::sync::Mutex::new(None),
-            cells_per_second: cells,
-            wall,
         }
     }
 
@@ -50,7 +46,7 @@ impl RateGate {
     /// the following requests wait out.
     pub fn try_take(&self, bytes: u64) -> Result<(), Duration> {
         let mut debt_until = self.debt_until.lock().unwrap_or_else(|e| e.into_inner());
-        let now = self.wall.now();
+        let now = self.clock.0.now();
         if let Some(until) = *debt_until {
             let left = crate::clock::seconds_between(now, until);
             if left > 0.0 {
@@ -64,7 +60,7 @@ impl RateGate {
         if cells > u64::from(first) {
             // The bucket refills while the debt runs, so the debt is the whole request's
             // time at the rate: on average, exactly the rate passes.
-            let secs = cells as f64 / f64::from(self.cells_per_second.max(1));
+            let secs = cells as f64 / f64::from(self.burst_cells);
             *debt_until = Some(crate::clock::add(now, Duration::from_secs_f64(secs)));
         }
         Ok(())

@@ -41,16 +41,6 @@ pub trait Metering: Send + Sync {
     fn not_arrived(&self, reason: RejectReason);
 }
 
-impl Metering for crate::ledger::Charge {
-    fn again(&self) -> bool {
-        crate::ledger::Charge::again(self)
-    }
-
-    fn not_arrived(&self, reason: RejectReason) {
-        crate::ledger::Charge::not_arrived(self, reason)
-    }
-}
-
 /// What the ingest path hands the forwarder besides the body.
 #[derive(Clone, Default)]
 pub struct ExportContext {
@@ -76,16 +66,9 @@ pub enum Outcome {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Report {
-    pub outcome: Outcome,
-    /// Attempts made.
-    pub attempts: u32,
-}
-
 /// An upstream that takes OTLP protobuf bodies.
 pub trait Export: Send + Sync + 'static {
-    fn export(&self, signal: Signal, body: Bytes, ctx: ExportContext) -> BoxFuture<'_, Report>;
+    fn export(&self, signal: Signal, body: Bytes, ctx: ExportContext) -> BoxFuture<'_, Outcome>;
 }
 
 type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, SentBody>;
@@ -269,7 +252,7 @@ impl HttpUpstream {
         (attempt, detail)
     }
 
-    async fn send(&self, signal: Signal, body: Bytes, ctx: ExportContext) -> Report {
+    async fn send(&self, signal: Signal, body: Bytes, ctx: ExportContext) -> Outcome {
         let (body, gzipped) = match self.config.compression {
             Compression::Gzip => match gzip(&body) {
                 Ok(b) => (b, true),
@@ -290,12 +273,7 @@ impl HttpUpstream {
                 && !m.again()
             {
                 // Another attempt could pass the period's limit: stop here.
-                return self.unavailable(
-                    signal,
-                    "the budget's limit",
-                    Duration::from_secs(30),
-                    n - 1,
-                );
+                return self.unavailable(signal, "the budget's limit", Duration::from_secs(30));
             }
             let left = crate::clock::seconds_between(self.clock.now(), deadline);
             let timeout = Duration::from_secs_f64(left.max(0.05)).min(self.config.timeout);
@@ -310,18 +288,12 @@ impl HttpUpstream {
             match attempt {
                 Attempt::Success => {
                     let (rejected, message) = detail.unwrap_or_default();
-                    return Report {
-                        outcome: Outcome::Accepted { rejected, message },
-                        attempts: n,
-                    };
+                    return Outcome::Accepted { rejected, message };
                 }
                 Attempt::Rejected { status } => {
                     let message = detail.map(|d| d.1).unwrap_or_default();
                     tracing::warn!(signal = signal.as_str(), status, %message, "upstream refused data");
-                    return Report {
-                        outcome: Outcome::Rejected { status, message },
-                        attempts: n,
-                    };
+                    return Outcome::Rejected { status, message };
                 }
                 _ => {}
             }
@@ -337,40 +309,31 @@ impl HttpUpstream {
             match next {
                 Next::RetryAfter(wait) if n < MAX_ATTEMPTS => tokio::time::sleep(wait).await,
                 Next::RetryAfter(_) => {
-                    return self.unavailable(signal, attempt.label(), Duration::from_secs(1), n);
+                    return self.unavailable(signal, attempt.label(), Duration::from_secs(1));
                 }
                 Next::GiveUp { client_retry_after } => {
-                    return self.unavailable(signal, attempt.label(), client_retry_after, n);
+                    return self.unavailable(signal, attempt.label(), client_retry_after);
                 }
             }
         }
     }
 
-    fn unavailable(
-        &self,
-        signal: Signal,
-        why: &str,
-        retry_after: Duration,
-        attempts: u32,
-    ) -> Report {
+    fn unavailable(&self, signal: Signal, why: &str, retry_after: Duration) -> Outcome {
         crate::stats::inc(&self.stats.upstream_unavailable, &[signal.as_str()], 1);
         tracing::warn!(
             signal = signal.as_str(),
             why,
             "upstream unavailable; asking the client to retry"
         );
-        Report {
-            outcome: Outcome::Unavailable {
-                retry_after,
-                message: format!("upstream unavailable ({why}); retry later"),
-            },
-            attempts,
+        Outcome::Unavailable {
+            retry_after,
+            message: format!("upstream unavailable ({why}); retry later"),
         }
     }
 }
 
 impl Export for HttpUpstream {
-    fn export(&self, signal: Signal, body: Bytes, ctx: ExportContext) -> BoxFuture<'_, Report> {
+    fn export(&self, signal: Signal, body: Bytes, ctx: ExportContext) -> BoxFuture<'_, Outcome> {
         Box::pin(self.send(signal, body, ctx))
     }
 }

@@ -79,15 +79,12 @@ fn fill_any(v: &mut AnyValue) -> bool {
 
 /// Billable bytes and span count of a (canonical) trace request.
 pub fn weigh(req: &ExportTraceServiceRequest) -> Weight {
-    Weight {
-        items: span_count(req),
-        units: billable_bytes(req),
-    }
+    weigh_encoded(req).0
 }
 
 /// The request's encoded length plus 2 bytes for every empty ID pdata would encode.
 pub fn billable_bytes(req: &ExportTraceServiceRequest) -> u64 {
-    req.encoded_len() as u64 + 2 * empty_ids(req)
+    weigh(req).units
 }
 
 /// [`weigh`] and the request's encoded length, with one walk of the encoding.

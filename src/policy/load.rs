@@ -611,47 +611,36 @@ fn build_period(n: Node<'_>) -> Option<PeriodSpec> {
     });
     let path = o.path.clone();
     let problems = o.problems();
-    let misplaced = |key: &str, kind: &str| {
-        problems.push(
-            &format!("{path}.{key}"),
-            format!("does not apply to a {kind} period"),
-        )
+    let given = [
+        ("reset_day", reset_day.is_some()),
+        ("timezone", tz.is_some()),
+        ("weekday", weekday.is_some()),
+        ("start", start.is_some()),
+    ];
+    // Reports the keys given that a kind of period does not take.
+    let takes_only = |kind: &str, takes: &[&str]| {
+        for (key, _) in given.iter().filter(|(k, g)| *g && !takes.contains(k)) {
+            problems.push(
+                &format!("{path}.{key}"),
+                format!("does not apply to a {kind} period"),
+            );
+        }
     };
     let tz_or_utc = tz.clone().unwrap_or(TimeZone::UTC);
     let spec = match every.as_deref().map(str::trim) {
         None | Some("month") => {
-            if weekday.is_some() {
-                misplaced("weekday", "monthly");
-            }
-            if start.is_some() {
-                misplaced("start", "monthly");
-            }
+            takes_only("monthly", &["reset_day", "timezone"]);
             Some(PeriodSpec::Monthly {
                 reset_day: reset_day.unwrap_or(1),
                 tz: tz_or_utc,
             })
         }
         Some("day") => {
-            for (key, given) in [
-                ("reset_day", reset_day.is_some()),
-                ("weekday", weekday.is_some()),
-                ("start", start.is_some()),
-            ] {
-                if given {
-                    misplaced(key, "daily");
-                }
-            }
+            takes_only("daily", &["timezone"]);
             Some(PeriodSpec::Daily { tz: tz_or_utc })
         }
         Some("week") => {
-            for (key, given) in [
-                ("reset_day", reset_day.is_some()),
-                ("start", start.is_some()),
-            ] {
-                if given {
-                    misplaced(key, "weekly");
-                }
-            }
+            takes_only("weekly", &["weekday", "timezone"]);
             Some(PeriodSpec::Weekly {
                 weekday: weekday.unwrap_or(Weekday::Monday),
                 tz: tz_or_utc,
@@ -659,15 +648,7 @@ fn build_period(n: Node<'_>) -> Option<PeriodSpec> {
         }
         Some(d) => match parse_duration(d) {
             Ok(every) if every >= Duration::from_secs(1) => {
-                for (key, given) in [
-                    ("reset_day", reset_day.is_some()),
-                    ("timezone", tz.is_some()),
-                    ("weekday", weekday.is_some()),
-                ] {
-                    if given {
-                        misplaced(key, "fixed-length");
-                    }
-                }
+                takes_only("fixed-length", &["start"]);
                 Some(PeriodSpec::Every {
                     every,
                     anchor: start.unwrap_or(Timestamp::UNIX_EPOCH),

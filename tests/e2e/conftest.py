@@ -98,12 +98,15 @@ class Frugal:
             self.proc.wait(10)
 
 
-def policy_for(upstream: str, extra: str = "", budgets: str = "") -> str:
+def policy_for(upstream: str, extra: str = "", budgets: str = "", upstream_extra: str = "") -> str:
+    """A policy forwarding to `upstream`; `upstream_extra` is one more line (a YAML flow
+    mapping entry, e.g. "pass_through_auth: true") under `upstream.otlp`."""
+    more = f"\n    {upstream_extra}" if upstream_extra else ""
     return f"""
 upstream:
   otlp:
     endpoint: {upstream}
-    compression: gzip
+    compression: gzip{more}
     timeout: 2s
     retry: {{initial_backoff: 100ms, max_backoff: 500ms, max_elapsed: 4s}}
 store: {{flush_interval: 200ms}}

@@ -7,6 +7,7 @@ import json
 import random
 import re
 
+import pytest
 import requests
 from google.rpc import status_pb2
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
@@ -86,7 +87,7 @@ def test_ingest_credentials_and_no_open_relay(standin, frugal_factory):
     policy = policy_for(standin.url, extra="""
 ingest:
   auth: {bearer_token: "${FRUGAL_TEST_TOKEN}"}
-""").replace("compression: gzip", "compression: gzip\n    basic_auth: {username: '123456', password: glc_upstream}")
+""", upstream_extra="basic_auth: {username: '123456', password: glc_upstream}")
     f = frugal_factory(policy, env={"FRUGAL_TEST_TOKEN": "letmein"})
     rng = random.Random(9)
     anon = OTLPSpanExporter(endpoint=f"{f.http_url}/v1/traces")
@@ -103,23 +104,19 @@ ingest:
     assert "glc_upstream" not in " ".join(f.log)
 
 
-def test_a_clients_own_grafana_credentials_are_not_forwarded(standin, frugal_factory):
-    policy = policy_for(standin.url).replace(
-        "compression: gzip", "compression: gzip\n    basic_auth: {username: '42', password: frugal}")
-    f = frugal_factory(policy)
+@pytest.mark.parametrize("upstream_auth, seen_upstream", [
+    # A client's own Grafana credentials (Alloy's, when only the host was swapped) are
+    # replaced by frugal's...
+    ("basic_auth: {username: '42', password: frugal}", "Basic NDI6ZnJ1Z2Fs"),
+    # ...unless the policy asks for them to pass through.
+    ("pass_through_auth: true", "Basic Y2xpZW50OnNlY3JldA=="),
+], ids=["frugal's own", "pass-through"])
+def test_which_credentials_upstream_sees(standin, frugal_factory, upstream_auth, seen_upstream):
+    f = frugal_factory(policy_for(standin.url, upstream_extra=upstream_auth))
     exporter = OTLPSpanExporter(endpoint=f"{f.http_url}/otlp/v1/traces",
                                 headers={"Authorization": "Basic Y2xpZW50OnNlY3JldA=="})
     assert exporter.export(payloads.spans(random.Random(10), 3)) == SpanExportResult.SUCCESS
-    assert standin.of("traces")[-1].headers["authorization"] == "Basic NDI6ZnJ1Z2Fs"
-
-
-def test_pass_through_auth_when_the_policy_asks(standin, frugal_factory):
-    policy = policy_for(standin.url).replace("compression: gzip", "compression: gzip\n    pass_through_auth: true")
-    f = frugal_factory(policy)
-    exporter = OTLPSpanExporter(endpoint=f"{f.http_url}/v1/traces",
-                                headers={"Authorization": "Basic Y2xpZW50OnNlY3JldA=="})
-    assert exporter.export(payloads.spans(random.Random(11), 3)) == SpanExportResult.SUCCESS
-    assert standin.of("traces")[-1].headers["authorization"] == "Basic Y2xpZW50OnNlY3JldA=="
+    assert standin.of("traces")[-1].headers["authorization"] == seen_upstream
 
 
 def test_permanent_upstream_refusals_are_reported_not_retried(standin, frugal_factory):
