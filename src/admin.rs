@@ -21,19 +21,24 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::budget::controller::PacingState;
-use crate::ingest::Ingest;
+use crate::core::Core;
 use crate::ledger::SignalUsage;
-use crate::model::{Class, Signal, Unit};
+use crate::metering::Weight;
+use crate::model::{Signal, Unit};
 use crate::policy::Policy;
+use crate::table::{Key, Table};
 
 /// What the admin endpoints read.
 pub struct Admin {
-    pub ingest: Arc<Ingest>,
+    /// The running frugal's shared state.
+    pub core: Arc<Core>,
+    /// Whether frugal accepts data (false before the store opens and while draining).
     pub ready: Arc<AtomicBool>,
 }
 
 type Body = Full<Bytes>;
 
+/// Serves the admin API on `listener` until `shutdown` is cancelled.
 pub async fn serve(listener: TcpListener, admin: Arc<Admin>, shutdown: CancellationToken) {
     loop {
         let (stream, peer) = tokio::select! {
@@ -85,14 +90,14 @@ async fn route(
             }
         }
         (Method::GET, "/metrics") => {
-            refresh_gauges(admin);
+            refresh_gauges(&admin.core);
             reply(
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",
-                admin.ingest.stats().render(),
+                admin.core.stats.render(),
             )
         }
-        (Method::GET, "/api/v1/usage") => json_reply(StatusCode::OK, &usage_json(admin)),
+        (Method::GET, "/api/v1/usage") => json_reply(StatusCode::OK, &usage_json(&admin.core)),
         (Method::PUT, p) if p.starts_with("/api/v1/usage/") => set_usage(admin, peer, req).await,
         (Method::GET, "/") => reply(
             StatusCode::OK,
@@ -110,16 +115,16 @@ async fn set_usage(
     peer: std::net::SocketAddr,
     req: Request<Incoming>,
 ) -> Response<Body> {
-    let policy = admin.ingest.policy();
+    let policy = admin.core.policy();
     let credential = req.headers().get(header::AUTHORIZATION);
     if policy.ingest.auth.is_some() {
-        if !crate::receivers::otlp_http::authorized(policy.ingest.auth.as_ref(), credential) {
+        if !crate::auth::authorized(policy.ingest.auth.as_ref(), credential) {
             return json_reply(
                 StatusCode::UNAUTHORIZED,
                 &json!({"error": "missing or wrong credentials (frugal usage set --token)"}),
             );
         }
-    } else if !peer.ip().is_loopback() {
+    } else if !peer.ip().to_canonical().is_loopback() {
         return json_reply(
             StatusCode::FORBIDDEN,
             &json!({"error": "usage can only be set from the same host, unless the policy sets ingest.auth"}),
@@ -160,7 +165,7 @@ async fn set_usage(
             &json!({"error": "give {\"used\": \"12GB\"} (a size, or a number)"}),
         );
     };
-    let ledger = admin.ingest.ledger();
+    let ledger = &admin.core.ledger;
     let before = ledger.used(signal);
     ledger.set_used(signal, units);
     if let Err(e) = ledger.flush() {
@@ -188,29 +193,28 @@ fn limit_of(policy: &Policy, s: Signal) -> (Option<u64>, Option<u64>) {
     }
 }
 
-fn pairs<T: serde::Serialize + Copy>(items: &[(T, u64)], units: &[(T, u64)], unit: Unit) -> Value {
-    let mut m = serde_json::Map::new();
-    for ((r, i), (_, u)) in items.iter().zip(units) {
-        if *i == 0 && *u == 0 {
-            continue;
-        }
-        let key = serde_json::to_value(r)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default();
-        m.insert(key, json!({"items": i, unit.as_str(): u}));
-    }
+/// A table of weights as the API shows it: only non-zero entries, by name.
+fn pairs<K: Key, const N: usize>(t: &Table<K, Weight, N>, unit: Unit) -> Value {
+    let m: serde_json::Map<String, Value> = t
+        .iter()
+        .filter(|(_, w)| !w.is_zero())
+        .map(|(k, w)| {
+            (
+                k.name().to_string(),
+                json!({"items": w.items, unit.as_str(): w.units}),
+            )
+        })
+        .collect();
     Value::Object(m)
 }
 
 /// The usage document of `/api/v1/usage`.
-pub fn usage_json(admin: &Admin) -> Value {
-    let ingest = &admin.ingest;
-    let policy = ingest.policy();
-    let ledger = ingest.ledger();
+pub fn usage_json(core: &Core) -> Value {
+    let policy = core.policy();
+    let ledger = &core.ledger;
     let period = ledger.period();
-    let now = ingest.clock().now();
-    let pacing = ingest.budget().load();
+    let now = core.clock.now();
+    let pacing = core.pacing.load();
     let mut signals = serde_json::Map::new();
     for s in Signal::ALL {
         let u: SignalUsage = ledger.usage(s);
@@ -218,6 +222,7 @@ pub fn usage_json(admin: &Admin) -> Value {
         let (limit, target) = limit_of(&policy, s);
         let p = pacing.signal(s);
         let fraction = limit.map(|l| u.used as f64 / l as f64);
+        let offered = u.offered_total();
         let mut doc = json!({
             "unit": unit.as_str(),
             "used": u.used,
@@ -225,27 +230,27 @@ pub fn usage_json(admin: &Admin) -> Value {
             "target": target,
             "fraction": fraction,
             "offered": {
-                "items": u.offered_items,
-                unit.as_str(): u.offered_units,
-                "by_class": Class::ALL.iter().map(|c| (c.as_str().to_string(), json!({
-                    "items": u.offered_items_by_class[c.index()],
-                    unit.as_str(): u.offered_units_by_class[c.index()],
+                "items": offered.items,
+                unit.as_str(): offered.units,
+                "by_class": u.offered.iter().map(|(c, w)| (c.as_str().to_string(), json!({
+                    "items": w.items,
+                    unit.as_str(): w.units,
                 }))).collect::<serde_json::Map<_, _>>(),
             },
-            "dropped": pairs(&u.dropped_items, &u.dropped_units, unit),
-            "sent": {"items": u.sent_items, unit.as_str(): u.sent_units},
-            "acknowledged": {"items": u.acked_items, unit.as_str(): u.acked_units},
-            "rejected": pairs(&u.rejected_items, &u.rejected_units, unit),
+            "dropped": pairs(&u.dropped, unit),
+            "sent": {"items": u.sent.items, unit.as_str(): u.sent.units},
+            "acknowledged": {"items": u.acked.items, unit.as_str(): u.acked.units},
+            "rejected": pairs(&u.rejected, unit),
             "adjustment": u.adjustment,
         });
         if policy.shadow {
-            doc["would_drop"] = pairs(&u.shadow_dropped_items, &u.shadow_dropped_units, unit);
+            doc["would_drop"] = pairs(&u.shadow_dropped, unit);
         }
         if limit.is_some() {
             doc["pacing"] = json!({
                 "state": p.state,
-                "keep_probability": Class::ALL.iter().map(|c| (c.as_str().to_string(), json!(p.probabilities[c.index()]))).collect::<serde_json::Map<_, _>>(),
-                "demand_per_second": Class::ALL.iter().map(|c| (c.as_str().to_string(), json!({"short": p.demand[c.index()].short, "long": p.demand[c.index()].long}))).collect::<serde_json::Map<_, _>>(),
+                "keep_probability": p.probabilities,
+                "demand_per_second": p.demand,
                 "forwarded_per_second": p.forwarded_rate,
                 "projected_used": p.projected_used,
                 "projected_fraction": limit.map(|l| p.projected_used / l as f64),
@@ -263,14 +268,13 @@ pub fn usage_json(admin: &Admin) -> Value {
     }
     let previous = match ledger.previous() {
         Ok(Some((p, used))) => {
-            let signals: serde_json::Map<String, Value> = Signal::ALL
+            let signals: serde_json::Map<String, Value> = used
                 .iter()
-                .map(|s| {
-                    let used = used[*s as usize];
-                    let (limit, _) = limit_of(&policy, *s);
+                .map(|(s, used)| {
+                    let (limit, _) = limit_of(&policy, s);
                     (
                         s.as_str().to_string(),
-                        json!({"used": used, "limit": limit, "fraction": limit.map(|l| used as f64 / l as f64)}),
+                        json!({"used": used, "limit": limit, "fraction": limit.map(|l| *used as f64 / l as f64)}),
                     )
                 })
                 .collect();
@@ -291,19 +295,18 @@ pub fn usage_json(admin: &Admin) -> Value {
     })
 }
 
-fn refresh_gauges(admin: &Admin) {
-    let ingest = &admin.ingest;
-    let g = &ingest.stats().period;
-    let policy = ingest.policy();
-    let ledger = ingest.ledger();
+fn refresh_gauges(core: &Core) {
+    let g = &core.stats.period;
+    let policy = core.policy();
+    let ledger = &core.ledger;
     let period = ledger.period();
     g.start.set(period.start.as_second() as f64);
     g.end.set(period.end.as_second() as f64);
-    let pacing = ingest.budget().load();
+    let pacing = core.pacing.load();
     for s in Signal::ALL {
         let sig = s.as_str();
         let u = ledger.usage(s);
-        if s == Signal::Metrics {
+        if s.budget_unit() == Unit::DataPoints {
             g.usage_data_points
                 .with_label_values(&[sig])
                 .set(u.used as f64);
@@ -318,28 +321,27 @@ fn refresh_gauges(admin: &Admin) {
             continue;
         }
         g.usage_bytes.with_label_values(&[sig]).set(u.used as f64);
-        for c in Class::ALL {
+        for (c, w) in u.offered.iter() {
             g.offered_bytes
                 .with_label_values(&[sig, c.as_str()])
-                .set(u.offered_units_by_class[c.index()] as f64);
+                .set(w.units as f64);
         }
-        for (r, units) in &u.dropped_units {
+        for (r, w) in u.dropped.iter() {
             g.dropped_bytes
                 .with_label_values(&[sig, r.as_str()])
-                .set(*units as f64);
+                .set(w.units as f64);
         }
         let p = pacing.signal(s);
         g.forwarded_rate
             .with_label_values(&[sig])
             .set(p.forwarded_rate);
-        for c in Class::ALL {
-            let i = c.index();
+        for (c, d) in p.demand.iter() {
             g.demand_rate
                 .with_label_values(&[sig, c.as_str(), "short"])
-                .set(p.demand[i].short);
+                .set(d.short);
             g.demand_rate
                 .with_label_values(&[sig, c.as_str(), "long"])
-                .set(p.demand[i].long);
+                .set(d.long);
         }
         let Some(b) = policy.budgets.bytes(s) else {
             continue;
@@ -358,17 +360,12 @@ fn refresh_gauges(admin: &Admin) {
         g.projected_usage_ratio
             .with_label_values(&[sig])
             .set(p.projected_used / limit);
-        for c in Class::ALL {
+        for (c, prob) in p.probabilities.iter() {
             g.keep_probability
                 .with_label_values(&[sig, c.as_str()])
-                .set(p.probabilities[c.index()]);
+                .set(*prob);
         }
-        for st in [
-            PacingState::Unconstrained,
-            PacingState::Pacing,
-            PacingState::PriorityOnly,
-            PacingState::Stopped,
-        ] {
+        for st in PacingState::ALL {
             g.pacing_state
                 .with_label_values(&[sig, st.as_str()])
                 .set(f64::from(u8::from(p.state == st)));

@@ -18,11 +18,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, Admin};
-use crate::budget::{BudgetState, Pacer};
 use crate::clock::SharedClock;
-use crate::forwarder::{Export, HttpUpstream};
-use crate::ingest::Ingest;
-use crate::ledger::Ledger;
+use crate::core::Core;
+use crate::forwarder::{Export, Forwarder};
 use crate::policy::Policy;
 use crate::receivers::{otlp_grpc, otlp_http};
 use crate::stats::Stats;
@@ -35,19 +33,23 @@ pub const GRACE_PERIOD: Duration = Duration::from_secs(25);
 /// Where a running frugal listens.
 #[derive(Debug, Clone, Copy)]
 pub struct Addresses {
+    /// OTLP/HTTP.
     pub http: SocketAddr,
+    /// OTLP/gRPC, unless turned off.
     pub grpc: Option<SocketAddr>,
+    /// The admin API.
     pub admin: SocketAddr,
 }
 
 /// A running frugal.
 pub struct Running {
+    /// Where it listens.
     pub addresses: Addresses,
-    pub ingest: Arc<Ingest>,
+    /// Its shared state.
+    pub core: Arc<Core>,
     shutdown: CancellationToken,
     admin_shutdown: CancellationToken,
     tasks: JoinSet<()>,
-    ledger: Arc<Ledger>,
     ready: Arc<AtomicBool>,
 }
 
@@ -56,6 +58,7 @@ impl Running {
     /// the usage counters.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         self.ready.store(false, Ordering::SeqCst);
+        self.core.stats.ready.set(0);
         self.shutdown.cancel();
         let drained = tokio::time::timeout(GRACE_PERIOD, async {
             while self.tasks.join_next().await.is_some() {}
@@ -65,7 +68,7 @@ impl Running {
             tracing::warn!("requests still in flight after the grace period; stopping anyway");
             self.tasks.abort_all();
         }
-        let ledger = self.ledger.clone();
+        let ledger = self.core.ledger.clone();
         tokio::task::spawn_blocking(move || ledger.flush())
             .await
             .context("flush task")?
@@ -82,10 +85,22 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("cannot listen for {what} on {addr}"))
 }
 
-/// Starts frugal with `policy`. Returns once every listener is up and the store is open;
-/// `stop` (or the token) ends it.
+/// Starts frugal with `policy`, sending upstream through the policy's upstreams. Returns
+/// once every listener is up and the store is open; [`Running::stop`] ends it.
 pub async fn start(policy: Policy, clock: SharedClock) -> anyhow::Result<Running> {
     let stats = Arc::new(Stats::new().context("metrics registry")?);
+    let forwarder = Forwarder::from_policy(&policy, &clock, &stats);
+    tracing::info!(upstreams = %forwarder.describe(), "upstreams");
+    start_with(policy, clock, stats, Arc::new(forwarder)).await
+}
+
+/// [`start`] with a given upstream (tests plug in a fake one).
+pub async fn start_with(
+    policy: Policy,
+    clock: SharedClock,
+    stats: Arc<Stats>,
+    upstream: Arc<dyn Export>,
+) -> anyhow::Result<Running> {
     let shutdown = CancellationToken::new();
     let ready = Arc::new(AtomicBool::new(false));
     let policy = Arc::new(policy);
@@ -107,26 +122,10 @@ pub async fn start(policy: Policy, clock: SharedClock) -> anyhow::Result<Running
         None => None,
     };
 
-    let ledger = Arc::new(
-        Ledger::open(store, policy.period.clone(), clock.now())
+    let core = Arc::new(
+        Core::build(policy.clone(), store, upstream, clock, stats)
             .context("reading this period's usage from the store")?,
     );
-    let budget = Arc::new(BudgetState::default());
-    let upstream: Arc<dyn Export> = Arc::new(HttpUpstream::new(
-        policy.upstream.otlp.clone(),
-        clock.clone(),
-        stats.clone(),
-    ));
-    let ingest = Arc::new(Ingest::new(
-        policy.clone(),
-        ledger.clone(),
-        budget.clone(),
-        upstream,
-        clock.clone(),
-        stats.clone(),
-    ));
-    let mut pacer = Pacer::new(&policy, &ledger.period());
-    budget.publish(pacer.tick(clock.now(), &policy, &ledger));
 
     let addresses = Addresses {
         http: http_listener.local_addr()?,
@@ -136,19 +135,19 @@ pub async fn start(policy: Policy, clock: SharedClock) -> anyhow::Result<Running
     let mut tasks = JoinSet::new();
     tasks.spawn(otlp_http::serve(
         http_listener,
-        ingest.clone(),
+        core.clone(),
         shutdown.clone(),
     ));
     if let Some(l) = grpc_listener {
-        let (ingest, token) = (ingest.clone(), shutdown.clone());
+        let (core, token) = (core.clone(), shutdown.clone());
         tasks.spawn(async move {
-            if let Err(e) = otlp_grpc::serve(l, ingest, token).await {
+            if let Err(e) = otlp_grpc::serve(l, core, token).await {
                 tracing::error!(error = %e, "OTLP/gRPC server failed");
             }
         });
     }
     let admin_state = Arc::new(Admin {
-        ingest: ingest.clone(),
+        core: core.clone(),
         ready: ready.clone(),
     });
     // The admin port stays up through the drain, so /readyz reports it.
@@ -161,54 +160,53 @@ pub async fn start(policy: Policy, clock: SharedClock) -> anyhow::Result<Running
     // A new period is paced at once, not at the next recompute.
     let new_period = Arc::new(tokio::sync::Notify::new());
     tasks.spawn(flusher(
-        ledger.clone(),
-        clock.clone(),
-        stats.clone(),
+        core.clone(),
         policy.store.flush_interval,
         new_period.clone(),
         shutdown.clone(),
     ));
-    {
-        let (policy, ledger, budget, clock, token, new_period) = (
-            policy.clone(),
-            ledger.clone(),
-            budget.clone(),
-            clock.clone(),
-            shutdown.clone(),
-            new_period.clone(),
-        );
-        tasks.spawn(async move {
-            let mut every = tokio::time::interval(policy.pacing.recompute_every);
-            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = every.tick() => {}
-                    () = new_period.notified() => {}
-                    () = token.cancelled() => break,
-                }
-                budget.publish(pacer.tick(clock.now(), &policy, &ledger));
-            }
-        });
-    }
+    tasks.spawn(pacer(
+        core.clone(),
+        policy.pacing.recompute_every,
+        new_period,
+        shutdown.clone(),
+    ));
     ready.store(true, Ordering::SeqCst);
-    stats.ready.set(1);
+    core.stats.ready.set(1);
     tracing::info!(
         http = %addresses.http,
         grpc = %addresses.grpc.map_or_else(|| "off".to_string(), |a| a.to_string()),
         admin = %addresses.admin,
-        upstream = %policy.upstream.otlp.endpoint,
-        period = %ledger.period_spec().describe(),
+        period = %core.ledger.period_spec().describe(),
         "frugal listening"
     );
     Ok(Running {
         addresses,
-        ingest,
+        core,
         shutdown,
         admin_shutdown,
         tasks,
-        ledger,
         ready,
     })
+}
+
+/// Recomputes pacing every `every`, and at once when a period begins.
+async fn pacer(
+    core: Arc<Core>,
+    every: Duration,
+    new_period: Arc<tokio::sync::Notify>,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = new_period.notified() => {}
+            () = shutdown.cancelled() => break,
+        }
+        core.recompute();
+    }
 }
 
 /// Opens the store, retrying every 5 s until it opens (the caller stops waiting by
@@ -276,10 +274,9 @@ async fn early_admin(listener: TcpListener, done: CancellationToken) -> TcpListe
     }
 }
 
+/// Rolls periods and flushes the counters every `every`.
 async fn flusher(
-    ledger: Arc<Ledger>,
-    clock: SharedClock,
-    stats: Arc<Stats>,
+    core: Arc<Core>,
     every: Duration,
     new_period: Arc<tokio::sync::Notify>,
     shutdown: CancellationToken,
@@ -291,24 +288,18 @@ async fn flusher(
             _ = tick.tick() => {}
             () = shutdown.cancelled() => return,
         }
-        let (l, now) = (ledger.clone(), clock.now());
-        let result = tokio::task::spawn_blocking(move || {
-            let rolled = l.roll(now)?;
-            if let Some(p) = rolled {
-                tracing::info!(start = %p.start, end = %p.end, "a new budget period began");
-            }
-            l.flush().map(|()| rolled.is_some())
-        })
-        .await;
+        let c = core.clone();
+        let result = tokio::task::spawn_blocking(move || c.roll_and_flush()).await;
+        let stats = &core.stats;
         match result {
             Ok(Ok(rolled)) => {
-                if rolled {
+                if rolled.is_some() {
                     new_period.notify_one();
                 }
                 crate::stats::inc(&stats.store_flushes, &["ok"], 1);
                 stats
                     .store_last_flush
-                    .set(clock.now().as_millisecond() as f64 / 1000.0);
+                    .set(core.clock.now().as_millisecond() as f64 / 1000.0);
             }
             Ok(Err(e)) => {
                 crate::stats::inc(&stats.store_flushes, &["error"], 1);

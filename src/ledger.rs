@@ -22,9 +22,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use arc_swap::ArcSwap;
 use jiff::Timestamp;
 
-use crate::model::{Class, DropReason, RejectReason, Signal};
+use crate::metering::Weight;
+use crate::model::{
+    Class, DropReason, PerClass, PerDropReason, PerRejectReason, PerSignal, RejectReason, Signal,
+};
 use crate::period::{Period, PeriodSpec};
 use crate::store::{Counters, StoreError, UsageStore};
+use crate::table::Key;
 
 /// An item count and its billable units (bytes; data points for metrics).
 #[derive(Debug, Default)]
@@ -39,46 +43,76 @@ impl Pair {
         self.units.fetch_add(units, Ordering::Relaxed);
     }
 
-    fn get(&self) -> (u64, u64) {
-        (
-            self.items.load(Ordering::Relaxed),
-            self.units.load(Ordering::Relaxed),
-        )
+    fn get(&self) -> Weight {
+        Weight {
+            items: self.items.load(Ordering::Relaxed),
+            units: self.units.load(Ordering::Relaxed),
+        }
     }
 
-    fn set(&self, items: u64, units: u64) {
-        self.items.store(items, Ordering::Relaxed);
-        self.units.store(units, Ordering::Relaxed);
+    fn set(&self, w: Weight) {
+        self.items.store(w.items, Ordering::Relaxed);
+        self.units.store(w.units, Ordering::Relaxed);
     }
 }
 
 /// One signal's counters for one period.
 #[derive(Debug, Default)]
 struct SignalCounters {
-    offered: [Pair; 3],
-    dropped: [Pair; 5],
+    offered: PerClass<Pair>,
+    dropped: PerDropReason<Pair>,
     /// Drops shadow mode would have made (everything was forwarded).
-    shadow_dropped: [Pair; 5],
+    shadow_dropped: PerDropReason<Pair>,
     sent: Pair,
     acked: Pair,
-    rejected: [Pair; 6],
-    adjust_up: AtomicU64,
-    adjust_down: AtomicU64,
+    rejected: PerRejectReason<Pair>,
+    /// `frugal usage set` adjustments (units only).
+    adjust_up: Pair,
+    adjust_down: Pair,
 }
 
 impl SignalCounters {
     fn rejected_units(&self) -> u64 {
         self.rejected
-            .iter()
+            .values()
             .map(|p| p.units.load(Ordering::Relaxed))
-            .sum()
+            .fold(0, u64::saturating_add)
     }
 
     fn used(&self) -> u64 {
         let sent = self.sent.units.load(Ordering::Relaxed);
-        let up = self.adjust_up.load(Ordering::Relaxed);
-        let down = self.adjust_down.load(Ordering::Relaxed);
-        (sent + up).saturating_sub(down + self.rejected_units())
+        let up = self.adjust_up.units.load(Ordering::Relaxed);
+        let down = self.adjust_down.units.load(Ordering::Relaxed);
+        sent.saturating_add(up)
+            .saturating_sub(down.saturating_add(self.rejected_units()))
+    }
+
+    /// Every counter with its store name (`traces/offered_units/normal`, ...).
+    fn each(&self, s: Signal, mut f: impl FnMut(String, String, &Pair)) {
+        let mut table = |what: &str, t: &mut dyn Iterator<Item = (&'static str, &Pair)>| {
+            for (label, p) in t {
+                f(
+                    format!("{s}/{what}_items/{label}"),
+                    format!("{s}/{what}_units/{label}"),
+                    p,
+                );
+            }
+        };
+        table("offered", &mut self.offered.iter().map(|(k, p)| (k.name(), p)));
+        table("dropped", &mut self.dropped.iter().map(|(k, p)| (k.name(), p)));
+        table(
+            "shadow_dropped",
+            &mut self.shadow_dropped.iter().map(|(k, p)| (k.name(), p)),
+        );
+        table("rejected", &mut self.rejected.iter().map(|(k, p)| (k.name(), p)));
+        for (what, p) in [
+            ("sent", &self.sent),
+            ("acked", &self.acked),
+            ("adjust_up", &self.adjust_up),
+            ("adjust_down", &self.adjust_down),
+        ] {
+            f(format!("{s}/{what}_items"), format!("{s}/{what}_units"), p);
+        }
     }
 }
 
@@ -92,22 +126,9 @@ struct PeriodCounters {
     /// When frugal began counting in this period (later than its start in the month
     /// frugal was installed).
     since: Timestamp,
-    signals: [SignalCounters; 3],
+    signals: PerSignal<SignalCounters>,
     /// What the store holds for this period (as of the last successful flush).
     flushed: Mutex<Counters>,
-}
-
-fn pair_names(signal: Signal, what: &str, label: Option<&str>) -> (String, String) {
-    match label {
-        Some(l) => (
-            format!("{signal}/{what}_items/{l}"),
-            format!("{signal}/{what}_units/{l}"),
-        ),
-        None => (
-            format!("{signal}/{what}_items"),
-            format!("{signal}/{what}_units"),
-        ),
-    }
 }
 
 impl PeriodCounters {
@@ -120,52 +141,15 @@ impl PeriodCounters {
         }
     }
 
-    fn signal(&self, s: Signal) -> &SignalCounters {
-        &self.signals[s as usize]
-    }
-
     /// Every counter as a name -> value map (the store's form).
     fn snapshot(&self) -> Counters {
         let mut out = Counters::new();
-        let mut put = |(ni, nu): (String, String), p: &Pair| {
-            let (i, u) = p.get();
-            out.insert(ni, i);
-            out.insert(nu, u);
-        };
-        for s in Signal::ALL {
-            let c = self.signal(s);
-            for class in Class::ALL {
-                put(
-                    pair_names(s, "offered", Some(class.as_str())),
-                    &c.offered[class.index()],
-                );
-            }
-            for r in DropReason::ALL {
-                put(
-                    pair_names(s, "dropped", Some(r.as_str())),
-                    &c.dropped[r as usize],
-                );
-                put(
-                    pair_names(s, "shadow_dropped", Some(r.as_str())),
-                    &c.shadow_dropped[r as usize],
-                );
-            }
-            put(pair_names(s, "sent", None), &c.sent);
-            put(pair_names(s, "acked", None), &c.acked);
-            for r in RejectReason::ALL {
-                put(
-                    pair_names(s, "rejected", Some(r.as_str())),
-                    &c.rejected[r as usize],
-                );
-            }
-            let up = Pair::default();
-            up.units
-                .store(c.adjust_up.load(Ordering::Relaxed), Ordering::Relaxed);
-            put(pair_names(s, "adjust_up", None), &up);
-            let down = Pair::default();
-            down.units
-                .store(c.adjust_down.load(Ordering::Relaxed), Ordering::Relaxed);
-            put(pair_names(s, "adjust_down", None), &down);
+        for (s, c) in self.signals.iter() {
+            c.each(s, |items, units, p| {
+                let w = p.get();
+                out.insert(items, w.items);
+                out.insert(units, w.units);
+            });
         }
         out.retain(|_, v| *v != 0);
         out
@@ -174,37 +158,13 @@ impl PeriodCounters {
     /// Sets every counter from stored totals (at start-up or when a period begins).
     fn load(&self, totals: &Counters) {
         let get = |k: &str| totals.get(k).copied().unwrap_or(0);
-        let set = |(ni, nu): (String, String), p: &Pair| p.set(get(&ni), get(&nu));
-        for s in Signal::ALL {
-            let c = self.signal(s);
-            for class in Class::ALL {
-                set(
-                    pair_names(s, "offered", Some(class.as_str())),
-                    &c.offered[class.index()],
-                );
-            }
-            for r in DropReason::ALL {
-                set(
-                    pair_names(s, "dropped", Some(r.as_str())),
-                    &c.dropped[r as usize],
-                );
-                set(
-                    pair_names(s, "shadow_dropped", Some(r.as_str())),
-                    &c.shadow_dropped[r as usize],
-                );
-            }
-            set(pair_names(s, "sent", None), &c.sent);
-            set(pair_names(s, "acked", None), &c.acked);
-            for r in RejectReason::ALL {
-                set(
-                    pair_names(s, "rejected", Some(r.as_str())),
-                    &c.rejected[r as usize],
-                );
-            }
-            c.adjust_up
-                .store(get(&format!("{s}/adjust_up_units")), Ordering::Relaxed);
-            c.adjust_down
-                .store(get(&format!("{s}/adjust_down_units")), Ordering::Relaxed);
+        for (s, c) in self.signals.iter() {
+            c.each(s, |items, units, p| {
+                p.set(Weight {
+                    items: get(&items),
+                    units: get(&units),
+                })
+            });
         }
         *self.flushed.lock().unwrap_or_else(|e| e.into_inner()) = totals.clone();
     }
@@ -256,14 +216,18 @@ fn open_period(
 
 /// Compare-and-add on `sent` against a cap on `used`.
 fn reserve_in(c: &SignalCounters, items: u64, units: u64, cap: u64) -> bool {
-    let fixed_up = c.adjust_up.load(Ordering::Relaxed);
-    let fixed_down = c.adjust_down.load(Ordering::Relaxed) + c.rejected_units();
+    let fixed_up = c.adjust_up.units.load(Ordering::Relaxed);
+    let fixed_down = c
+        .adjust_down
+        .units
+        .load(Ordering::Relaxed)
+        .saturating_add(c.rejected_units());
     let ok = c
         .sent
         .units
         .fetch_update(Ordering::AcqRel, Ordering::Acquire, |sent| {
-            let used = (sent + fixed_up).saturating_sub(fixed_down);
-            (used.saturating_add(units) <= cap).then_some(sent + units)
+            let used = sent.saturating_add(fixed_up).saturating_sub(fixed_down);
+            (used.saturating_add(units) <= cap).then_some(sent.saturating_add(units))
         })
         .is_ok();
     if ok {
@@ -279,23 +243,23 @@ fn reserve_in(c: &SignalCounters, items: u64, units: u64, cap: u64) -> bool {
 pub struct Charge {
     counters: Arc<PeriodCounters>,
     signal: Signal,
-    items: u64,
-    units: u64,
+    weight: Weight,
     /// The cap further attempts are held to (the limit), if the signal has a budget.
     cap: Option<u64>,
 }
 
 impl Charge {
     fn c(&self) -> &SignalCounters {
-        self.counters.signal(self.signal)
+        &self.counters.signals[self.signal]
     }
 
     /// Bills another attempt; false when it would pass the cap (then it must not be sent).
     pub fn again(&self) -> bool {
+        let Weight { items, units } = self.weight;
         match self.cap {
-            Some(cap) => reserve_in(self.c(), self.items, self.units, cap),
+            Some(cap) => reserve_in(self.c(), items, units, cap),
             None => {
-                self.c().sent.add(self.items, self.units);
+                self.c().sent.add(items, units);
                 true
             }
         }
@@ -303,25 +267,29 @@ impl Charge {
 
     /// The last attempt certainly did not reach upstream: its units come back.
     pub fn not_arrived(&self, reason: RejectReason) {
-        self.c().rejected[reason as usize].add(self.items, self.units);
+        self.c().rejected[reason].add(self.weight.items, self.weight.units);
     }
 
     /// Upstream acknowledged; `rejected` items of a partial success keep their bytes
     /// counted (which ones is not known).
     pub fn acked(&self, rejected: u64) {
-        let rejected = rejected.min(self.items);
-        self.c().acked.add(self.items - rejected, self.units);
+        let rejected = rejected.min(self.weight.items);
+        self.c()
+            .acked
+            .add(self.weight.items - rejected, self.weight.units);
         if rejected > 0 {
-            self.c().rejected[RejectReason::Partial as usize].add(rejected, 0);
+            self.c().rejected[RejectReason::Partial].add(rejected, 0);
         }
     }
 
-    pub fn items(&self) -> u64 {
-        self.items
+    /// What one attempt bills.
+    pub fn weight(&self) -> Weight {
+        self.weight
     }
 
-    pub fn units(&self) -> u64 {
-        self.units
+    /// The signal billed.
+    pub fn signal(&self) -> Signal {
+        self.signal
     }
 }
 
@@ -330,23 +298,31 @@ impl Charge {
 pub struct SignalUsage {
     /// Billable units spent this period (`sent - rejected + adjustments`).
     pub used: u64,
-    pub offered_items: u64,
-    pub offered_units: u64,
-    /// Offered units per class: priority, normal, bulk.
-    pub offered_units_by_class: [u64; 3],
-    pub offered_items_by_class: [u64; 3],
-    pub dropped_items: Vec<(DropReason, u64)>,
-    pub dropped_units: Vec<(DropReason, u64)>,
-    pub shadow_dropped_items: Vec<(DropReason, u64)>,
-    pub shadow_dropped_units: Vec<(DropReason, u64)>,
-    pub sent_items: u64,
-    pub sent_units: u64,
-    pub acked_items: u64,
-    pub acked_units: u64,
-    pub rejected_items: Vec<(RejectReason, u64)>,
-    pub rejected_units: Vec<(RejectReason, u64)>,
+    /// Offered (before sampling) per class.
+    pub offered: PerClass<Weight>,
+    /// Dropped by frugal, per reason.
+    pub dropped: PerDropReason<Weight>,
+    /// What shadow mode would have dropped, per reason.
+    pub shadow_dropped: PerDropReason<Weight>,
+    /// Every attempt that may have reached upstream.
+    pub sent: Weight,
+    /// Acknowledged by upstream.
+    pub acked: Weight,
+    /// Certainly refused by (or never sent to) upstream, per reason.
+    pub rejected: PerRejectReason<Weight>,
     /// Net adjustment made with `frugal usage set` (may be negative).
     pub adjustment: i64,
+}
+
+impl SignalUsage {
+    /// Everything offered, all classes together.
+    pub fn offered_total(&self) -> Weight {
+        let mut w = Weight::default();
+        for o in self.offered.values() {
+            w.add(*o);
+        }
+        w
+    }
 }
 
 /// The usage ledger: this period's counters and their persistence.
@@ -375,6 +351,7 @@ impl Ledger {
         })
     }
 
+    /// The current period.
     pub fn period(&self) -> Period {
         self.current.load().period
     }
@@ -384,6 +361,7 @@ impl Ledger {
         self.current.load().since
     }
 
+    /// How periods are cut.
     pub fn period_spec(&self) -> &PeriodSpec {
         &self.spec
     }
@@ -421,69 +399,70 @@ impl Ledger {
         Ok(())
     }
 
-    pub fn offered(&self, signal: Signal, class: Class, items: u64, units: u64) {
-        self.current.load().signal(signal).offered[class.index()].add(items, units);
+    /// Counts what was offered (before sampling).
+    pub fn offered(&self, signal: Signal, class: Class, w: Weight) {
+        self.current.load().signals[signal].offered[class].add(w.items, w.units);
     }
 
-    pub fn dropped(&self, signal: Signal, reason: DropReason, items: u64, units: u64) {
-        self.current.load().signal(signal).dropped[reason as usize].add(items, units);
+    /// Counts what frugal dropped.
+    pub fn dropped(&self, signal: Signal, reason: DropReason, w: Weight) {
+        self.current.load().signals[signal].dropped[reason].add(w.items, w.units);
     }
 
-    pub fn shadow_dropped(&self, signal: Signal, reason: DropReason, items: u64, units: u64) {
-        self.current.load().signal(signal).shadow_dropped[reason as usize].add(items, units);
+    /// Counts what shadow mode would have dropped.
+    pub fn shadow_dropped(&self, signal: Signal, reason: DropReason, w: Weight) {
+        self.current.load().signals[signal].shadow_dropped[reason].add(w.items, w.units);
     }
 
-    /// Reserves `units` for sending if `used + units <= cap`, counting them as sent, in the
-    /// current period. The returned [`Charge`] settles the request against that same
+    /// Reserves `w.units` for sending if `used + units <= cap`, counting them as sent, in
+    /// the current period. The returned [`Charge`] settles the request against that same
     /// period, even if a new one begins while it is in flight.
-    pub fn reserve(&self, signal: Signal, items: u64, units: u64, cap: u64) -> Option<Charge> {
+    pub fn reserve(&self, signal: Signal, w: Weight, cap: u64) -> Option<Charge> {
         let counters = self.current.load_full();
-        if !reserve_in(counters.signal(signal), items, units, cap) {
+        if !reserve_in(&counters.signals[signal], w.items, w.units, cap) {
             return None;
         }
         Some(Charge {
             counters,
             signal,
-            items,
-            units,
+            weight: w,
             cap: Some(cap),
         })
     }
 
     /// Counts units as sent without a cap (signals without a budget, shadow mode).
-    pub fn charge(&self, signal: Signal, items: u64, units: u64) -> Charge {
+    pub fn charge(&self, signal: Signal, w: Weight) -> Charge {
         let counters = self.current.load_full();
-        counters.signal(signal).sent.add(items, units);
+        counters.signals[signal].sent.add(w.items, w.units);
         Charge {
             counters,
             signal,
-            items,
-            units,
+            weight: w,
             cap: None,
         }
     }
 
     /// Billable units used this period.
     pub fn used(&self, signal: Signal) -> u64 {
-        self.current.load().signal(signal).used()
+        self.current.load().signals[signal].used()
     }
 
     /// Sets the period's usage to `units` (`frugal usage set`): records the difference as
     /// an adjustment, so every counter stays monotonic.
     pub fn set_used(&self, signal: Signal, units: u64) {
         let cur = self.current.load();
-        let c = cur.signal(signal);
+        let c = &cur.signals[signal];
         let used = c.used();
         if units > used {
-            c.adjust_up.fetch_add(units - used, Ordering::Relaxed);
+            c.adjust_up.add(0, units - used);
         } else {
-            c.adjust_down.fetch_add(used - units, Ordering::Relaxed);
+            c.adjust_down.add(0, used - units);
         }
     }
 
     /// The period before the current one and what each signal used in it, as stored
     /// (reads the store); `None` if frugal stored nothing for it.
-    pub fn previous(&self) -> Result<Option<(Period, [u64; 3])>, StoreError> {
+    pub fn previous(&self) -> Result<Option<(Period, PerSignal<u64>)>, StoreError> {
         let cur = self.period();
         let before = cur
             .start
@@ -496,59 +475,26 @@ impl Ledger {
         }
         let counters = PeriodCounters::new(period);
         counters.load(&totals);
-        Ok(Some((
-            period,
-            Signal::ALL.map(|s| counters.signal(s).used()),
-        )))
+        Ok(Some((period, counters.signals.map(|_, c| c.used()))))
     }
 
+    /// A snapshot of one signal's counters.
     pub fn usage(&self, signal: Signal) -> SignalUsage {
         let cur = self.current.load();
-        let c = cur.signal(signal);
-        let by_class = |f: fn(&Pair) -> u64| -> [u64; 3] {
-            [f(&c.offered[0]), f(&c.offered[1]), f(&c.offered[2])]
-        };
-        let drops = |ps: &[Pair; 5], units: bool| -> Vec<(DropReason, u64)> {
-            DropReason::ALL
-                .iter()
-                .map(|r| {
-                    let (i, u) = ps[*r as usize].get();
-                    (*r, if units { u } else { i })
-                })
-                .collect()
-        };
-        let rejects = |units: bool| -> Vec<(RejectReason, u64)> {
-            RejectReason::ALL
-                .iter()
-                .map(|r| {
-                    let (i, u) = c.rejected[*r as usize].get();
-                    (*r, if units { u } else { i })
-                })
-                .collect()
-        };
-        let offered_units_by_class = by_class(|p| p.units.load(Ordering::Relaxed));
-        let offered_items_by_class = by_class(|p| p.items.load(Ordering::Relaxed));
-        let (sent_items, sent_units) = c.sent.get();
-        let (acked_items, acked_units) = c.acked.get();
-        let up = c.adjust_up.load(Ordering::Relaxed) as i64;
-        let down = c.adjust_down.load(Ordering::Relaxed) as i64;
+        let c = &cur.signals[signal];
+        let up = c.adjust_up.get().units;
+        let down = c.adjust_down.get().units;
         SignalUsage {
             used: c.used(),
-            offered_items: offered_items_by_class.iter().sum(),
-            offered_units: offered_units_by_class.iter().sum(),
-            offered_units_by_class,
-            offered_items_by_class,
-            dropped_items: drops(&c.dropped, false),
-            dropped_units: drops(&c.dropped, true),
-            shadow_dropped_items: drops(&c.shadow_dropped, false),
-            shadow_dropped_units: drops(&c.shadow_dropped, true),
-            sent_items,
-            sent_units,
-            acked_items,
-            acked_units,
-            rejected_items: rejects(false),
-            rejected_units: rejects(true),
-            adjustment: up - down,
+            offered: c.offered.map(|_, p| p.get()),
+            dropped: c.dropped.map(|_, p| p.get()),
+            shadow_dropped: c.shadow_dropped.map(|_, p| p.get()),
+            sent: c.sent.get(),
+            acked: c.acked.get(),
+            rejected: c.rejected.map(|_, p| p.get()),
+            adjustment: i64::try_from(up)
+                .unwrap_or(i64::MAX)
+                .saturating_sub(i64::try_from(down).unwrap_or(i64::MAX)),
         }
     }
 }
@@ -578,6 +524,10 @@ mod tests {
         s.parse().unwrap()
     }
 
+    fn w(items: u64, units: u64) -> Weight {
+        Weight { items, units }
+    }
+
     fn ledger(store: Arc<MemoryStore>, now: &str) -> Ledger {
         Ledger::open(store, PeriodSpec::utc_month(), ts(now)).unwrap()
     }
@@ -585,23 +535,23 @@ mod tests {
     #[test]
     fn reservations_never_pass_the_cap() {
         let l = ledger(Arc::default(), "2026-11-25T00:00:00Z");
-        assert!(l.reserve(Signal::Traces, 1, 600, 1000).is_some());
-        assert!(l.reserve(Signal::Traces, 1, 401, 1000).is_none());
-        let last = l.reserve(Signal::Traces, 1, 400, 1000).unwrap();
+        assert!(l.reserve(Signal::Traces, w(1, 600), 1000).is_some());
+        assert!(l.reserve(Signal::Traces, w(1, 401), 1000).is_none());
+        let last = l.reserve(Signal::Traces, w(1, 400), 1000).unwrap();
         assert_eq!(l.used(Signal::Traces), 1000);
         // A definite rejection gives the bytes back.
         last.not_arrived(RejectReason::BadRequest);
         assert_eq!(l.used(Signal::Traces), 600);
-        assert!(l.reserve(Signal::Traces, 1, 400, 1000).is_some());
+        assert!(l.reserve(Signal::Traces, w(1, 400), 1000).is_some());
         let u = l.usage(Signal::Traces);
-        assert_eq!((u.sent_items, u.sent_units), (3, 1400));
+        assert_eq!(u.sent, w(3, 1400));
     }
 
     #[test]
     fn a_charge_settles_in_the_period_it_was_made() {
         let store = Arc::new(MemoryStore::default());
         let l = ledger(store, "2026-11-30T23:59:59Z");
-        let charge = l.reserve(Signal::Traces, 2, 500, 1000).unwrap();
+        let charge = l.reserve(Signal::Traces, w(2, 500), 1000).unwrap();
         l.roll(ts("2026-12-01T00:00:01Z")).unwrap();
         // The request was in flight across the boundary; its refusal is November's.
         charge.not_arrived(RejectReason::Unreachable);
@@ -609,12 +559,12 @@ mod tests {
         let nov = l.previous().unwrap();
         l.flush().unwrap();
         let (_, nov_after) = l.previous().unwrap().unwrap();
-        assert_eq!(nov_after[Signal::Traces as usize], 0, "{nov:?}");
+        assert_eq!(nov_after[Signal::Traces], 0, "{nov:?}");
         // Retries are held to the cap.
-        let c = l.reserve(Signal::Logs, 1, 600, 1000).unwrap();
+        let c = l.reserve(Signal::Logs, w(1, 600), 1000).unwrap();
         assert!(!c.again(), "a second attempt would pass the limit");
         c.acked(0);
-        assert_eq!(l.usage(Signal::Logs).acked_units, 600);
+        assert_eq!(l.usage(Signal::Logs).acked.units, 600);
     }
 
     #[test]
@@ -626,7 +576,7 @@ mod tests {
                 std::thread::spawn(move || {
                     let mut won = 0u64;
                     for _ in 0..10_000 {
-                        if l.reserve(Signal::Logs, 1, 7, 100_003).is_some() {
+                        if l.reserve(Signal::Logs, w(1, 7), 100_003).is_some() {
                             won += 7;
                         }
                     }
@@ -643,12 +593,12 @@ mod tests {
     fn counters_persist_and_resume() {
         let store = Arc::new(MemoryStore::default());
         let l = ledger(store.clone(), "2026-11-25T00:00:00Z");
-        l.offered(Signal::Traces, Class::Normal, 10, 5000);
-        l.offered(Signal::Traces, Class::Priority, 1, 300);
-        l.dropped(Signal::Traces, DropReason::Sampled, 5, 2500);
-        l.charge(Signal::Traces, 6, 2800).acked(0);
+        l.offered(Signal::Traces, Class::Normal, w(10, 5000));
+        l.offered(Signal::Traces, Class::Priority, w(1, 300));
+        l.dropped(Signal::Traces, DropReason::Sampled, w(5, 2500));
+        l.charge(Signal::Traces, w(6, 2800)).acked(0);
         l.flush().unwrap();
-        l.charge(Signal::Traces, 1, 100); // not flushed: lost in a crash
+        l.charge(Signal::Traces, w(1, 100)); // not flushed: lost in a crash
         drop(l);
         let l = ledger(store, "2026-11-25T01:00:00Z");
         assert_eq!(
@@ -658,20 +608,20 @@ mod tests {
         );
         let u = l.usage(Signal::Traces);
         assert_eq!(u.used, 2800);
-        assert_eq!(u.offered_units_by_class, [300, 5000, 0]);
-        assert_eq!(u.dropped_units[1], (DropReason::Sampled, 2500));
+        assert_eq!(u.offered.map(|_, w| w.units), PerClass::new([300, 5000, 0]));
+        assert_eq!(u.dropped[DropReason::Sampled].units, 2500);
     }
 
     #[test]
     fn a_new_period_starts_on_its_own_and_late_counts_land_in_the_old_one() {
         let store = Arc::new(MemoryStore::default());
         let l = ledger(store.clone(), "2026-11-30T23:59:59Z");
-        l.charge(Signal::Logs, 1, 100);
+        l.charge(Signal::Logs, w(1, 100));
         assert_eq!(l.roll(ts("2026-11-30T23:59:59.5Z")).unwrap(), None);
         let next = l.roll(ts("2026-12-01T00:00:01Z")).unwrap().unwrap();
         assert_eq!(next.start, ts("2026-12-01T00:00:00Z"));
         assert_eq!(l.used(Signal::Logs), 0);
-        l.charge(Signal::Logs, 1, 5);
+        l.charge(Signal::Logs, w(1, 5));
         l.flush().unwrap();
         assert_eq!(
             store.totals("2026-11-01T00:00:00Z").unwrap()["logs/sent_units"],
@@ -683,7 +633,7 @@ mod tests {
         );
         let (prev, used) = l.previous().unwrap().unwrap();
         assert_eq!(prev.start, ts("2026-11-01T00:00:00Z"));
-        assert_eq!(used[Signal::Logs as usize], 100);
+        assert_eq!(used[Signal::Logs], 100);
         assert_eq!(l.counting_since(), ts("2026-12-01T00:00:01Z"));
     }
 
@@ -691,7 +641,7 @@ mod tests {
     fn usage_set_adjusts_without_going_backwards() {
         let store = Arc::new(MemoryStore::default());
         let l = ledger(store.clone(), "2026-11-15T00:00:00Z");
-        l.charge(Signal::Traces, 1, 1000);
+        l.charge(Signal::Traces, w(1, 1000));
         l.set_used(Signal::Traces, 12_000_000_000);
         assert_eq!(l.used(Signal::Traces), 12_000_000_000);
         l.set_used(Signal::Traces, 500);

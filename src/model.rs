@@ -6,18 +6,38 @@
 
 use serde::Serialize;
 
+use crate::table::{Table, table_key};
+
+/// One value per signal.
+pub type PerSignal<V> = Table<Signal, V, { Signal::ALL.len() }>;
+/// One value per priority class.
+pub type PerClass<V> = Table<Class, V, { Class::ALL.len() }>;
+/// One value per reason frugal drops an item.
+pub type PerDropReason<V> = Table<DropReason, V, { DropReason::ALL.len() }>;
+/// One value per reason upstream refused an item.
+pub type PerRejectReason<V> = Table<RejectReason, V, { RejectReason::ALL.len() }>;
+/// One value per destination.
+pub type PerDestination<V> = Table<Destination, V, { Destination::ALL.len() }>;
+
 /// A kind of telemetry, billed separately by Grafana Cloud.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Signal {
+    /// Spans, billed in bytes.
     Traces,
+    /// Log records, billed in bytes.
     Logs,
+    /// Metric data points, billed by series.
     Metrics,
 }
 
+table_key!(Signal);
+
 impl Signal {
+    /// Every signal.
     pub const ALL: [Signal; 3] = [Signal::Traces, Signal::Logs, Signal::Metrics];
 
+    /// The signal's name (a metric label value and an API key).
     pub fn as_str(self) -> &'static str {
         match self {
             Signal::Traces => "traces",
@@ -26,6 +46,7 @@ impl Signal {
         }
     }
 
+    /// The signal named `s`.
     pub fn parse(s: &str) -> Option<Signal> {
         Signal::ALL.into_iter().find(|x| x.as_str() == s)
     }
@@ -68,11 +89,14 @@ impl std::fmt::Display for Signal {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Unit {
+    /// Bytes (traces and logs).
     Bytes,
+    /// Data points (metrics).
     DataPoints,
 }
 
 impl Unit {
+    /// The unit's name, as the usage API spells it.
     pub fn as_str(self) -> &'static str {
         match self {
             Unit::Bytes => "bytes",
@@ -86,24 +110,27 @@ impl Unit {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Class {
+    /// Matched a `priority` rule: spends the budget first.
     Priority,
+    /// Matched no class rule.
     Normal,
+    /// Matched a `drop_first` rule: sampled before anything else.
     Bulk,
 }
 
+table_key!(Class);
+
 impl Class {
+    /// Every class, in the order they spend the budget.
     pub const ALL: [Class; 3] = [Class::Priority, Class::Normal, Class::Bulk];
 
+    /// The class's name (a metric label value and an API key).
     pub fn as_str(self) -> &'static str {
         match self {
             Class::Priority => "priority",
             Class::Normal => "normal",
             Class::Bulk => "bulk",
         }
-    }
-
-    pub fn index(self) -> usize {
-        self as usize
     }
 }
 
@@ -126,7 +153,10 @@ pub enum DropReason {
     Upstream,
 }
 
+table_key!(DropReason);
+
 impl DropReason {
+    /// Every drop reason.
     pub const ALL: [DropReason; 5] = [
         DropReason::Rule,
         DropReason::Sampled,
@@ -166,7 +196,10 @@ pub enum RejectReason {
     Partial,
 }
 
+table_key!(RejectReason);
+
 impl RejectReason {
+    /// Every reject reason.
     pub const ALL: [RejectReason; 6] = [
         RejectReason::BadRequest,
         RejectReason::Unauthorized,
@@ -176,6 +209,7 @@ impl RejectReason {
         RejectReason::Partial,
     ];
 
+    /// The reason's name (a metric label value and an API key).
     pub fn as_str(self) -> &'static str {
         match self {
             RejectReason::BadRequest => "bad_request",
@@ -184,6 +218,58 @@ impl RejectReason {
             RejectReason::RateLimited => "rate_limited",
             RejectReason::Unreachable => "unreachable",
             RejectReason::Partial => "partial_success",
+        }
+    }
+}
+
+/// Where a batch is sent: an upstream and the wire format it speaks. Each has its own
+/// encoding, headers, success codes and rules for what upstream may have billed
+/// (`crate::forwarder`), and its own optional `upstream.<name>` policy section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Destination {
+    /// OTLP/HTTP traces (Grafana Cloud's OTLP gateway, `/v1/traces`).
+    OtlpTraces,
+    /// OTLP/HTTP logs (`/v1/logs`).
+    OtlpLogs,
+    /// OTLP/HTTP metrics (`/v1/metrics`).
+    OtlpMetrics,
+}
+
+table_key!(Destination);
+
+impl Destination {
+    /// Every destination.
+    pub const ALL: [Destination; 3] = [
+        Destination::OtlpTraces,
+        Destination::OtlpLogs,
+        Destination::OtlpMetrics,
+    ];
+
+    /// The destination's name (a metric label value).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Destination::OtlpTraces => "otlp_traces",
+            Destination::OtlpLogs => "otlp_logs",
+            Destination::OtlpMetrics => "otlp_metrics",
+        }
+    }
+
+    /// The signal it carries (whose budget it spends).
+    pub fn signal(self) -> Signal {
+        match self {
+            Destination::OtlpTraces => Signal::Traces,
+            Destination::OtlpLogs => Signal::Logs,
+            Destination::OtlpMetrics => Signal::Metrics,
+        }
+    }
+
+    /// The OTLP destination of a signal.
+    pub fn otlp(signal: Signal) -> Destination {
+        match signal {
+            Signal::Traces => Destination::OtlpTraces,
+            Signal::Logs => Destination::OtlpLogs,
+            Signal::Metrics => Destination::OtlpMetrics,
         }
     }
 }
@@ -202,6 +288,10 @@ mod tests {
         }
         for c in Class::ALL {
             assert_eq!(serde_json::to_value(c).unwrap(), c.as_str());
+        }
+        for d in Destination::ALL {
+            assert_eq!(serde_json::to_value(d).unwrap(), d.as_str());
+            assert_eq!(Destination::otlp(d.signal()), d);
         }
     }
 }

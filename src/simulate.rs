@@ -1,11 +1,12 @@
 //! `frugal simulate`: a month of synthetic traffic through the production ingest path.
 //!
-//! Real encoded OTLP requests are decoded as the receivers decode them and handed to
-//! [`Ingest::handle`]; the production [`Pacer`], controller and samplers decide; a
-//! [`ManualClock`] moves through the period; the ledger keeps its counters in a
-//! [`MemoryStore`]; an in-memory upstream acknowledges. **Invariant: this module holds no
-//! pacing logic** — it only makes traffic, moves the clock, calls the pacer on schedule
-//! and reads the results.
+//! The production [`Core`] is built as `serve` builds it, with a [`ManualClock`], a
+//! [`MemoryStore`] and an in-memory upstream. Real encoded OTLP requests are decoded as the
+//! receivers decode them and handed to [`ingest::handle`]; the production pacer,
+//! controller and samplers decide ([`Core::recompute`] on schedule). **Invariant: this
+//! module holds no pacing logic** — it only makes traffic, moves the clock, calls the
+//! core on schedule and reads the results. The upstream counts what it received itself,
+//! so a run can be checked against the world and not only against frugal's ledger.
 //!
 //! `scale` divides traffic and budget alike, so a month runs in seconds with the same
 //! proportions.
@@ -31,12 +32,11 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::budget::controller::PacingState;
-use crate::budget::{BudgetState, Pacer};
 use crate::clock::{Clock as _, ManualClock, SharedClock};
+use crate::core::Core;
 use crate::forwarder::{Export, ExportContext, Outcome};
-use crate::ingest::{Ingest, RequestMeta, Transport};
-use crate::ledger::Ledger;
-use crate::model::{Class, DropReason, Signal};
+use crate::ingest::{self, RequestMeta, Transport};
+use crate::model::{Class, Destination, DropReason, PerDropReason, Signal};
 use crate::policy::Policy;
 use crate::receivers::codec::{self, Format};
 use crate::stats::Stats;
@@ -198,22 +198,44 @@ pub struct Day {
 /// The outcome of a run, for printing and for tests.
 #[derive(Debug, Clone)]
 pub struct RunReport {
+    /// The month's shape.
     pub scenario: Scenario,
+    /// The traffic asked for.
     pub traffic: Traffic,
     /// Demand over the period as a multiple of the limit.
     pub demand_multiple: f64,
+    /// The traces budget's limit (less reserved), scaled.
     pub limit: u64,
+    /// The budget's target fraction.
     pub target: f64,
+    /// Trace bytes used at the end, by frugal's ledger.
     pub used: u64,
+    /// The most the ledger's figure reached at any step.
     pub max_used: u64,
+    /// Day by day.
     pub days: Vec<Day>,
+    /// Trace bytes the sampler left out.
     pub sampled_out_bytes: u64,
-    /// Bytes dropped by reason (drop rules, sampling, at the limit, rate limit).
-    pub dropped_bytes: Vec<(DropReason, u64)>,
+    /// Trace bytes dropped by reason (drop rules, sampling, at the limit, rate limit).
+    pub dropped_bytes: PerDropReason<u64>,
+    /// Trace bytes offered over the period.
     pub offered_bytes: u64,
+    /// Priority spans offered (by the policy's own rules).
     pub priority_offered: u64,
+    /// Priority spans that reached the upstream.
     pub priority_kept: u64,
+    /// Trace bytes the simulated upstream received, by its own count (Tempo's: the bodies
+    /// plus 2 bytes per empty ID).
+    pub upstream_bytes: u64,
+    /// The logs budget's limit (less reserved), scaled, if the policy has one.
+    pub log_limit: Option<u64>,
+    /// Log bytes used at the end, by frugal's ledger.
+    pub log_used: u64,
+    /// Log bytes the simulated upstream received (Loki's count of what arrived).
+    pub upstream_log_bytes: u64,
+    /// Log records that reached the upstream.
     pub log_records_kept: u64,
+    /// Of those, non-priority records whose trace never arrived.
     pub log_records_of_dropped_traces: u64,
 }
 
@@ -255,71 +277,111 @@ impl RunReport {
     }
 }
 
-/// The in-memory upstream: acknowledges everything, and counts what a backend would see.
-#[derive(Default)]
+/// The in-memory upstream: acknowledges everything, and counts what a backend would see
+/// in what it received: Tempo's bytes (the body plus 2 bytes per empty ID), spans and log
+/// records, and which of them the policy's own rules call priority.
 struct SimUpstream {
-    bytes: AtomicU64,
+    policy: Arc<Policy>,
+    trace_bytes: AtomicU64,
+    log_bytes: AtomicU64,
     priority_spans: AtomicU64,
     kept_traces: Mutex<std::collections::HashSet<[u8; 16]>>,
     log_records: AtomicU64,
     orphan_logs: AtomicU64,
 }
 
-fn is_priority_span(s: &Span) -> bool {
-    s.status.as_ref().is_some_and(|st| st.code == 2)
-        || s.end_time_unix_nano.saturating_sub(s.start_time_unix_nano) > 2_000_000_000
+impl SimUpstream {
+    fn new(policy: Arc<Policy>) -> Self {
+        Self {
+            policy,
+            trace_bytes: AtomicU64::new(0),
+            log_bytes: AtomicU64::new(0),
+            priority_spans: AtomicU64::new(0),
+            kept_traces: Mutex::default(),
+            log_records: AtomicU64::new(0),
+            orphan_logs: AtomicU64::new(0),
+        }
+    }
+
+    fn traces(&self, body: &[u8]) {
+        let Ok(req) = ExportTraceServiceRequest::decode(body) else {
+            return;
+        };
+        let mut empty_ids = 0u64;
+        let mut kept = self.kept_traces.lock().unwrap_or_else(|e| e.into_inner());
+        for rs in &req.resource_spans {
+            let resource = rs.resource.as_ref();
+            let service = crate::sampling::rules::service_name(resource);
+            for s in rs.scope_spans.iter().flat_map(|s| &s.spans) {
+                empty_ids += [&s.trace_id, &s.span_id, &s.parent_span_id]
+                    .iter()
+                    .filter(|id| id.is_empty())
+                    .count() as u64;
+                if is_priority_span(&self.policy, resource, service, s) {
+                    self.priority_spans.fetch_add(1, Ordering::Relaxed);
+                }
+                if let Ok(id) = <[u8; 16]>::try_from(&s.trace_id[..]) {
+                    kept.insert(id);
+                }
+            }
+        }
+        self.trace_bytes
+            .fetch_add(body.len() as u64 + 2 * empty_ids, Ordering::Relaxed);
+    }
+
+    fn logs(&self, body: &[u8]) {
+        let Ok(req) = ExportLogsServiceRequest::decode(body) else {
+            return;
+        };
+        self.log_bytes.fetch_add(
+            crate::metering::loki::weigh(&req).units,
+            Ordering::Relaxed,
+        );
+        let kept = self.kept_traces.lock().unwrap_or_else(|e| e.into_inner());
+        for rl in &req.resource_logs {
+            let resource = rl.resource.as_ref();
+            let service = crate::sampling::rules::service_name(resource);
+            for r in rl.scope_logs.iter().flat_map(|s| &s.log_records) {
+                self.log_records.fetch_add(1, Ordering::Relaxed);
+                let class = crate::sampling::logs::classify(&self.policy.logs, resource, service, r);
+                if let Ok(id) = <[u8; 16]>::try_from(&r.trace_id[..])
+                    && class != Some(Class::Priority)
+                    && !kept.contains(&id)
+                {
+                    self.orphan_logs.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
+
+/// Whether the policy's own rules (the code ingest uses) put a span in the priority class.
+fn is_priority_span(
+    policy: &Policy,
+    resource: Option<&opentelemetry_proto::tonic::resource::v1::Resource>,
+    service: &str,
+    s: &Span,
+) -> bool {
+    crate::sampling::traces::classify(&policy.traces, resource, service, s) == Ok(Class::Priority)
 }
 
 impl Export for SimUpstream {
-    fn export(&self, signal: Signal, body: Bytes, _ctx: ExportContext) -> BoxFuture<'_, Outcome> {
+    fn export(&self, to: Destination, body: Bytes, _ctx: ExportContext) -> BoxFuture<'_, Outcome> {
+        match to.signal() {
+            Signal::Traces => self.traces(&body),
+            Signal::Logs => self.logs(&body),
+            Signal::Metrics => {}
+        }
         Box::pin(async move {
-            self.bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
-            match signal {
-                Signal::Traces => {
-                    if let Ok(req) = ExportTraceServiceRequest::decode(&body[..]) {
-                        let mut kept = self.kept_traces.lock().unwrap_or_else(|e| e.into_inner());
-                        for s in req
-                            .resource_spans
-                            .iter()
-                            .flat_map(|r| &r.scope_spans)
-                            .flat_map(|s| &s.spans)
-                        {
-                            if is_priority_span(s) {
-                                self.priority_spans.fetch_add(1, Ordering::Relaxed);
-                            }
-                            if let Ok(id) = <[u8; 16]>::try_from(&s.trace_id[..]) {
-                                kept.insert(id);
-                            }
-                        }
-                    }
-                }
-                Signal::Logs => {
-                    if let Ok(req) = ExportLogsServiceRequest::decode(&body[..]) {
-                        let kept = self.kept_traces.lock().unwrap_or_else(|e| e.into_inner());
-                        for r in req
-                            .resource_logs
-                            .iter()
-                            .flat_map(|r| &r.scope_logs)
-                            .flat_map(|s| &s.log_records)
-                        {
-                            self.log_records.fetch_add(1, Ordering::Relaxed);
-                            let priority = r.severity_number >= 13;
-                            if let Ok(id) = <[u8; 16]>::try_from(&r.trace_id[..])
-                                && !priority
-                                && !kept.contains(&id)
-                            {
-                                self.orphan_logs.fetch_add(1, Ordering::Relaxed);
-                            }
-                        }
-                    }
-                }
-                Signal::Metrics => {}
-            }
             Outcome::Accepted {
                 rejected: 0,
                 message: String::new(),
             }
         })
+    }
+
+    fn serves(&self, _to: Destination) -> bool {
+        true
     }
 }
 
@@ -567,6 +629,9 @@ fn scaled(policy: &Policy, scale: f64) -> Policy {
     p
 }
 
+/// The columns of `--csv`, one row per scaled hour.
+pub const CSV_HEADER: &str = "time,elapsed_fraction,used_bytes,pace_bytes,limit_bytes,offered_bytes,sent_bytes,p_priority,p_normal,p_bulk,state,demand_long_bytes_per_second,demand_short_bytes_per_second,projected_used_bytes";
+
 /// Runs one simulation.
 pub fn simulate(policy: &Policy, cfg: &Config) -> anyhow::Result<RunReport> {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -586,22 +651,16 @@ async fn simulate_async(policy: &Policy, cfg: &Config) -> anyhow::Result<RunRepo
     let period = policy.period.period_at(inside);
     let clock = Arc::new(ManualClock::new(period.start));
     let shared: SharedClock = clock.clone();
-    let ledger = Arc::new(Ledger::open(
+    let policy = Arc::new(policy);
+    let upstream = Arc::new(SimUpstream::new(policy.clone()));
+    let core = Core::build(
+        policy.clone(),
         Arc::new(MemoryStore::default()),
-        policy.period.clone(),
-        period.start,
-    )?);
-    let state = Arc::new(BudgetState::default());
-    let upstream = Arc::new(SimUpstream::default());
-    let ingest = Ingest::new(
-        Arc::new(policy.clone()),
-        ledger.clone(),
-        state.clone(),
         upstream.clone(),
-        shared.clone(),
+        shared,
         Arc::new(Stats::new()?),
-    );
-    let mut pacer = Pacer::new(&policy, &period);
+    )?;
+    let ledger = core.ledger.clone();
     let mut generator = Generator {
         rng: StdRng::seed_from_u64(cfg.seed),
         spans_per_trace: cfg.spans_per_trace.max(1),
@@ -657,7 +716,7 @@ async fn simulate_async(policy: &Policy, cfg: &Config) -> anyhow::Result<RunRepo
             );
             writeln!(
                 f,
-                "time,elapsed_fraction,used_bytes,pace_bytes,limit_bytes,offered_bytes,sent_bytes,p_priority,p_normal,p_bulk,state"
+                "{CSV_HEADER}"
             )?;
             Some(f)
         }
@@ -676,7 +735,6 @@ async fn simulate_async(policy: &Policy, cfg: &Config) -> anyhow::Result<RunRepo
     let mut prev_offered = 0u64;
     let mut prev_sent = 0u64;
     let mut prev_priority_kept = 0u64;
-    state.publish(pacer.tick(period.start, &policy, &ledger));
 
     for i in 0..steps {
         let now = clock.now();
@@ -701,14 +759,18 @@ async fn simulate_async(policy: &Policy, cfg: &Config) -> anyhow::Result<RunRepo
                 .iter()
                 .flat_map(|r| &r.scope_spans)
                 .flat_map(|s| &s.spans)
-                .filter(|s| is_priority_span(s))
+                .filter(|s| {
+                    let resource = decoded.resource_spans[0].resource.as_ref();
+                    let service = crate::sampling::rules::service_name(resource);
+                    is_priority_span(&policy, resource, service, s)
+                })
                 .count() as u64;
             days[day].priority_offered += pri_spans;
             priority_offered_total += pri_spans;
             let mut meta = RequestMeta::new(Transport::Simulated);
             meta.raw = Some(body);
             // Policy outcomes are 2xx; the in-memory upstream never fails.
-            let _ = ingest.handle(decoded, meta).await;
+            let _ = ingest::handle(&core, decoded, meta).await;
             if log_records_per_trace > 0.0 {
                 log_carry += log_records_per_trace;
                 let k = log_carry.floor();
@@ -719,7 +781,7 @@ async fn simulate_async(policy: &Policy, cfg: &Config) -> anyhow::Result<RunRepo
                     let decoded: ExportLogsServiceRequest = codec::decode(Format::Protobuf, &body)?;
                     let mut meta = RequestMeta::new(Transport::Simulated);
                     meta.raw = Some(body);
-                    let _ = ingest.handle(decoded, meta).await;
+                    let _ = ingest::handle(&core, decoded, meta).await;
                 }
             }
         }
@@ -730,30 +792,27 @@ async fn simulate_async(policy: &Policy, cfg: &Config) -> anyhow::Result<RunRepo
             step.mul_f64((i + 1) as f64),
         ));
         let now = clock.now();
-        state.publish(pacer.tick(now, &policy, &ledger));
-        let pacing = state.load();
-        if matches!(pacing.traces.state, PacingState::Stopped) {
+        let pacing = core.recompute();
+        let traces = pacing.signal(Signal::Traces);
+        if matches!(traces.state, PacingState::Stopped) {
             days[day].budget_allowed_priority = false;
         }
 
         let u = ledger.usage(Signal::Traces);
-        let offered_now = u.offered_units
-            + u.dropped_units
-                .iter()
-                .filter(|(r, _)| matches!(r, DropReason::Rule | DropReason::Upstream))
-                .map(|(_, v)| v)
-                .sum::<u64>();
+        let offered_now = u.offered_total().units
+            + u.dropped[DropReason::Rule].units
+            + u.dropped[DropReason::Upstream].units;
         let priority_kept_now = upstream.priority_spans.load(Ordering::Relaxed);
         days[day].offered_bytes += offered_now - prev_offered;
-        days[day].kept_bytes += u.sent_units - prev_sent;
+        days[day].kept_bytes += u.sent.units - prev_sent;
         days[day].priority_kept += priority_kept_now - prev_priority_kept;
         offered_total += offered_now - prev_offered;
         prev_offered = offered_now;
-        prev_sent = u.sent_units;
+        prev_sent = u.sent.units;
         prev_priority_kept = priority_kept_now;
         days[day].used_fraction = u.used as f64 / limit as f64;
         // The day's mean keep probability (of the normal class).
-        day_p_sum[day] += pacing.traces.probabilities[Class::Normal.index()];
+        day_p_sum[day] += traces.probabilities[Class::Normal];
         day_ticks[day] += 1;
         days[day].keep_probability = day_p_sum[day] / f64::from(day_ticks[day]);
 
@@ -762,21 +821,21 @@ async fn simulate_async(policy: &Policy, cfg: &Config) -> anyhow::Result<RunRepo
             if hour != last_csv_hour {
                 last_csv_hour = hour;
                 let frac = period.elapsed_seconds(now) / length;
-                let p = pacing.traces.probabilities;
-                let d = &pacing.traces.demand;
+                let p = traces.probabilities;
+                let d = &traces.demand;
                 writeln!(
                     f,
                     "{now},{frac:.5},{},{:.0},{limit},{offered_now},{},{:.5},{:.5},{:.5},{},{:.3},{:.3},{:.0}",
                     u.used,
                     budget.target_bytes() as f64 * frac,
-                    u.sent_units,
-                    p[0],
-                    p[1],
-                    p[2],
-                    pacing.traces.state.as_str(),
-                    d.iter().map(|x| x.long).sum::<f64>(),
-                    d.iter().map(|x| x.short).sum::<f64>(),
-                    pacing.traces.projected_used,
+                    u.sent.units,
+                    p[Class::Priority],
+                    p[Class::Normal],
+                    p[Class::Bulk],
+                    traces.state.as_str(),
+                    d.values().map(|x| x.long).sum::<f64>(),
+                    d.values().map(|x| x.short).sum::<f64>(),
+                    traces.projected_used,
                 )?;
             }
         }
@@ -792,7 +851,7 @@ async fn simulate_async(policy: &Policy, cfg: &Config) -> anyhow::Result<RunRepo
                     day + 1,
                     days.len(),
                     100.0 * u.used as f64 / limit as f64,
-                    pacing.traces.probabilities[Class::Normal.index()]
+                    traces.probabilities[Class::Normal]
                 );
             }
         }
@@ -804,6 +863,7 @@ async fn simulate_async(policy: &Policy, cfg: &Config) -> anyhow::Result<RunRepo
         f.flush()?;
     }
     let u = ledger.usage(Signal::Traces);
+    let logs = ledger.usage(Signal::Logs);
     let demand_multiple = offered_total as f64 / limit as f64;
     Ok(RunReport {
         scenario: cfg.scenario,
@@ -814,13 +874,12 @@ async fn simulate_async(policy: &Policy, cfg: &Config) -> anyhow::Result<RunRepo
         used: u.used,
         max_used: max_used.max(u.used),
         days,
-        sampled_out_bytes: u
-            .dropped_units
-            .iter()
-            .filter(|(r, _)| *r == DropReason::Sampled)
-            .map(|(_, v)| *v)
-            .sum(),
-        dropped_bytes: u.dropped_units.clone(),
+        sampled_out_bytes: u.dropped[DropReason::Sampled].units,
+        dropped_bytes: u.dropped.map(|_, w| w.units),
+        upstream_bytes: upstream.trace_bytes.load(Ordering::Relaxed),
+        log_limit: policy.budgets.logs.as_ref().map(|b| b.effective_limit()),
+        log_used: logs.used,
+        upstream_log_bytes: upstream.log_bytes.load(Ordering::Relaxed),
         offered_bytes: offered_total,
         priority_offered: priority_offered_total,
         priority_kept: upstream.priority_spans.load(Ordering::Relaxed),
@@ -871,7 +930,7 @@ pub fn print(out: &mut dyn std::io::Write, r: &RunReport, scale: f64) -> std::io
     let drops: Vec<String> = r
         .dropped_bytes
         .iter()
-        .filter(|(_, b)| *b > 0)
+        .filter(|(_, b)| **b > 0)
         .map(|(reason, b)| format!("{} {}", reason.as_str(), gb(*b as f64)))
         .collect();
     if !drops.is_empty() {

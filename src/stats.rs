@@ -104,10 +104,10 @@ impl Stats {
         let upstream_duration = HistogramVec::new(
             HistogramOpts::new(
                 "frugal_upstream_request_duration_seconds",
-                "Latency of each attempt to send to upstream.",
+                "Latency of each attempt to send to upstream, by destination.",
             )
             .buckets(latency),
-            &s,
+            &["destination"],
         )?;
         r.register(Box::new(upstream_duration.clone()))?;
         let ready = IntGauge::new("frugal_ready", "1 when frugal accepts data.")?;
@@ -272,8 +272,8 @@ impl Stats {
             upstream_attempts: counter(
                 &r,
                 "frugal_upstream_attempts_total",
-                "Attempts to send upstream, by outcome.",
-                &["signal", "outcome"],
+                "Attempts to send upstream, by destination and outcome.",
+                &["destination", "outcome"],
             )?,
             upstream_duration,
             upstream_unavailable: counter(
@@ -297,7 +297,90 @@ impl Stats {
             build_info,
             period,
             registry: r,
-        })
+        }
+        .with_fixed_label_sets())
+    }
+
+    fn with_fixed_label_sets(self) -> Self {
+        self.export_fixed_label_sets();
+        self
+    }
+
+    /// Creates every series whose labels come from fixed sets, at 0, so dashboards and
+    /// alert rules see each family from the first scrape, not only after its first event.
+    fn export_fixed_label_sets(&self) {
+        use crate::budget::controller::PacingState;
+        use crate::forwarder::retry::Attempt;
+        use crate::model::{Class, Destination, DropReason, RejectReason, Signal, Unit};
+        let byte_signals = || {
+            Signal::ALL
+                .into_iter()
+                .filter(|s| s.budget_unit() == Unit::Bytes)
+        };
+        for s in Signal::ALL {
+            let sig = s.as_str();
+            for c in [
+                &self.received_items,
+                &self.sent_items,
+                &self.acked_items,
+            ] {
+                c.with_label_values(&[sig]);
+            }
+            self.upstream_unavailable.with_label_values(&[sig]);
+            for r in DropReason::ALL {
+                self.dropped_items.with_label_values(&[sig, r.as_str()]);
+            }
+            for r in RejectReason::ALL {
+                self.rejected_items.with_label_values(&[sig, r.as_str()]);
+            }
+            for t in ["http", "grpc"] {
+                self.request_duration.with_label_values(&[sig, t]);
+            }
+        }
+        let p = &self.period;
+        for s in byte_signals() {
+            let sig = s.as_str();
+            for c in [&self.received_bytes, &self.sent_bytes] {
+                c.with_label_values(&[sig]);
+            }
+            for r in DropReason::ALL {
+                self.dropped_bytes.with_label_values(&[sig, r.as_str()]);
+                p.dropped_bytes.with_label_values(&[sig, r.as_str()]);
+            }
+            for g in [
+                &p.usage_bytes,
+                &p.limit_bytes,
+                &p.target_bytes,
+                &p.usage_ratio,
+                &p.projected_usage_bytes,
+                &p.projected_usage_ratio,
+                &p.forwarded_rate,
+            ] {
+                g.with_label_values(&[sig]);
+            }
+            for c in Class::ALL {
+                p.offered_bytes.with_label_values(&[sig, c.as_str()]);
+                p.keep_probability.with_label_values(&[sig, c.as_str()]);
+                for w in ["short", "long"] {
+                    p.demand_rate.with_label_values(&[sig, c.as_str(), w]);
+                }
+            }
+            for st in PacingState::ALL {
+                p.pacing_state.with_label_values(&[sig, st.as_str()]);
+            }
+        }
+        for s in Signal::ALL.into_iter().filter(|s| s.budget_unit() == Unit::DataPoints) {
+            p.usage_data_points.with_label_values(&[s.as_str()]);
+        }
+        for d in Destination::ALL {
+            self.upstream_duration.with_label_values(&[d.as_str()]);
+            for o in Attempt::LABELS {
+                self.upstream_attempts.with_label_values(&[d.as_str(), o]);
+            }
+        }
+        for r in ["ok", "error"] {
+            self.store_flushes.with_label_values(&[r]);
+        }
     }
 
     /// The Prometheus text format of every metric.
@@ -316,5 +399,43 @@ impl Stats {
 pub fn inc(c: &IntCounterVec, labels: &[&str], by: u64) {
     if by > 0 {
         c.with_label_values(labels).inc_by(by);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_family_is_exported_before_its_first_event() {
+        let stats = Stats::new().unwrap();
+        let families = stats.registry.gather();
+        let names: Vec<&str> = families.iter().map(|f| f.name()).collect();
+        for want in [
+            "frugal_dropped_bytes_total",
+            "frugal_dropped_items_total",
+            "frugal_rejected_items_total",
+            "frugal_upstream_unavailable_total",
+            "frugal_upstream_attempts_total",
+            "frugal_upstream_request_duration_seconds",
+            "frugal_acknowledged_items_total",
+            "frugal_keep_probability",
+            "frugal_pacing_state",
+            "frugal_period_dropped_bytes",
+            "frugal_store_flushes_total",
+        ] {
+            assert!(names.contains(&want), "{want} missing from a fresh scrape");
+        }
+        // Every registered family, except the one whose label (the status code) is open.
+        let registered = 33;
+        assert_eq!(families.len(), registered - 1, "{names:?}");
+        assert!(!names.contains(&"frugal_requests_total"));
+        let text = stats.render();
+        assert!(text.contains(
+            r#"frugal_rejected_items_total{reason="unreachable",signal="logs"} 0"#
+        ));
+        assert!(text.contains(
+            r#"frugal_upstream_attempts_total{destination="otlp_traces",outcome="timeout"} 0"#
+        ));
     }
 }

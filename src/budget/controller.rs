@@ -30,15 +30,17 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 use crate::clock::seconds_between;
-use crate::model::Class;
+use crate::model::{Class, PerClass};
 use crate::period::Period;
 use crate::policy::{AtLimit, ByteBudget};
-use crate::sampling::ClassProbabilities;
+use crate::sampling::{ClassProbabilities, KEEP_ALL};
 
 /// The demand forecast of one class, in billable units per second.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct Demand {
+    /// The long window: the median hourly rate over the last days.
     pub long: f64,
+    /// The short window: the rate over the last scaled minutes.
     pub short: f64,
 }
 
@@ -57,6 +59,15 @@ pub enum PacingState {
 }
 
 impl PacingState {
+    /// Every state.
+    pub const ALL: [PacingState; 4] = [
+        PacingState::Unconstrained,
+        PacingState::Pacing,
+        PacingState::PriorityOnly,
+        PacingState::Stopped,
+    ];
+
+    /// The state's name (a metric label value).
     pub fn as_str(self) -> &'static str {
         match self {
             PacingState::Unconstrained => "unconstrained",
@@ -70,12 +81,16 @@ impl PacingState {
 /// Everything the controller looks at.
 #[derive(Debug, Clone)]
 pub struct Input<'a> {
+    /// The time of the computation.
     pub now: Timestamp,
+    /// The current period.
     pub period: Period,
+    /// The budget being paced.
     pub budget: &'a ByteBudget,
     /// Units used so far this period.
     pub used: u64,
-    pub demand: [Demand; 3],
+    /// Forecast demand per class.
+    pub demand: PerClass<Demand>,
     /// The probabilities last set, and when.
     pub previous: Option<(Timestamp, ClassProbabilities)>,
     /// The lowest probability the normal and bulk classes get while budget remains.
@@ -88,7 +103,9 @@ pub struct Input<'a> {
 /// What the controller decided.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Output {
+    /// Keep probability per class.
     pub probabilities: ClassProbabilities,
+    /// Where pacing stands.
     pub state: PacingState,
     /// Units expected at the end of the period at these probabilities.
     pub projected_used: f64,
@@ -129,27 +146,24 @@ fn with_margin(x: f64, margin: f64) -> f64 {
     (x * (1.0 + (margin - 1.0) * blend)).min(1.0)
 }
 
+/// The keep probabilities that end the period at the target (see ARCHITECTURE.md).
 pub fn compute(input: &Input<'_>) -> Output {
+    use Class::{Bulk, Normal, Priority};
     let b = input.budget;
     let limit = b.effective_limit() as f64;
     let target = b.target_bytes() as f64;
     let used = input.used as f64;
     let tau = input.period.remaining_seconds(input.now);
     let h = burst_horizon_seconds(&input.period).min(tau);
-    let expected: Vec<f64> = input
+    let expected = input
         .demand
-        .iter()
-        .map(|d| d.long.max(0.0) * tau + (d.short - d.long).max(0.0) * h)
-        .collect();
-    let rate_now: Vec<f64> = input
-        .demand
-        .iter()
-        .map(|d| d.long.max(d.short).max(0.0))
-        .collect();
+        .map(|_, d| d.long.max(0.0) * tau + (d.short - d.long).max(0.0) * h);
+    let rate_now = input.demand.map(|_, d| d.long.max(d.short).max(0.0));
+    let none = PerClass::from_fn(|_| 0.0);
 
     if used >= limit {
         return Output {
-            probabilities: [0.0; 3],
+            probabilities: none,
             state: PacingState::Stopped,
             projected_used: used,
             allowance: 0.0,
@@ -158,15 +172,15 @@ pub fn compute(input: &Input<'_>) -> Output {
     if used >= target {
         return match b.at_limit {
             AtLimit::DropAll => Output {
-                probabilities: [0.0; 3],
+                probabilities: none,
                 state: PacingState::Stopped,
                 projected_used: used,
                 allowance: 0.0,
             },
             AtLimit::KeepPriority => Output {
-                probabilities: [1.0, 0.0, 0.0],
+                probabilities: PerClass::new([1.0, 0.0, 0.0]),
                 state: PacingState::PriorityOnly,
-                projected_used: (used + expected[0]).min(limit),
+                projected_used: (used + expected[Priority]).min(limit),
                 allowance: 0.0,
             },
         };
@@ -186,59 +200,55 @@ pub fn compute(input: &Input<'_>) -> Output {
         AtLimit::KeepPriority => limit - used,
         AtLimit::DropAll => allowance,
     };
-    let mut p = [1.0f64; 3];
-    let d = expected[Class::Priority.index()];
+    let mut p = KEEP_ALL;
+    let d = expected[Priority];
     if d > 0.0 {
-        p[0] = (priority_allowance / d).clamp(0.0, 1.0);
+        p[Priority] = (priority_allowance / d).clamp(0.0, 1.0);
     }
-    let mut left = (allowance - p[0] * d).max(0.0);
-    for class in [Class::Normal, Class::Bulk] {
-        let i = class.index();
-        let d = expected[i];
-        let ceiling = if class == Class::Normal {
-            1.0
-        } else {
-            p[i - 1]
-        };
-        p[i] = if d <= 0.0 {
+    let mut left = (allowance - p[Priority] * d).max(0.0);
+    // Normal spends what priority left; bulk never gets more than normal.
+    for (class, ceiling_class) in [(Normal, None), (Bulk, Some(Normal))] {
+        let d = expected[class];
+        let ceiling = ceiling_class.map_or(1.0, |c| p[c]);
+        p[class] = if d <= 0.0 {
             ceiling
         } else {
             with_margin(left / d, margin).clamp(input.min_probability.min(ceiling), ceiling)
         };
-        left = (left - p[i] * d).max(0.0);
+        left = (left - p[class] * d).max(0.0);
     }
 
     if let Some(max_rate) = b.max_rate {
         let cap = 0.9 * max_rate as f64;
-        let priority_rate = p[0] * rate_now[0];
-        let rest_rate = p[1] * rate_now[1] + p[2] * rate_now[2];
+        let priority_rate = p[Priority] * rate_now[Priority];
+        let rest_rate = p[Normal] * rate_now[Normal] + p[Bulk] * rate_now[Bulk];
         if rest_rate > 0.0 && priority_rate + rest_rate > cap {
             let scale = ((cap - priority_rate).max(0.0) / rest_rate).clamp(0.0, 1.0);
-            p[1] *= scale;
-            p[2] *= scale;
+            p[Normal] *= scale;
+            p[Bulk] *= scale;
         }
     }
 
     // The floor, after the rate limit's scaling (the rate gate still holds bursts).
     let floor = input.min_probability;
     if floor > 0.0 {
-        p[1] = p[1].max(floor);
-        p[2] = p[2].max(floor.min(p[1]));
+        p[Normal] = p[Normal].max(floor);
+        p[Bulk] = p[Bulk].max(floor.min(p[Normal]));
     }
 
     if let Some((at, prev)) = input.previous {
         let dt = seconds_between(at, input.now).max(0.0);
         let factor = 2f64.powf(dt / smoothing_seconds(&input.period).max(1e-9));
-        for i in 0..3 {
+        for (c, p) in p.iter_mut() {
             // From a stop (0), moves restart from the computed value.
-            if prev[i] > 0.0 {
-                p[i] = p[i].clamp(prev[i] / factor, (prev[i] * factor).min(1.0));
+            if prev[c] > 0.0 {
+                *p = p.clamp(prev[c] / factor, (prev[c] * factor).min(1.0));
             }
         }
     }
 
-    let unconstrained = p.iter().all(|&x| x >= 1.0);
-    let projected_used = used + (0..3).map(|i| p[i] * expected[i]).sum::<f64>();
+    let unconstrained = p.values().all(|&x| x >= 1.0);
+    let projected_used = used + p.iter().map(|(c, p)| p * expected[c]).sum::<f64>();
     Output {
         probabilities: p,
         state: if unconstrained {
@@ -281,7 +291,7 @@ mod tests {
             period: month(),
             budget: b,
             used,
-            demand: demand.map(|r| Demand { long: r, short: r }),
+            demand: PerClass::new(demand.map(|r| Demand { long: r, short: r })),
             previous: None,
             min_probability: 0.0,
             history: 1.0,
@@ -296,7 +306,7 @@ mod tests {
             20_000_000_000,
             [0.1 * PACE, 0.5 * PACE, 0.2 * PACE],
         ));
-        assert_eq!(out.probabilities, [1.0; 3]);
+        assert_eq!(out.probabilities, KEEP_ALL);
         assert_eq!(out.state, PacingState::Unconstrained);
     }
 
@@ -306,23 +316,23 @@ mod tests {
         // Half the period left, half the target left: the even pace is PACE.
         let half = (0.95 * 50e9 / 2.0) as u64;
         let out = compute(&input(&b, half, [0.2 * PACE, 1.6 * PACE, 0.0]));
-        assert_eq!(out.probabilities[0], 1.0);
-        assert!((out.probabilities[1] - 0.5).abs() < 1e-9, "{:?}", out);
+        assert_eq!(out.probabilities[Class::Priority], 1.0);
+        assert!((out.probabilities[Class::Normal] - 0.5).abs() < 1e-9, "{:?}", out);
         assert_eq!(out.state, PacingState::Pacing);
         assert!((out.projected_used - 0.95 * 50e9).abs() < 1e3);
         // Bulk never gets more than normal.
         let out = compute(&input(&b, half, [0.0, 2.0 * PACE, 0.01 * PACE]));
-        assert!(out.probabilities[2] <= out.probabilities[1]);
+        assert!(out.probabilities[Class::Bulk] <= out.probabilities[Class::Normal]);
     }
 
     #[test]
     fn hard_stops_at_target_and_limit() {
         let b = budget(AtLimit::KeepPriority);
         let out = compute(&input(&b, 48_000_000_000, [PACE; 3]));
-        assert_eq!(out.probabilities, [1.0, 0.0, 0.0]);
+        assert_eq!(out.probabilities, PerClass::new([1.0, 0.0, 0.0]));
         assert_eq!(out.state, PacingState::PriorityOnly);
         let out = compute(&input(&b, 50_000_000_000, [PACE; 3]));
-        assert_eq!(out.probabilities, [0.0; 3]);
+        assert_eq!(out.probabilities, PerClass::new([0.0; 3]));
         let b = budget(AtLimit::DropAll);
         let out = compute(&input(&b, 48_000_000_000, [PACE; 3]));
         assert_eq!(out.state, PacingState::Stopped);
@@ -333,9 +343,9 @@ mod tests {
         let b = budget(AtLimit::KeepPriority);
         let half = (0.95 * 50e9 / 2.0) as u64;
         let mut i = input(&b, half, [0.0, 2.0 * PACE, 0.0]);
-        let steady = compute(&i).probabilities[1];
-        i.demand[1].short = 40.0 * PACE;
-        let burst = compute(&i).probabilities[1];
+        let steady = compute(&i).probabilities[Class::Normal];
+        i.demand[Class::Normal].short = 40.0 * PACE;
+        let burst = compute(&i).probabilities[Class::Normal];
         // 15 days of 2x plus a quarter day of +38x: 39.5 pace-days for 15 of allowance.
         assert!((burst - 15.0 / 39.5).abs() < 1e-6, "{burst}");
         assert!(burst < steady && burst > steady / 4.0);
@@ -351,11 +361,11 @@ mod tests {
             crate::clock::add(now, std::time::Duration::ZERO)
                 .checked_sub(jiff::SignedDuration::from_secs(60))
                 .unwrap(),
-            [1.0, 1.0, 1.0],
+            KEEP_ALL,
         ));
         let out = compute(&i);
         assert!(
-            (out.probabilities[1] - 0.5).abs() < 1e-9,
+            (out.probabilities[Class::Normal] - 0.5).abs() < 1e-9,
             "{:?}",
             out.probabilities
         );
@@ -388,6 +398,6 @@ mod tests {
         let mut i = input(&b, 0, [0.0, 2_000_000.0, 0.0]);
         i.now = "2026-11-30T23:00:00Z".parse().unwrap();
         let out = compute(&i);
-        assert!((out.probabilities[1] * 2_000_000.0 - 450_000.0).abs() < 1.0);
+        assert!((out.probabilities[Class::Normal] * 2_000_000.0 - 450_000.0).abs() < 1.0);
     }
 }

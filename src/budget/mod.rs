@@ -18,7 +18,7 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 use crate::ledger::Ledger;
-use crate::model::Signal;
+use crate::model::{Class, PerClass, PerSignal, Signal};
 use crate::period::Period;
 use crate::policy::Policy;
 use crate::sampling::{ClassProbabilities, KEEP_ALL};
@@ -28,53 +28,56 @@ use forecast::Forecast;
 /// The pacing of one signal, as last computed.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct SignalPacing {
+    /// Keep probability per class.
     pub probabilities: ClassProbabilities,
+    /// Where pacing stands.
     pub state: PacingState,
     /// Units expected at the period's end.
     pub projected_used: f64,
     /// Units left before the target.
     pub allowance: f64,
     /// Incoming (pre-sampling) demand per class, units per second.
-    pub demand: [Demand; 3],
+    pub demand: PerClass<Demand>,
     /// Forwarded units per second (short window).
     pub forwarded_rate: f64,
 }
 
 impl SignalPacing {
+    /// Nothing sampled, nothing known.
     pub const UNCONSTRAINED: SignalPacing = SignalPacing {
         probabilities: KEEP_ALL,
         state: PacingState::Unconstrained,
         projected_used: 0.0,
         allowance: f64::INFINITY,
-        demand: [Demand {
-            long: 0.0,
-            short: 0.0,
-        }; 3],
+        demand: PerClass::new(
+            [Demand {
+                long: 0.0,
+                short: 0.0,
+            }; Class::ALL.len()],
+        ),
         forwarded_rate: 0.0,
     };
 }
 
-/// What the ingest path reads: per byte-budgeted signal, the current pacing.
+/// What the ingest path reads: per signal, the current pacing.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Pacing {
-    pub traces: SignalPacing,
-    pub logs: SignalPacing,
+    /// Each signal's pacing (unconstrained for a signal without a byte budget).
+    pub signals: PerSignal<SignalPacing>,
+    /// When it was computed (`None` before the first recompute).
     pub updated: Option<Timestamp>,
 }
 
 impl Pacing {
+    /// Before the first recompute: nothing is sampled.
     pub const UNCONSTRAINED: Pacing = Pacing {
-        traces: SignalPacing::UNCONSTRAINED,
-        logs: SignalPacing::UNCONSTRAINED,
+        signals: PerSignal::new([SignalPacing::UNCONSTRAINED; Signal::ALL.len()]),
         updated: None,
     };
 
+    /// One signal's pacing.
     pub fn signal(&self, s: Signal) -> &SignalPacing {
-        match s {
-            Signal::Traces => &self.traces,
-            Signal::Logs => &self.logs,
-            Signal::Metrics => &SignalPacing::UNCONSTRAINED,
-        }
+        &self.signals[s]
     }
 }
 
@@ -92,10 +95,12 @@ impl Default for BudgetState {
 }
 
 impl BudgetState {
+    /// The pacing in force.
     pub fn load(&self) -> Arc<Pacing> {
         self.current.load_full()
     }
 
+    /// Puts new pacing in force.
     pub fn publish(&self, p: Pacing) {
         self.current.store(Arc::new(p));
     }
@@ -103,9 +108,9 @@ impl BudgetState {
 
 struct SignalPacer {
     signal: Signal,
-    forecasts: [Forecast; 3],
+    forecasts: PerClass<Forecast>,
     forwarded: Forecast,
-    last_offered: [u64; 3],
+    last_offered: PerClass<u64>,
     last_sent: u64,
     previous: Option<(Timestamp, ClassProbabilities)>,
     period: Option<Period>,
@@ -116,9 +121,9 @@ impl SignalPacer {
         let f = || Forecast::new(bin_seconds, short_seconds);
         Self {
             signal,
-            forecasts: [f(), f(), f()],
+            forecasts: PerClass::from_fn(|_| f()),
             forwarded: f(),
-            last_offered: [0; 3],
+            last_offered: PerClass::default(),
             last_sent: 0,
             previous: None,
             period: None,
@@ -127,43 +132,43 @@ impl SignalPacer {
 
     fn tick(&mut self, now: Timestamp, policy: &Policy, ledger: &Ledger) -> SignalPacing {
         let usage = ledger.usage(self.signal);
+        let offered = usage.offered.map(|_, w| w.units);
         let period = ledger.period();
         if self.period != Some(period) {
             // A new period (or the first tick): counters start from what the ledger holds.
             let first = self.period.is_none();
             self.period = Some(period);
             self.previous = None;
-            self.last_offered = usage.offered_units_by_class;
-            self.last_sent = usage.sent_units;
+            self.last_offered = offered;
+            self.last_sent = usage.sent.units;
             // Counted since the period began, or since frugal first counted in it (the
             // month it was installed).
             let since = ledger.counting_since().max(period.start);
             let elapsed = crate::clock::seconds_between(since, now).max(0.0);
             let day = period.length_seconds() / 30.0;
-            for (i, f) in self.forecasts.iter_mut().enumerate() {
+            for (class, f) in self.forecasts.iter_mut() {
                 f.observe(now, 0.0);
                 // After a restart mid-period, the period's average is the best first guess.
                 if first && elapsed > period.length_seconds() / 720.0 {
-                    f.warm_start(
-                        usage.offered_units_by_class[i] as f64 / elapsed,
-                        elapsed / day,
-                    );
+                    f.warm_start(offered[class] as f64 / elapsed, elapsed / day);
                 }
             }
             self.forwarded.observe(now, 0.0);
         } else {
-            for (i, f) in self.forecasts.iter_mut().enumerate() {
-                let cur = usage.offered_units_by_class[i];
-                f.observe(now, cur.saturating_sub(self.last_offered[i]) as f64);
-                self.last_offered[i] = cur;
+            for (class, f) in self.forecasts.iter_mut() {
+                f.observe(
+                    now,
+                    offered[class].saturating_sub(self.last_offered[class]) as f64,
+                );
             }
+            self.last_offered = offered;
             self.forwarded
-                .observe(now, usage.sent_units.saturating_sub(self.last_sent) as f64);
-            self.last_sent = usage.sent_units;
+                .observe(now, usage.sent.units.saturating_sub(self.last_sent) as f64);
+            self.last_sent = usage.sent.units;
         }
-        let demand = [0, 1, 2].map(|i| Demand {
-            long: self.forecasts[i].long(),
-            short: self.forecasts[i].short(),
+        let demand = self.forecasts.map(|_, f| Demand {
+            long: f.long(),
+            short: f.short(),
         });
         let Some(budget) = policy.budgets.bytes(self.signal) else {
             return SignalPacing {
@@ -186,9 +191,8 @@ impl SignalPacer {
             history: self
                 .forecasts
                 .iter()
-                .zip(&demand)
-                .filter(|(_, d)| d.long > 0.0 || d.short > 0.0)
-                .map(|(f, _)| f.history())
+                .filter(|(c, _)| demand[*c].long > 0.0 || demand[*c].short > 0.0)
+                .map(|(_, f)| f.history())
                 .fold(1.0, f64::min),
         };
         let mut out = controller::compute(&input);
@@ -208,29 +212,28 @@ impl SignalPacer {
     }
 }
 
-/// Recomputes pacing from the ledger; the app calls [`Pacer::tick`] every
-/// `pacing.recompute_every`, the simulator on its virtual clock.
+/// Recomputes pacing from the ledger; the core calls [`Pacer::tick`] every
+/// `pacing.recompute_every` (the app's pacer task, or the simulator on its virtual clock).
 pub struct Pacer {
-    traces: SignalPacer,
-    logs: SignalPacer,
+    signals: PerSignal<SignalPacer>,
 }
 
 impl Pacer {
+    /// A pacer whose windows are scaled to `period`'s length.
     pub fn new(policy: &Policy, period: &Period) -> Self {
         let len = period.length_seconds();
         let recompute = policy.pacing.recompute_every.as_secs_f64();
         let bin = (len / 720.0).max(recompute).max(1.0);
         let short = (len / 8640.0).max(3.0 * recompute);
         Self {
-            traces: SignalPacer::new(Signal::Traces, bin, short),
-            logs: SignalPacer::new(Signal::Logs, bin, short),
+            signals: PerSignal::from_fn(|s| SignalPacer::new(s, bin, short)),
         }
     }
 
+    /// Recomputes every signal's pacing at `now`.
     pub fn tick(&mut self, now: Timestamp, policy: &Policy, ledger: &Ledger) -> Pacing {
         Pacing {
-            traces: self.traces.tick(now, policy, ledger),
-            logs: self.logs.tick(now, policy, ledger),
+            signals: PerSignal::from_fn(|s| self.signals[s].tick(now, policy, ledger)),
             updated: Some(now),
         }
     }

@@ -7,8 +7,20 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use crate::model::{RejectReason, Signal};
+use crate::model::RejectReason;
 use crate::policy::Retry;
+
+/// When a backend counts what it receives, relative to refusing it: this decides which
+/// failed attempts may still have been billed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BillsAt {
+    /// After its checks (Tempo, Mimir's OTLP path): a 4xx (429 included) was not billed.
+    AfterChecks,
+    /// While parsing, before validating or rate limiting (Loki counts a push's bytes as it
+    /// reads them): a 400, 422 or 429 may still have been billed; only refusals before
+    /// parsing (401, 403, 404, 413, ...) certainly were not.
+    WhileParsing,
+}
 
 /// What one attempt came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,18 +56,14 @@ impl Attempt {
         }
     }
 
-    /// Whether upstream may have billed what was sent. A request that never left is
-    /// certain not to have been; so is a trace request refused with a 4xx (Tempo counts
-    /// received bytes after its checks). Loki counts a log request's bytes while parsing
-    /// it, before validating or rate limiting, so a 400 or 429 to logs may still be billed;
-    /// only refusals before parsing (401, 403, 404, 413, ...) are certain not to be.
-    pub fn may_have_arrived(&self, signal: Signal) -> bool {
+    /// Whether upstream may have billed what was sent, for a backend that bills at
+    /// `bills`. A request that never left is certain not to have been.
+    pub fn may_have_arrived(&self, bills: BillsAt) -> bool {
+        let while_parsing = bills == BillsAt::WhileParsing;
         match self {
             Attempt::Success | Attempt::Timeout | Attempt::Broken => true,
-            Attempt::Retryable { status, .. } => {
-                *status >= 500 || (signal == Signal::Logs && *status == 429)
-            }
-            Attempt::Rejected { status } => signal == Signal::Logs && matches!(status, 400 | 422),
+            Attempt::Retryable { status, .. } => *status >= 500 || (while_parsing && *status == 429),
+            Attempt::Rejected { status } => while_parsing && matches!(status, 400 | 422),
             Attempt::ConnectFailed => false,
         }
     }
@@ -70,12 +78,24 @@ impl Attempt {
         }
     }
 
+    /// Whether another attempt may succeed.
     pub fn should_retry(&self) -> bool {
         matches!(
             self,
             Attempt::Retryable { .. } | Attempt::Timeout | Attempt::ConnectFailed | Attempt::Broken
         )
     }
+
+    /// Every value [`Attempt::label`] gives.
+    pub const LABELS: [&'static str; 7] = [
+        "success",
+        "server_error",
+        "rate_limited",
+        "rejected",
+        "timeout",
+        "connect_error",
+        "broken_connection",
+    ];
 
     /// The bounded label of this outcome for metrics.
     pub fn label(&self) -> &'static str {
@@ -174,16 +194,28 @@ mod tests {
         assert!(Attempt::from_status(429, None).should_retry());
         assert!(!Attempt::from_status(400, None).should_retry());
         assert!(!Attempt::from_status(401, None).should_retry());
-        assert!(Attempt::from_status(502, None).may_have_arrived(Signal::Traces));
-        assert!(!Attempt::from_status(429, None).may_have_arrived(Signal::Traces));
-        assert!(!Attempt::from_status(400, None).may_have_arrived(Signal::Traces));
+        let (tempo, loki) = (BillsAt::AfterChecks, BillsAt::WhileParsing);
+        assert!(Attempt::from_status(502, None).may_have_arrived(tempo));
+        assert!(!Attempt::from_status(429, None).may_have_arrived(tempo));
+        assert!(!Attempt::from_status(400, None).may_have_arrived(tempo));
         // Loki bills a log request's bytes before validating or rate limiting it.
-        assert!(Attempt::from_status(400, None).may_have_arrived(Signal::Logs));
-        assert!(Attempt::from_status(429, None).may_have_arrived(Signal::Logs));
-        assert!(!Attempt::from_status(401, None).may_have_arrived(Signal::Logs));
-        assert!(!Attempt::ConnectFailed.may_have_arrived(Signal::Logs));
-        assert!(Attempt::Timeout.may_have_arrived(Signal::Traces));
+        assert!(Attempt::from_status(400, None).may_have_arrived(loki));
+        assert!(Attempt::from_status(429, None).may_have_arrived(loki));
+        assert!(!Attempt::from_status(401, None).may_have_arrived(loki));
+        assert!(!Attempt::ConnectFailed.may_have_arrived(loki));
+        assert!(Attempt::Timeout.may_have_arrived(tempo));
         assert_eq!(reject_reason(403), RejectReason::Unauthorized);
+        for a in [
+            Attempt::Success,
+            Attempt::from_status(503, None),
+            Attempt::from_status(429, None),
+            Attempt::from_status(400, None),
+            Attempt::Timeout,
+            Attempt::ConnectFailed,
+            Attempt::Broken,
+        ] {
+            assert!(Attempt::LABELS.contains(&a.label()), "{a:?}");
+        }
     }
 
     #[test]

@@ -11,18 +11,22 @@ pub mod mimir;
 pub mod tempo;
 
 /// What a batch weighs: items and billable units (bytes, or data points for metrics).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Weight {
+    /// Spans, log records or data points.
     pub items: u64,
+    /// Billable units: bytes (traces, logs) or data points (metrics).
     pub units: u64,
 }
 
 impl Weight {
+    /// Adds another weight (saturating).
     pub fn add(&mut self, other: Weight) {
-        self.items += other.items;
-        self.units += other.units;
+        self.items = self.items.saturating_add(other.items);
+        self.units = self.units.saturating_add(other.units);
     }
 
+    /// Whether it weighs nothing.
     pub fn is_zero(&self) -> bool {
         self.items == 0 && self.units == 0
     }

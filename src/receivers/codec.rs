@@ -276,24 +276,6 @@ where
     }
 }
 
-/// A `google.rpc.Status` error body in the request's format.
-pub fn error_body(format: Format, code: i32, message: &str) -> Bytes {
-    match format {
-        Format::Protobuf => Bytes::from(
-            crate::forwarder::RpcStatus {
-                code,
-                message: message.to_string(),
-                details: Vec::new(),
-            }
-            .encode_to_vec(),
-        ),
-        Format::Json => Bytes::from(
-            serde_json::to_vec(&serde_json::json!({"code": code, "message": message}))
-                .unwrap_or_default(),
-        ),
-    }
-}
-
 /// OTLP requires IDs of exactly 16 (trace) or 8 (span) bytes, or none: a request with
 /// others would be refused upstream as a whole, so it is refused here with a clear error.
 pub fn check_ids(trace_id: &[u8], span_id: &[u8], what: &str) -> Result<(), IngestError> {
@@ -341,7 +323,7 @@ mod tests {
         let bomb = Bytes::from(enc.finish().unwrap());
         assert!(bomb.len() < 100 * 1024);
         let err = decompress(Some("gzip"), bomb.clone(), 1024 * 1024).unwrap_err();
-        assert_eq!(err.http_status(), 413);
+        assert_eq!(crate::receivers::status::http_status(&err).as_u16(), 413);
         assert_eq!(
             decompress(Some("gzip"), bomb, 64 * 1024 * 1024)
                 .unwrap()
@@ -350,14 +332,14 @@ mod tests {
         );
         assert_eq!(
             decompress(Some("br"), Bytes::new(), 10)
-                .unwrap_err()
-                .http_status(),
+                .map_err(|e| crate::receivers::status::http_status(&e).as_u16())
+                .unwrap_err(),
             415
         );
         assert_eq!(
             decompress(Some("gzip"), Bytes::from_static(b"nope"), 10)
-                .unwrap_err()
-                .http_status(),
+                .map_err(|e| crate::receivers::status::http_status(&e).as_u16())
+                .unwrap_err(),
             400
         );
     }
@@ -483,7 +465,7 @@ mod tests {
             br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"xyz"}]}]}]}"#,
         )
         .unwrap_err();
-        assert_eq!(err.http_status(), 400);
+        assert_eq!(crate::receivers::status::http_status(&err).as_u16(), 400);
         let err =
             decode::<ExportTraceServiceRequest>(Format::Protobuf, b"\x0a\xff\xff").unwrap_err();
         assert!(

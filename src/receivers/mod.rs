@@ -1,10 +1,12 @@
 //! Where data comes in: OTLP/HTTP ([`otlp_http`]) and OTLP/gRPC ([`otlp_grpc`]), both
-//! handing decoded requests to [`crate::ingest::Ingest`]. Only this module knows wire
-//! formats ([`codec`]).
+//! handing decoded requests to [`crate::ingest::handle`]. The client-facing wire formats
+//! live here: bodies and content types ([`codec`]), and how outcomes are answered
+//! ([`status`], the one place an `IngestError` becomes an HTTP or gRPC status).
 
 pub mod codec;
 pub mod otlp_grpc;
 pub mod otlp_http;
+pub mod status;
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -15,6 +17,7 @@ use codec::check_ids;
 
 /// Checks what OTLP requires of IDs before a request goes further.
 pub trait Validate {
+    /// Refuses IDs of the wrong length.
     fn check_ids(&self) -> Result<(), IngestError>;
 }
 
@@ -54,9 +57,4 @@ impl Validate for ExportMetricsServiceRequest {
     fn check_ids(&self) -> Result<(), IngestError> {
         Ok(())
     }
-}
-
-/// For generic receivers: the payload's own check.
-pub(crate) fn check_request_ids<P: Validate>(p: &P) -> Result<(), IngestError> {
-    p.check_ids()
 }

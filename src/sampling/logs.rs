@@ -44,9 +44,9 @@ pub struct TraceSide {
 impl TraceSide {
     /// The probability a record follows, from the trace classes' probabilities.
     pub fn follow(&self, p: &ClassProbabilities) -> f64 {
-        let normal = p[Class::Normal.index()];
+        let normal = p[Class::Normal];
         if self.follow_bulk {
-            normal.min(p[Class::Bulk.index()])
+            normal.min(p[Class::Bulk])
         } else {
             normal
         }
@@ -100,6 +100,22 @@ fn record_randomness(policy: &LogPolicy, r: &LogRecord) -> Randomness {
     ]))
 }
 
+/// The class the policy's rules put a record in; `None` when a drop rule matches.
+pub fn classify(
+    policy: &LogPolicy,
+    resource: Option<&Resource>,
+    service: &str,
+    r: &LogRecord,
+) -> Option<Class> {
+    if policy.rules.is_empty() {
+        return Some(Class::Normal);
+    }
+    let item = Item::Log(r);
+    policy
+        .rules
+        .classify(|rule| rules::matches(rule, resource, service, &item))
+}
+
 /// Decides one record. `probs` are the log budget's class probabilities; with `memory`, a
 /// record of a trace judged before follows that trace's first probability.
 pub fn decide(
@@ -111,25 +127,14 @@ pub fn decide(
     service: &str,
     r: &LogRecord,
 ) -> LogDecision {
-    let class = if policy.rules.is_empty() {
-        Class::Normal
-    } else {
-        let item = Item::Log(r);
-        match policy
-            .rules
-            .classify(|rule| rules::matches(rule, resource, service, &item))
-        {
-            Some(c) => c,
-            None => {
-                return LogDecision {
-                    class: None,
-                    fate: Fate::Drop(DropReason::Rule),
-                    threshold: None,
-                };
-            }
-        }
+    let Some(class) = classify(policy, resource, service, r) else {
+        return LogDecision {
+            class: None,
+            fate: Fate::Drop(DropReason::Rule),
+            threshold: None,
+        };
     };
-    let p_log = probs[class.index()];
+    let p_log = probs[class];
     let trace_rnd = Randomness::from_trace_id(&r.trace_id);
     let follows = policy.follow_traces && class != Class::Priority && trace_rnd.is_some();
     let p_trace = match (follows, memory) {
@@ -268,6 +273,7 @@ fn set_string(attrs: &mut Vec<KeyValue>, key: &str, v: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::PerClass;
     use crate::policy::Rules;
     use opentelemetry_proto::tonic::common::v1::AnyValue;
 
@@ -281,7 +287,7 @@ mod tests {
 
     fn side(p: f64) -> TraceSide {
         TraceSide {
-            probabilities: [1.0, p, p],
+            probabilities: PerClass::new([1.0, p, p]),
             follow_bulk: false,
             mode: SamplingMode::Proportional,
             precision: 4,
@@ -317,7 +323,7 @@ mod tests {
             };
             let d = decide(
                 &pol,
-                &[1.0, p_log, p_log],
+                &PerClass::new([1.0, p_log, p_log]),
                 &side(p_trace),
                 None,
                 None,
@@ -345,7 +351,7 @@ mod tests {
         // The log comes first, while traces are kept at 60%: kept.
         let d = decide(
             &pol,
-            &[1.0, 1.0, 1.0],
+            &PerClass::new([1.0, 1.0, 1.0]),
             &side(0.6),
             Some(&mut s),
             None,
@@ -373,9 +379,9 @@ mod tests {
         };
         let mut s = memory.session(now, crate::sampling::memory::Remember::Always);
         let d =
-            crate::sampling::traces::decide(&tp, &[1.0, 0.5, 0.5], Some(&mut s), None, "", &span);
+            crate::sampling::traces::decide(&tp, &PerClass::new([1.0, 0.5, 0.5]), Some(&mut s), None, "", &span);
         assert_eq!(d.fate, Fate::Keep);
-        let without = crate::sampling::traces::decide(&tp, &[1.0, 0.5, 0.5], None, None, "", &span);
+        let without = crate::sampling::traces::decide(&tp, &PerClass::new([1.0, 0.5, 0.5]), None, None, "", &span);
         assert_ne!(
             without.fate,
             Fate::Keep,
@@ -389,7 +395,7 @@ mod tests {
         let tid = hex::decode("fefefefefefefefefef0000000000000").unwrap();
         let d = decide(
             &pol,
-            &[1.0, 0.5, 0.5],
+            &PerClass::new([1.0, 0.5, 0.5]),
             &side(1.0),
             None,
             None,
@@ -400,7 +406,7 @@ mod tests {
         let mut r = record(&tid);
         set_string(&mut r.attributes, THRESHOLD_ATTRIBUTE, "c");
         // 25% arriving, sampled at 50% here: 12.5% leaves (the collector's "25 percent incoming").
-        let d = decide(&pol, &[1.0, 0.5, 0.5], &side(1.0), None, None, "", &r);
+        let d = decide(&pol, &PerClass::new([1.0, 0.5, 0.5]), &side(1.0), None, None, "", &r);
         assert_eq!(d.threshold.as_deref(), Some("e"));
     }
 
@@ -412,8 +418,8 @@ mod tests {
         for i in 0..10_000 {
             let mut r = record(&[]);
             set_string(&mut r.attributes, "k8s.pod.uid", &format!("pod-{i}"));
-            let d1 = decide(&pol, &[1.0, 0.25, 0.25], &side(1.0), None, None, "", &r);
-            let d2 = decide(&pol, &[1.0, 0.25, 0.25], &side(1.0), None, None, "", &r);
+            let d1 = decide(&pol, &PerClass::new([1.0, 0.25, 0.25]), &side(1.0), None, None, "", &r);
+            let d2 = decide(&pol, &PerClass::new([1.0, 0.25, 0.25]), &side(1.0), None, None, "", &r);
             assert_eq!(d1, d2, "decisions are pure");
             kept += usize::from(d1.fate == Fate::Keep);
         }

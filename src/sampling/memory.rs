@@ -135,29 +135,30 @@ impl Session<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::PerClass;
 
     #[test]
     fn a_trace_keeps_its_first_probabilities_for_a_while() {
         let m = TraceMemory::default();
         let t0: Timestamp = "2026-11-25T00:00:00Z".parse().unwrap();
         let id = [7u8; 16];
-        let first = [1.0, 0.5, 0.25];
+        let first = PerClass::new([1.0, 0.5, 0.25]);
         let always = Remember::Always;
         assert_eq!(m.session(t0, always).judge(&id, &first, false), first);
         let t1 = crate::clock::add(t0, std::time::Duration::from_secs(10));
         assert_eq!(
-            m.session(t1, always).judge(&id, &[1.0, 0.2, 0.1], false),
+            m.session(t1, always).judge(&id, &PerClass::new([1.0, 0.2, 0.1]), false),
             first
         );
         assert_eq!(
-            m.session(t1, Remember::Never).judge(&id, &[1.0; 3], false),
+            m.session(t1, Remember::Never).judge(&id, &PerClass::new([1.0; 3]), false),
             first,
             "read even when not remembering"
         );
         let t2 = crate::clock::add(t0, std::time::Duration::from_secs(61));
         assert_eq!(
-            m.session(t2, always).judge(&id, &[1.0, 0.2, 0.2], false),
-            [1.0, 0.2, 0.2],
+            m.session(t2, always).judge(&id, &PerClass::new([1.0, 0.2, 0.2]), false),
+            PerClass::new([1.0, 0.2, 0.2]),
             "forgotten after the TTL"
         );
         assert_eq!(
@@ -167,16 +168,16 @@ mod tests {
         );
         let other = [9u8; 16];
         m.session(t2, Remember::Logs)
-            .judge(&other, &[1.0; 3], false);
+            .judge(&other, &PerClass::new([1.0; 3]), false);
         assert_eq!(
             m.session(t2, Remember::Never).get(&other),
             None,
             "spans do not remember while nothing is sampled"
         );
-        m.session(t2, Remember::Logs).judge(&other, &[1.0; 3], true);
+        m.session(t2, Remember::Logs).judge(&other, &PerClass::new([1.0; 3]), true);
         assert_eq!(
             m.session(t2, Remember::Never).get(&other),
-            Some([1.0; 3]),
+            Some(PerClass::new([1.0; 3])),
             "logs do"
         );
     }
@@ -190,7 +191,7 @@ mod tests {
             for i in 0..(CAPACITY + 500) as u64 {
                 let mut id = [0u8; 16];
                 id[..8].copy_from_slice(&i.to_be_bytes());
-                s.judge(&id, &[1.0, 0.5, 0.5], false);
+                s.judge(&id, &PerClass::new([1.0, 0.5, 0.5]), false);
             }
         }
         drop(m.session(t0, Remember::Always));

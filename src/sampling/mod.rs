@@ -20,38 +20,41 @@ pub mod traces;
 pub mod tracestate;
 
 use crate::metering::Weight;
-use crate::model::{Class, DropReason};
+use crate::model::{Class, DropReason, PerClass, PerDropReason};
 
 /// Keep probabilities per class (priority, normal, bulk), as the controller last set them.
-pub type ClassProbabilities = [f64; 3];
+pub type ClassProbabilities = PerClass<f64>;
 
 /// Keep everything: no budget, or a budget far from its limits.
-pub const KEEP_ALL: ClassProbabilities = [1.0, 1.0, 1.0];
+pub const KEEP_ALL: ClassProbabilities = PerClass::new([1.0, 1.0, 1.0]);
 
 /// What happened to the items of one request, by class and reason.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Account {
     /// Items that compete for the budget, by class (before sampling).
-    pub offered: [Weight; 3],
+    pub offered: PerClass<Weight>,
     /// Items the sampler kept, by class.
-    pub kept: [Weight; 3],
-    /// Items dropped, by reason (indexed by `DropReason as usize`).
-    pub dropped: [Weight; 5],
+    pub kept: PerClass<Weight>,
+    /// Items dropped, by reason.
+    pub dropped: PerDropReason<Weight>,
     /// Whether kept items were changed (tracestate, attributes) or some were removed.
     pub modified: bool,
 }
 
 impl Account {
+    /// Counts an item offered in `class`.
     pub fn offer(&mut self, class: Class, w: Weight) {
-        self.offered[class.index()].add(w);
+        self.offered[class].add(w);
     }
 
+    /// Counts an item kept in `class`.
     pub fn keep(&mut self, class: Class, w: Weight) {
-        self.kept[class.index()].add(w);
+        self.kept[class].add(w);
     }
 
+    /// Counts an item dropped for `reason`.
     pub fn drop(&mut self, reason: DropReason, w: Weight) {
-        self.dropped[reason as usize].add(w);
+        self.dropped[reason].add(w);
     }
 
     /// Accounts for one item's decision; `changed` says whether a kept item was rewritten.
@@ -67,9 +70,10 @@ impl Account {
         self.modified |= *fate != Fate::Keep || changed;
     }
 
+    /// Everything kept, all classes together.
     pub fn kept_total(&self) -> Weight {
         let mut w = Weight::default();
-        for k in &self.kept {
+        for k in self.kept.values() {
             w.add(*k);
         }
         w
@@ -79,24 +83,26 @@ impl Account {
     /// per-item sizes leave out the resource and scope wrappers, which are shared out in
     /// proportion.
     pub fn scale_units_to(&mut self, total: u64) {
-        let sum: u64 = self.offered.iter().map(|w| w.units).sum::<u64>()
-            + self.dropped[DropReason::Rule as usize].units
-            + self.dropped[DropReason::Upstream as usize].units;
+        let sum: u64 = self.offered.values().map(|w| w.units).sum::<u64>()
+            + self.dropped[DropReason::Rule].units
+            + self.dropped[DropReason::Upstream].units;
         if sum == 0 || sum == total {
             return;
         }
         let f = total as f64 / sum as f64;
         let scale = |w: &mut Weight| w.units = (w.units as f64 * f).round() as u64;
-        self.offered.iter_mut().for_each(scale);
-        self.kept.iter_mut().for_each(scale);
-        self.dropped.iter_mut().for_each(scale);
+        self.offered.iter_mut().for_each(|(_, w)| scale(w));
+        self.kept.iter_mut().for_each(|(_, w)| scale(w));
+        self.dropped.iter_mut().for_each(|(_, w)| scale(w));
     }
 }
 
 /// The fate of one item.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Fate {
+    /// Sent on.
     Keep,
+    /// Left out, and why.
     Drop(DropReason),
 }
 

@@ -116,8 +116,8 @@ pub fn decide(
         Err(reason) => return SpanDecision::drop(None, reason),
     };
     let p = match (class, memory) {
-        (Class::Priority, _) | (_, None) => probs[class.index()],
-        (_, Some(m)) => m.judge(&span.trace_id, probs, false)[class.index()],
+        (Class::Priority, _) | (_, None) => probs[class],
+        (_, Some(m)) => m.judge(&span.trace_id, probs, false)[class],
     };
     if p >= 1.0 {
         return SpanDecision::keep(class);
@@ -293,6 +293,7 @@ pub(crate) fn set_double(attrs: &mut Vec<KeyValue>, key: &str, v: f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::PerClass;
     use crate::policy::{Rules, TraceSampling};
     use opentelemetry_proto::tonic::common::v1::AnyValue;
     use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Status};
@@ -321,7 +322,7 @@ mod tests {
     }
 
     fn one(policy: &TracePolicy, p: f64, s: &Span) -> SpanDecision {
-        decide(policy, &[p, p, p], None, None, "", s)
+        decide(policy, &PerClass::new([p, p, p]), None, None, "", s)
     }
 
     const DEFAULT_TID: &str = "fefefefefefefefefe80000000000000";
@@ -498,7 +499,7 @@ mod tests {
         }
         let d = decide(
             &pol,
-            &[1.0, 0.0001, 0.0001],
+            &PerClass::new([1.0, 0.0001, 0.0001]),
             None,
             None,
             "",
@@ -553,11 +554,11 @@ traces:
                 schema_url: String::new(),
             }],
         };
-        let (decisions, account) = decide_all(&p.traces, &[1.0, 0.0, 0.0], None, &req);
-        assert_eq!(account.offered[0].items, 10);
-        assert_eq!(account.offered[1].items, 86);
-        assert_eq!(account.dropped[DropReason::Rule as usize].items, 4);
-        assert_eq!(account.kept[0].items, 10);
+        let (decisions, account) = decide_all(&p.traces, &PerClass::new([1.0, 0.0, 0.0]), None, &req);
+        assert_eq!(account.offered[Class::Priority].items, 10);
+        assert_eq!(account.offered[Class::Normal].items, 86);
+        assert_eq!(account.dropped[DropReason::Rule].items, 4);
+        assert_eq!(account.kept[Class::Priority].items, 10);
         apply(&mut req, &decisions, None);
         assert_eq!(tempo::span_count(&req), 10);
         assert!(

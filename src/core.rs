@@ -1,0 +1,108 @@
+//! The state a running frugal shares, built in one place ([`Core::build`]) for `serve`,
+//! the admin server and `frugal simulate` alike: the policy (swappable), the usage
+//! ledger, the pacer and the pacing it publishes, the trace memory, the per-second rate
+//! gates, frugal's own metrics, the upstreams and the clock.
+//!
+//! The request path ([`crate::ingest`]) reads it; the app's tasks drive it
+//! ([`Core::recompute`], [`Core::roll_and_flush`]); the simulator drives the same methods
+//! on a manual clock.
+
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+
+use crate::budget::rate::RateGate;
+use crate::budget::{BudgetState, Pacer, Pacing};
+use crate::clock::SharedClock;
+use crate::forwarder::Export;
+use crate::ledger::Ledger;
+use crate::model::PerSignal;
+use crate::period::Period;
+use crate::policy::Policy;
+use crate::sampling::memory::TraceMemory;
+use crate::stats::Stats;
+use crate::store::{StoreError, UsageStore};
+
+/// Everything the request path, the admin API and the background tasks share.
+pub struct Core {
+    policy: ArcSwap<Policy>,
+    /// The period's usage counters.
+    pub ledger: Arc<Ledger>,
+    /// The pacing in force (keep probabilities per signal and class).
+    pub pacing: BudgetState,
+    pacer: Mutex<Pacer>,
+    /// The probabilities recent traces were first judged at.
+    pub traces: TraceMemory,
+    /// Per-second ingestion limits (`budgets.<signal>.max_rate`).
+    pub rate_gates: PerSignal<Option<RateGate>>,
+    /// frugal's own metrics.
+    pub stats: Arc<Stats>,
+    /// Where data goes.
+    pub upstream: Arc<dyn Export>,
+    /// The one door to time.
+    pub clock: SharedClock,
+}
+
+impl Core {
+    /// Opens the ledger on `store` at the clock's time and computes the first pacing.
+    pub fn build(
+        policy: Arc<Policy>,
+        store: Arc<dyn UsageStore>,
+        upstream: Arc<dyn Export>,
+        clock: SharedClock,
+        stats: Arc<Stats>,
+    ) -> Result<Core, StoreError> {
+        let ledger = Arc::new(Ledger::open(store, policy.period.clone(), clock.now())?);
+        let pacer = Pacer::new(&policy, &ledger.period());
+        let rate_gates = PerSignal::from_fn(|s| {
+            policy
+                .budgets
+                .bytes(s)
+                .and_then(|b| b.max_rate)
+                .map(|r| RateGate::new(r, clock.clone()))
+        });
+        let core = Core {
+            policy: ArcSwap::new(policy),
+            ledger,
+            pacing: BudgetState::default(),
+            pacer: Mutex::new(pacer),
+            traces: TraceMemory::default(),
+            rate_gates,
+            stats,
+            upstream,
+            clock,
+        };
+        core.recompute();
+        Ok(core)
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy.load_full()
+    }
+
+    /// Recomputes the keep probabilities at the clock's time and puts them in force.
+    pub fn recompute(&self) -> Arc<Pacing> {
+        let now = self.clock.now();
+        let policy = self.policy();
+        let pacing = self
+            .pacer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .tick(now, &policy, &self.ledger);
+        self.pacing.publish(pacing);
+        self.pacing.load()
+    }
+
+    /// Starts a new period if the clock has passed the current one's end, then writes the
+    /// counters to the store (blocking I/O: call it off the async workers). Returns the new
+    /// period when one began.
+    pub fn roll_and_flush(&self) -> Result<Option<Period>, StoreError> {
+        let rolled = self.ledger.roll(self.clock.now())?;
+        if let Some(p) = rolled {
+            tracing::info!(start = %p.start, end = %p.end, "a new budget period began");
+        }
+        self.ledger.flush()?;
+        Ok(rolled)
+    }
+}

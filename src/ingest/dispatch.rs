@@ -1,0 +1,136 @@
+//! Stage 3: send to the payload's destination and settle with the client.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::{Accepted, IngestError, Payload, RequestMeta, Reserved};
+use crate::core::Core;
+use crate::forwarder::{ExportContext, Metering, Outcome};
+use crate::ledger::Charge;
+use crate::model::{RejectReason, Unit};
+use crate::stats::{Stats, inc};
+
+/// How long before the client's own deadline frugal answers.
+const DEADLINE_MARGIN_MS: i64 = 500;
+
+/// Sends `r` upstream and turns the answer into the client's.
+pub async fn dispatch<P: Payload>(
+    core: &Core,
+    r: Reserved<P>,
+    meta: RequestMeta,
+) -> Result<Accepted, IngestError> {
+    let billing = Arc::new(Billing {
+        charge: r.charge,
+        stats: core.stats.clone(),
+    });
+    billing.count_sent();
+    let body = match r.raw {
+        Some(b) => b,
+        None => Bytes::from(r.req.encode_to_vec()),
+    };
+    let deadline = meta.deadline.map(|d| {
+        // Answer a little before the client gives up.
+        let margin = jiff::SignedDuration::from_millis(DEADLINE_MARGIN_MS);
+        d.checked_sub(margin).unwrap_or(d)
+    });
+    let ctx = ExportContext {
+        client_auth: meta.client_auth,
+        deadline,
+        metering: Some(billing.clone()),
+    };
+    let outcome = core.upstream.export(P::DESTINATION, body, ctx).await;
+    settle(&billing, &outcome)
+}
+
+/// Turns upstream's answer into the client's. Attempts were billed as they went (see
+/// [`Billing`]); what is left is the acknowledgement.
+fn settle(billing: &Billing, outcome: &Outcome) -> Result<Accepted, IngestError> {
+    let sig = billing.charge.signal().as_str();
+    match outcome {
+        Outcome::Accepted { rejected, message } => {
+            let items = billing.charge.weight().items;
+            let rejected = (*rejected).min(items);
+            billing.charge.acked(rejected);
+            inc(&billing.stats.acked_items, &[sig], items - rejected);
+            inc(
+                &billing.stats.rejected_items,
+                &[sig, RejectReason::Partial.as_str()],
+                rejected,
+            );
+            Ok(Accepted {
+                rejected,
+                message: message.clone(),
+            })
+        }
+        // The data itself was refused: the client should know, and not resend it.
+        Outcome::Rejected { status, message } if matches!(status, 400 | 413 | 422) => {
+            Err(IngestError::UpstreamRejected {
+                status: *status,
+                message: message.clone(),
+            })
+        }
+        // Anything else is frugal's own configuration (credentials, endpoint) or a
+        // redirect: nothing is wrong with the client's data, so it keeps it and retries.
+        Outcome::Rejected { status, message } => {
+            tracing::error!(
+                signal = sig,
+                status,
+                %message,
+                "upstream refused frugal's request: check the upstream endpoint and credentials"
+            );
+            Err(IngestError::Unavailable {
+                retry_after: Duration::from_secs(30),
+                message: format!(
+                    "upstream refused frugal's request ({status}): the proxy's endpoint or credentials need fixing; retry later"
+                ),
+            })
+        }
+        Outcome::Unavailable {
+            retry_after,
+            message,
+        } => Err(IngestError::Unavailable {
+            retry_after: *retry_after,
+            message: message.clone(),
+        }),
+    }
+}
+
+/// Bills each attempt to upstream: the ledger's charge (held to the period it was made in)
+/// and frugal's own counters.
+pub struct Billing {
+    charge: Charge,
+    stats: Arc<Stats>,
+}
+
+impl Billing {
+    fn count_sent(&self) {
+        let signal = self.charge.signal();
+        let w = self.charge.weight();
+        inc(&self.stats.sent_items, &[signal.as_str()], w.items);
+        if signal.budget_unit() == Unit::Bytes {
+            inc(&self.stats.sent_bytes, &[signal.as_str()], w.units);
+        }
+    }
+}
+
+impl Metering for Billing {
+    fn again(&self) -> bool {
+        let ok = self.charge.again();
+        if ok {
+            self.count_sent();
+        }
+        ok
+    }
+
+    fn not_arrived(&self, reason: RejectReason) {
+        self.charge.not_arrived(reason);
+        let signal = self.charge.signal();
+        inc(
+            &self.stats.rejected_items,
+            &[signal.as_str(), reason.as_str()],
+            self.charge.weight().items,
+        );
+    }
+}

@@ -1,0 +1,167 @@
+//! The request path every receiver (and the simulator) calls with a decoded request, as
+//! three named stages, each a function of the [`Core`] a test can call alone:
+//!
+//! 1. [`admit`] — put the request in the form the backend measures, decide every item at
+//!    the current keep probabilities (the policy's classes, consistent sampling, the
+//!    trace memory), count what was offered per class and dropped per reason, and remove
+//!    the dropped items. The tail-sampling buffer will sit after this stage; series
+//!    admission will be part of it.
+//! 2. [`reserve`] — hold to the per-second limit (non-priority items give way first) and
+//!    to the budget: the ledger reserves the request's billable units atomically against
+//!    the target (or the limit, for priority items with `keep_priority`).
+//! 3. [`dispatch`] — encode what changed, send it to the payload's destination, and turn
+//!    upstream's answer into the client's: acknowledged, refused (units given back only
+//!    when no attempt may have arrived), or unavailable (503 with `Retry-After`).
+//!
+//! A 2xx is answered only after upstream acknowledged the data, or when frugal dropped it
+//! by policy. In shadow mode every decision is counted but everything is forwarded.
+
+mod admit;
+mod dispatch;
+mod payload;
+mod reserve;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::HeaderValue;
+use jiff::Timestamp;
+
+use crate::core::Core;
+use crate::metering::Weight;
+use crate::model::{DropReason, Signal};
+use crate::stats::inc;
+pub use admit::{Admitted, admit};
+pub use dispatch::{Billing, dispatch};
+pub use payload::Payload;
+pub use reserve::{Reserved, reserve};
+
+/// How a request arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// OTLP/HTTP.
+    Http,
+    /// OTLP/gRPC.
+    Grpc,
+    /// `frugal simulate`.
+    Simulated,
+}
+
+impl Transport {
+    /// The transport's name (a metric label value).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Http => "http",
+            Transport::Grpc => "grpc",
+            Transport::Simulated => "simulated",
+        }
+    }
+}
+
+/// What the receiver knows about a request besides its items.
+#[derive(Debug, Clone)]
+pub struct RequestMeta {
+    /// How it arrived.
+    pub transport: Transport,
+    /// The protobuf body as received, forwarded as is when nothing changes.
+    pub raw: Option<Bytes>,
+    /// The client's `Authorization` header (forwarded only with `pass_through_auth`).
+    pub client_auth: Option<HeaderValue>,
+    /// When the client stops waiting, if it said (gRPC `grpc-timeout`).
+    pub deadline: Option<Timestamp>,
+}
+
+impl RequestMeta {
+    /// A request with nothing known but its transport.
+    pub fn new(transport: Transport) -> Self {
+        Self {
+            transport,
+            raw: None,
+            client_auth: None,
+            deadline: None,
+        }
+    }
+}
+
+/// A request frugal took responsibility for: forwarded and acknowledged, or dropped by
+/// policy. `rejected` relays an upstream partial success.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Accepted {
+    /// Items upstream reported it rejected (a partial success).
+    pub rejected: u64,
+    /// Upstream's message about them.
+    pub message: String,
+}
+
+/// Why a request was not accepted. The receivers answer it with the HTTP or gRPC status
+/// `crate::receivers::status` maps it to.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IngestError {
+    /// The request is malformed.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The content type or encoding is not one frugal reads.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// The request is over a size limit.
+    #[error("{0}")]
+    TooLarge(String),
+    /// The ingest credential is missing or wrong.
+    #[error("missing or wrong credentials")]
+    Unauthorized,
+    /// frugal cannot take it now; the client should retry after `retry_after`.
+    #[error("{message}")]
+    Unavailable {
+        /// When to retry.
+        retry_after: Duration,
+        /// Why.
+        message: String,
+    },
+    /// Upstream refused the data itself (400, 413, 422): the client should not resend it.
+    #[error("upstream refused the data ({status}): {message}")]
+    UpstreamRejected {
+        /// Upstream's HTTP status.
+        status: u16,
+        /// Upstream's message.
+        message: String,
+    },
+}
+
+/// Handles one decoded request: [`admit`], [`reserve`], [`dispatch`].
+pub async fn handle<P: Payload>(
+    core: &Core,
+    req: P,
+    mut meta: RequestMeta,
+) -> Result<Accepted, IngestError> {
+    let Some(admitted) = admit(core, req, meta.raw.take()) else {
+        return Ok(Accepted::default());
+    };
+    let Some(reserved) = reserve(core, admitted) else {
+        return Ok(Accepted::default());
+    };
+    dispatch(core, reserved, meta).await
+}
+
+/// Counts items frugal dropped (or, in shadow mode, would have).
+fn record_drop(core: &Core, signal: Signal, reason: DropReason, w: Weight, shadow: bool) {
+    if w.is_zero() {
+        return;
+    }
+    if shadow {
+        core.ledger.shadow_dropped(signal, reason, w);
+        return;
+    }
+    core.ledger.dropped(signal, reason, w);
+    let labels = [signal.as_str(), reason.as_str()];
+    inc(&core.stats.dropped_items, &labels, w.items);
+    if signal.budget_unit() == crate::model::Unit::Bytes {
+        inc(&core.stats.dropped_bytes, &labels, w.units);
+    }
+}
+
+fn minus(a: Weight, b: Weight) -> Weight {
+    Weight {
+        items: a.items.saturating_sub(b.items),
+        units: a.units.saturating_sub(b.units),
+    }
+}

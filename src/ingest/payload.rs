@@ -1,0 +1,196 @@
+//! What differs per signal on the request path: [`Payload`], implemented for the three
+//! OTLP export requests (canonical form, weighing, deciding, applying decisions). A new
+//! wire format (remote write, Loki push) is a new `Payload` with its own destination.
+
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use prost::Message;
+
+use crate::budget::Pacing;
+use crate::metering::{Weight, loki, mimir, tempo};
+use crate::model::{Class, Destination, Signal};
+use crate::policy::Policy;
+use crate::sampling::memory::Session;
+use crate::sampling::{self, Account, logs::TraceSide};
+
+/// An OTLP export request of one signal, as the pipeline handles it.
+pub trait Payload: Message + Default + Clone + Send + 'static {
+    /// The signal whose budget it spends.
+    const SIGNAL: Signal;
+    /// Where it is forwarded.
+    const DESTINATION: Destination;
+    /// The sampler's decision about one item.
+    type Decision: Send;
+
+    /// Puts the request in the form the backend measures; true if it changed.
+    fn canonicalize(&mut self) -> bool;
+    /// Items and billable units of the request as it is now.
+    fn weigh(&self) -> Weight;
+    /// [`Payload::weigh`] and the encoded length, computed together where that is cheaper.
+    fn weigh_encoded(&self) -> (Weight, usize) {
+        (self.weigh(), self.encoded_len())
+    }
+    /// Whether nothing is left to send.
+    fn is_empty(&self) -> bool;
+    /// Decides every item at the current pacing (nothing changes yet).
+    fn decide(
+        policy: &Policy,
+        pacing: &Pacing,
+        memory: &mut Session<'_>,
+        req: &Self,
+    ) -> (Vec<Self::Decision>, Account);
+    /// Applies the decisions: removes dropped items, marks kept ones.
+    fn apply(&mut self, policy: &Policy, decisions: &[Self::Decision]);
+    /// Keeps only the kept items of `class`.
+    fn retain_class(&mut self, decisions: &[Self::Decision], class: Class);
+    /// The trace IDs of the items in the request (spans only; others have none to follow).
+    fn trace_ids(&self) -> Vec<[u8; 16]> {
+        Vec::new()
+    }
+}
+
+impl Payload for ExportTraceServiceRequest {
+    const SIGNAL: Signal = Signal::Traces;
+    const DESTINATION: Destination = Destination::OtlpTraces;
+    type Decision = sampling::traces::SpanDecision;
+
+    fn canonicalize(&mut self) -> bool {
+        tempo::canonicalize(self)
+    }
+
+    fn weigh(&self) -> Weight {
+        tempo::weigh(self)
+    }
+
+    fn weigh_encoded(&self) -> (Weight, usize) {
+        tempo::weigh_encoded(self)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.resource_spans.is_empty()
+    }
+
+    fn decide(
+        policy: &Policy,
+        pacing: &Pacing,
+        memory: &mut Session<'_>,
+        req: &Self,
+    ) -> (Vec<Self::Decision>, Account) {
+        sampling::traces::decide_all(
+            &policy.traces,
+            &pacing.signals[Signal::Traces].probabilities,
+            Some(memory),
+            req,
+        )
+    }
+
+    fn apply(&mut self, policy: &Policy, decisions: &[Self::Decision]) {
+        sampling::traces::apply(
+            self,
+            decisions,
+            policy.traces.sampling.multiplier_attribute.as_deref(),
+        );
+    }
+
+    fn retain_class(&mut self, decisions: &[Self::Decision], class: Class) {
+        sampling::traces::retain_class(self, decisions, class);
+    }
+
+    fn trace_ids(&self) -> Vec<[u8; 16]> {
+        self.resource_spans
+            .iter()
+            .flat_map(|rs| &rs.scope_spans)
+            .flat_map(|ss| &ss.spans)
+            .filter_map(|s| <[u8; 16]>::try_from(&s.trace_id[..]).ok())
+            .collect()
+    }
+}
+
+impl Payload for ExportLogsServiceRequest {
+    const SIGNAL: Signal = Signal::Logs;
+    const DESTINATION: Destination = Destination::OtlpLogs;
+    type Decision = sampling::logs::LogDecision;
+
+    fn canonicalize(&mut self) -> bool {
+        false
+    }
+
+    fn weigh(&self) -> Weight {
+        loki::weigh(self)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.resource_logs.is_empty()
+    }
+
+    fn decide(
+        policy: &Policy,
+        pacing: &Pacing,
+        memory: &mut Session<'_>,
+        req: &Self,
+    ) -> (Vec<Self::Decision>, Account) {
+        let side = TraceSide {
+            probabilities: pacing.signals[Signal::Traces].probabilities,
+            follow_bulk: !policy.traces.rules.drop_first.is_empty(),
+            mode: policy.traces.sampling.mode,
+            precision: policy.traces.sampling.precision,
+        };
+        sampling::logs::decide_all(
+            &policy.logs,
+            &pacing.signals[Signal::Logs].probabilities,
+            &side,
+            Some(memory),
+            req,
+        )
+    }
+
+    fn apply(&mut self, _policy: &Policy, decisions: &[Self::Decision]) {
+        sampling::logs::apply(self, decisions);
+    }
+
+    fn retain_class(&mut self, decisions: &[Self::Decision], class: Class) {
+        sampling::logs::retain_class(self, decisions, class);
+    }
+}
+
+impl Payload for ExportMetricsServiceRequest {
+    const SIGNAL: Signal = Signal::Metrics;
+    const DESTINATION: Destination = Destination::OtlpMetrics;
+    type Decision = ();
+
+    fn canonicalize(&mut self) -> bool {
+        false
+    }
+
+    fn weigh(&self) -> Weight {
+        mimir::weigh(self)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.resource_metrics.is_empty()
+    }
+
+    fn decide(
+        _policy: &Policy,
+        _pacing: &Pacing,
+        _memory: &mut Session<'_>,
+        req: &Self,
+    ) -> (Vec<()>, Account) {
+        // Metrics are metered, not sampled, until series admission lands.
+        let mut account = Account::default();
+        let w = mimir::weigh(req);
+        account.offer(Class::Normal, w);
+        account.keep(Class::Normal, w);
+        (Vec::new(), account)
+    }
+
+    fn apply(&mut self, _policy: &Policy, _decisions: &[()]) {}
+
+    fn retain_class(&mut self, _decisions: &[()], class: Class) {
+        if class != Class::Normal {
+            self.resource_metrics.clear();
+        }
+    }
+}
+
