@@ -1,11 +1,21 @@
 //! The validated policy: everything a user can say in `policies/*.yaml`.
 //!
-//! Loading happens in two phases (see [`load`]): the YAML becomes a plain tree, then a
+//! Loading happens in two phases (see [`load_str`]): the YAML becomes a plain tree, then a
 //! validator walks it, collecting *every* problem with its YAML path, and builds these
 //! types. There is no `Default` for [`Policy`]: a policy always comes from a file (or the
 //! embedded free-tier one), so what runs is what the user can read.
+//!
+//! Codemap: `load` (entry points, overrides, `${VAR}`, checks across sections) calls one
+//! module per YAML section in `sections`, which walk the tree with `tree` and take every
+//! default and bound from [`defaults`]; `problem` holds [`Problem`] and [`PolicyError`] and
+//! depends on nothing here.
 
+#![warn(missing_docs)]
+
+pub mod defaults;
 mod load;
+mod problem;
+mod sections;
 mod tree;
 
 use std::net::SocketAddr;
@@ -16,35 +26,50 @@ use regex::Regex;
 use crate::model::{Class, Signal};
 use crate::period::PeriodSpec;
 
-pub use load::{EMBEDDED_FREE_TIER, Overrides, PolicyError, Problem, load_file, load_str};
+pub use load::{EMBEDDED_FREE_TIER, Overrides, load_file, load_str};
+pub use problem::{PolicyError, Problem};
 
 /// A complete, validated policy.
 #[derive(Debug, Clone)]
 pub struct Policy {
     /// Where it came from (a path, or `embedded:grafana-cloud-free`), for messages.
     pub source: String,
+    /// Where frugal listens (`listen`).
     pub listen: Listen,
+    /// What frugal accepts from clients (`ingest`).
     pub ingest: Ingest,
+    /// Where kept data goes (`upstream`).
     pub upstream: Upstreams,
+    /// What a budget is per (`period`).
     pub period: PeriodSpec,
+    /// Where usage is persisted (`store`).
     pub store: Store,
+    /// How much each signal may send per period (`budgets`).
     pub budgets: Budgets,
+    /// How the budget is spread over the period (`pacing`).
     pub pacing: Pacing,
+    /// Span sampling and rules (`traces`).
     pub traces: TracePolicy,
+    /// Log record sampling and rules (`logs`).
     pub logs: LogPolicy,
+    /// Metric settings (`metrics`).
     pub metrics: MetricPolicy,
     /// Meter and report what would be dropped, but forward everything.
     pub shadow: bool,
 }
 
+/// The addresses frugal listens on.
 #[derive(Debug, Clone)]
 pub struct Listen {
+    /// OTLP/HTTP.
     pub http: SocketAddr,
-    /// `None` when OTLP/gRPC is turned off.
+    /// OTLP/gRPC; `None` when OTLP/gRPC is turned off.
     pub grpc: Option<SocketAddr>,
+    /// Metrics, the usage API and the status page.
     pub admin: SocketAddr,
 }
 
+/// What frugal accepts from its clients.
 #[derive(Debug, Clone)]
 pub struct Ingest {
     /// Largest request body accepted, after decompression.
@@ -53,10 +78,18 @@ pub struct Ingest {
     pub auth: Option<IngestAuth>,
 }
 
+/// The credential clients must present to frugal.
 #[derive(Clone)]
 pub enum IngestAuth {
+    /// `Authorization: Bearer <token>`.
     Bearer(String),
-    Basic { username: String, password: String },
+    /// `Authorization: Basic`, with these.
+    Basic {
+        /// The expected user name.
+        username: String,
+        /// The expected password.
+        password: String,
+    },
 }
 
 impl std::fmt::Debug for IngestAuth {
@@ -68,8 +101,10 @@ impl std::fmt::Debug for IngestAuth {
     }
 }
 
+/// Where frugal sends what it keeps.
 #[derive(Debug, Clone)]
 pub struct Upstreams {
+    /// The OTLP endpoint every signal goes to.
     pub otlp: OtlpUpstream,
 }
 
@@ -78,22 +113,31 @@ pub struct Upstreams {
 pub struct OtlpUpstream {
     /// Base URL; the signal path (`/v1/traces`, ...) is appended.
     pub endpoint: String,
+    /// How frugal authenticates to it.
     pub auth: UpstreamAuth,
     /// Extra headers sent with every request (e.g. `X-Scope-OrgID`).
     pub headers: Vec<(String, String)>,
+    /// How request bodies are compressed.
     pub compression: Compression,
     /// Timeout of one attempt.
     pub timeout: Duration,
+    /// How failed attempts are retried.
     pub retry: Retry,
 }
 
+/// How frugal authenticates to an upstream.
 #[derive(Clone)]
 pub enum UpstreamAuth {
+    /// No credential.
     None,
+    /// HTTP basic auth (Grafana Cloud: instance ID and API token).
     Basic {
+        /// The user name (Grafana Cloud: the instance ID).
         username: String,
+        /// The password (Grafana Cloud: an API token).
         password: String,
     },
+    /// `Authorization: Bearer <token>`.
     Bearer(String),
     /// Forward the client's own `Authorization` header.
     PassThrough,
@@ -110,9 +154,12 @@ impl std::fmt::Debug for UpstreamAuth {
     }
 }
 
+/// Compression of request bodies sent upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
+    /// Sent as they are.
     None,
+    /// gzip.
     Gzip,
 }
 
@@ -121,11 +168,15 @@ pub enum Compression {
 /// client never resends what frugal is still delivering.
 #[derive(Debug, Clone)]
 pub struct Retry {
+    /// The wait before the first retry.
     pub initial_backoff: Duration,
+    /// The longest wait between two attempts.
     pub max_backoff: Duration,
+    /// When all attempts of one request must have ended.
     pub max_elapsed: Duration,
 }
 
+/// Where and how the usage counters are persisted.
 #[derive(Debug, Clone)]
 pub struct Store {
     /// Where sled keeps the usage counters (`--data-dir` overrides).
@@ -136,14 +187,19 @@ pub struct Store {
     pub cache_bytes: u64,
 }
 
+/// The budget of each signal; `None` where the policy sets none.
 #[derive(Debug, Clone)]
 pub struct Budgets {
+    /// Bytes of spans per period.
     pub traces: Option<ByteBudget>,
+    /// Bytes of log records per period.
     pub logs: Option<ByteBudget>,
+    /// Active series.
     pub metrics: Option<MetricsBudget>,
 }
 
 impl Budgets {
+    /// The byte budget of a signal (metrics have none).
     pub fn bytes(&self, signal: Signal) -> Option<&ByteBudget> {
         match signal {
             Signal::Traces => self.traces.as_ref(),
@@ -156,6 +212,7 @@ impl Budgets {
 /// A monthly (per period) byte budget, as Grafana bills traces and logs.
 #[derive(Debug, Clone)]
 pub struct ByteBudget {
+    /// The plan's limit per period, in bytes.
     pub limit: u64,
     /// What other senders to the same stack use: subtracted from the limit.
     pub reserved: u64,
@@ -163,6 +220,7 @@ pub struct ByteBudget {
     pub target: f64,
     /// Grafana's per-second ingestion limit to pace under.
     pub max_rate: Option<u64>,
+    /// What happens once usage reaches the target.
     pub at_limit: AtLimit,
 }
 
@@ -187,40 +245,53 @@ pub enum AtLimit {
     KeepPriority,
 }
 
+/// The metrics budget.
 #[derive(Debug, Clone)]
 pub struct MetricsBudget {
     /// Grafana's active-series limit (enforced when series counting lands; reported now).
     pub active_series: Option<u64>,
+    /// The fraction of `active_series` to stay under.
     pub target: f64,
 }
 
+/// How the budget is spread over the period.
 #[derive(Debug, Clone)]
 pub struct Pacing {
+    /// Whether keep probabilities are lowered to spread the budget over the period; when
+    /// off, only [`AtLimit`] applies.
     pub enabled: bool,
     /// How often the budget controller recomputes keep probabilities.
     pub recompute_every: Duration,
 }
 
+/// What happens to spans.
 #[derive(Debug, Clone)]
 pub struct TracePolicy {
+    /// How spans are sampled.
     pub sampling: TraceSampling,
+    /// Which spans are dropped, preferred or sampled first.
     pub rules: Rules,
 }
 
+/// What happens to log records.
 #[derive(Debug, Clone)]
 pub struct LogPolicy {
     /// A record with a trace ID is kept only if its trace would be kept.
     pub follow_traces: bool,
     /// Records without a trace ID are sampled by a hash of this attribute (else at random).
     pub hash_attribute: Option<String>,
+    /// Which records are dropped, preferred or sampled first.
     pub rules: Rules,
 }
 
+/// What happens to metrics (nothing configurable yet).
 #[derive(Debug, Clone)]
 pub struct MetricPolicy {}
 
+/// How spans are sampled.
 #[derive(Debug, Clone)]
 pub struct TraceSampling {
+    /// Which sampling algorithm.
     pub mode: SamplingMode,
     /// Hex digits of `th` written on kept spans (the collector's `sampling_precision`).
     pub precision: u8,
@@ -234,6 +305,7 @@ pub struct TraceSampling {
     pub multiplier_attribute: Option<String>,
 }
 
+/// The span sampling algorithm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SamplingMode {
     /// OpenTelemetry consistent probability sampling; probabilities multiply.
@@ -254,6 +326,7 @@ pub struct Rules {
 }
 
 impl Rules {
+    /// Whether there are no rules at all.
     pub fn is_empty(&self) -> bool {
         self.drop.is_empty() && self.priority.is_empty() && self.drop_first.is_empty()
     }
@@ -277,31 +350,45 @@ impl Rules {
 /// One rule: every condition it states must hold.
 #[derive(Debug, Clone)]
 pub struct Rule {
+    /// The user's name for it (`<list>-<index>` when unnamed).
     pub name: String,
+    /// What must hold; never empty.
     pub conditions: Vec<Condition>,
 }
 
+/// One condition of a rule.
 #[derive(Debug, Clone)]
 pub enum Condition {
     /// `service.name` is one of these.
     Service(Vec<String>),
+    /// `service.name` matches.
     ServiceMatches(Regex),
+    /// The span name is one of these.
     SpanName(Vec<String>),
+    /// The span name matches.
     SpanNameMatches(Regex),
+    /// The span kind is one of these (OTLP numbers: 1 internal to 5 consumer).
     SpanKind(Vec<i32>),
     /// Span status code (0 unset, 1 ok, 2 error).
     StatusCode(i32),
+    /// The span lasted longer than this.
     LatencyOver(Duration),
     /// An attribute (of the item, else of its resource) equals one of the values.
     Attribute {
+        /// The attribute's key.
         key: String,
+        /// Accepted values, compared as text.
         values: Vec<String>,
     },
+    /// An attribute (of the item, else of its resource) matches.
     AttributeMatches {
+        /// The attribute's key.
         key: String,
+        /// What its value must match.
         regex: Regex,
     },
     /// Log severity number at least this (WARN = 13).
     SeverityAtLeast(i32),
+    /// The log body matches.
     BodyMatches(Regex),
 }

@@ -1,44 +1,24 @@
 //! A walker over the policy's YAML tree that records every problem with its path and keeps
-//! going, so `frugal check` can report all mistakes at once.
-
-use std::cell::RefCell;
+//! going, so `frugal check` can report all mistakes at once. It knows YAML shapes, not what
+//! any section means.
 
 use serde_json::{Map, Value};
 
-use super::load::Problem;
-
-/// Collected problems, shared by every node of one walk.
-#[derive(Default)]
-pub(super) struct Problems(RefCell<Vec<Problem>>);
-
-impl Problems {
-    /// Records a problem; only the first one at a path is kept, so an unset `${VAR}` is
-    /// not reported again as a bad value.
-    pub fn push(&self, path: &str, message: impl Into<String>) {
-        let mut v = self.0.borrow_mut();
-        if v.iter().any(|p| p.path == path) {
-            return;
-        }
-        v.push(Problem {
-            path: path.to_string(),
-            message: message.into(),
-        });
-    }
-
-    pub fn into_vec(self) -> Vec<Problem> {
-        self.0.into_inner()
-    }
-}
+use super::problem::Problems;
 
 /// A value at a path.
 #[derive(Clone, Copy)]
 pub(super) struct Node<'a> {
+    /// The value as the YAML (after `${VAR}` substitution) has it.
     pub value: &'a Value,
+    /// Its dotted path, for problems.
     pub path: &'a str,
+    /// Where problems are recorded.
     pub problems: &'a Problems,
 }
 
 impl<'a> Node<'a> {
+    /// Records a problem at this node's path.
     pub fn problem(&self, message: impl Into<String>) {
         self.problems.push(self.path, message);
     }
@@ -65,12 +45,29 @@ impl<'a> Node<'a> {
         }
     }
 
-    /// The value as a list (a single scalar counts as a list of one), or a problem.
-    pub fn list(&self) -> Option<Vec<&'a Value>> {
+    /// The entries of a mapping whose keys are the user's own (headers, attributes), each
+    /// with its path; a problem if the value is not a mapping.
+    pub fn entries(&self) -> Option<Vec<(&'a str, &'a Value, String)>> {
         match self.value {
-            Value::Array(a) => Some(a.iter().collect()),
+            Value::Object(m) => Some(
+                m.iter()
+                    .map(|(k, v)| (k.as_str(), v, child_path(self.path, k)))
+                    .collect(),
+            ),
             Value::Null => Some(Vec::new()),
-            other => Some(vec![other]),
+            other => {
+                self.problem(format!("expected a mapping, found {}", kind(other)));
+                None
+            }
+        }
+    }
+
+    /// The value as a list: a single value counts as a list of one, nothing as none.
+    pub fn list(&self) -> Vec<&'a Value> {
+        match self.value {
+            Value::Array(a) => a.iter().collect(),
+            Value::Null => Vec::new(),
+            other => vec![other],
         }
     }
 
@@ -87,6 +84,7 @@ impl<'a> Node<'a> {
         }
     }
 
+    /// The value as a boolean (`true`/`false`, also quoted), or a problem.
     pub fn bool(&self) -> Option<bool> {
         match self.value {
             Value::Bool(b) => Some(*b),
@@ -98,6 +96,7 @@ impl<'a> Node<'a> {
         }
     }
 
+    /// The value as a whole number (also quoted), or a problem.
     pub fn u64(&self) -> Option<u64> {
         match self.value {
             Value::Number(n) if n.as_u64().is_some() => n.as_u64(),
@@ -121,18 +120,19 @@ impl<'a> Node<'a> {
         }
     }
 
-    /// One of a fixed set of words.
-    pub fn one_of(&self, allowed: &[&str]) -> Option<String> {
+    /// One of a fixed set of words (in any case), as the value it stands for; a problem
+    /// naming the allowed words otherwise.
+    pub fn choice<T: Clone>(&self, choices: &[(&str, T)]) -> Option<T> {
         let t = self.text()?;
-        if allowed.iter().any(|a| a.eq_ignore_ascii_case(&t)) {
-            Some(t.to_ascii_lowercase())
-        } else {
-            self.problem(format!(
-                "{t:?} is not allowed (allowed: {})",
-                allowed.join(", ")
-            ));
-            None
+        if let Some((_, v)) = choices.iter().find(|(w, _)| w.eq_ignore_ascii_case(&t)) {
+            return Some(v.clone());
         }
+        let allowed: Vec<&str> = choices.iter().map(|(w, _)| *w).collect();
+        self.problem(format!(
+            "{t:?} is not allowed (allowed: {})",
+            allowed.join(", ")
+        ));
+        None
     }
 }
 
@@ -140,18 +140,16 @@ impl<'a> Node<'a> {
 /// [`Obj::finish`] as unknown, with a suggestion when one is close.
 pub(super) struct Obj<'a> {
     map: &'a Map<String, Value>,
+    /// The mapping's own path.
     pub path: String,
     known: Vec<&'static str>,
     problems: &'a Problems,
 }
 
 impl<'a> Obj<'a> {
+    /// The path of the value under `key`.
     pub fn child_path(&self, key: &str) -> String {
-        if self.path.is_empty() {
-            key.to_string()
-        } else {
-            format!("{}.{key}", self.path)
-        }
+        child_path(&self.path, key)
     }
 
     /// The value under `key`, if present (null counts as absent).
@@ -163,10 +161,7 @@ impl<'a> Obj<'a> {
         }
     }
 
-    pub fn has(&self, key: &str) -> bool {
-        self.map.get(key).is_some_and(|v| !v.is_null())
-    }
-
+    /// The problems this walk records into.
     pub fn problems(&self) -> &'a Problems {
         self.problems
     }
@@ -204,6 +199,52 @@ pub(super) fn with<'a, T>(
         path: &path,
         problems,
     })
+}
+
+/// Calls `f` with the node under `key`; a key left out reads as an empty mapping, so a
+/// section that is not written gets exactly the defaults of one written as `{}`.
+pub(super) fn section<'a, T>(
+    obj: &mut Obj<'a>,
+    key: &'static str,
+    f: impl FnOnce(Node<'_>) -> T,
+) -> T {
+    static ABSENT: Value = Value::Null;
+    let (v, path) = obj
+        .get(key)
+        .unwrap_or_else(|| (&ABSENT, obj.child_path(key)));
+    f(Node {
+        value: v,
+        path: &path,
+        problems: obj.problems(),
+    })
+}
+
+/// Calls `f` with the node under `key`; a key left out is the problem `missing`.
+pub(super) fn required<'a, T>(
+    obj: &mut Obj<'a>,
+    key: &'static str,
+    missing: &str,
+    f: impl FnOnce(Node<'_>) -> Option<T>,
+) -> Option<T> {
+    match obj.get(key) {
+        Some((v, path)) => f(Node {
+            value: v,
+            path: &path,
+            problems: obj.problems(),
+        }),
+        None => {
+            obj.problems().push(&obj.child_path(key), missing);
+            None
+        }
+    }
+}
+
+fn child_path(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
 }
 
 fn empty_map() -> &'static Map<String, Value> {

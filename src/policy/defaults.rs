@@ -1,0 +1,248 @@
+//! Every default and bound of the policy, in one place: what frugal does where the file is
+//! silent, and the range a written value must stay in. The sections read these; none of
+//! them spells a number of its own.
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::ops::RangeInclusive;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use jiff::civil::Weekday;
+use jiff::tz::TimeZone;
+
+use super::{AtLimit, Compression, Retry, SamplingMode};
+
+// listen
+
+/// `listen.http`: OTLP/HTTP on its standard port, on every interface.
+pub const DEFAULT_LISTEN_HTTP: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 4318));
+
+/// `listen.grpc`: OTLP/gRPC on its standard port, on every interface (`off` turns it off).
+pub const DEFAULT_LISTEN_GRPC: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 4317));
+
+/// `listen.admin`: metrics, the usage API and the status page, next to the OTLP ports.
+pub const DEFAULT_LISTEN_ADMIN: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 4319));
+
+// ingest
+
+/// `ingest.max_request_size`: the largest request body accepted, after decompression.
+pub const DEFAULT_MAX_REQUEST_BYTES: u64 = 16 * 1024 * 1024;
+
+// upstream.otlp
+
+/// `upstream.otlp.compression`: requests to the upstream are gzipped.
+pub const DEFAULT_COMPRESSION: Compression = Compression::Gzip;
+
+/// `upstream.otlp.timeout`: how long one attempt may take.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The `upstream.otlp.timeout` accepted, as problems word it. Below, only zero is refused:
+/// a sub-millisecond timeout still loads, as it always has.
+pub const TIMEOUT_RANGE: RangeInclusive<Duration> =
+    Duration::from_millis(1)..=Duration::from_secs(60);
+
+/// `upstream.otlp.retry.initial_backoff`: the wait before the first retry.
+pub const DEFAULT_INITIAL_BACKOFF: Duration = Duration::from_millis(250);
+
+/// The shortest `upstream.otlp.retry.initial_backoff` accepted.
+pub const MIN_INITIAL_BACKOFF: Duration = Duration::from_millis(10);
+
+/// `upstream.otlp.retry.max_backoff`: the longest wait between two attempts.
+pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// `upstream.otlp.retry.max_elapsed`: all retries of a request end within this, under the
+/// SDKs' 10 s export timeout.
+pub const DEFAULT_MAX_ELAPSED: Duration = Duration::from_secs(8);
+
+/// The `upstream.otlp.retry.max_elapsed` accepted: long enough for one backoff, short
+/// enough to stay under the clients' own timeouts so they never resend what frugal is
+/// still delivering.
+pub const MAX_ELAPSED_RANGE: RangeInclusive<Duration> =
+    Duration::from_millis(500)..=Duration::from_secs(20);
+
+/// `upstream.otlp.retry` when it is not written.
+pub const DEFAULT_RETRY: Retry = Retry {
+    initial_backoff: DEFAULT_INITIAL_BACKOFF,
+    max_backoff: DEFAULT_MAX_BACKOFF,
+    max_elapsed: DEFAULT_MAX_ELAPSED,
+};
+
+// period
+
+/// `period.reset_day`: Grafana Cloud's billing month starts on the 1st.
+pub const DEFAULT_RESET_DAY: i8 = 1;
+
+/// The `period.reset_day` accepted: a day of the month (clamped to the month's last day).
+pub const RESET_DAY_RANGE: RangeInclusive<u64> = 1..=31;
+
+/// `period.timezone`: Grafana Cloud bills the UTC calendar month.
+pub const DEFAULT_TIMEZONE: TimeZone = TimeZone::UTC;
+
+/// `period.weekday` of a weekly period.
+pub const DEFAULT_WEEKDAY: Weekday = Weekday::Monday;
+
+/// `period.start` of a fixed-length period: periods are counted from the Unix epoch.
+pub const DEFAULT_PERIOD_START: Timestamp = Timestamp::UNIX_EPOCH;
+
+/// The shortest fixed-length `period.every` accepted.
+pub const MIN_PERIOD: Duration = Duration::from_secs(1);
+
+// store
+
+/// `store.data_dir`, relative to the working directory (`--data-dir` overrides).
+pub const DEFAULT_DATA_DIR: &str = "frugal-data";
+
+/// `store.flush_interval`: at most this much metering is lost on a crash.
+pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The `store.flush_interval` accepted.
+pub const FLUSH_INTERVAL_RANGE: RangeInclusive<Duration> =
+    Duration::from_millis(10)..=Duration::from_secs(60);
+
+/// The counters must be flushed at least this many times in the shortest period, or a
+/// crash loses a noticeable part of it.
+pub const MIN_FLUSHES_PER_PERIOD: u32 = 10;
+
+/// `store.cache_size`: sled's page cache (its own default is 1 GiB; a pod wants far less).
+pub const DEFAULT_CACHE_BYTES: u64 = 16 * 1024 * 1024;
+
+// budgets
+
+/// `budgets.<signal>.target`: the fraction of the budget pacing aims to end the period at.
+pub const DEFAULT_TARGET: f64 = 0.95;
+
+/// `budgets.<signal>.reserved`: by default nothing else sends to the same stack.
+pub const DEFAULT_RESERVED: u64 = 0;
+
+/// `budgets.<signal>.at_limit`: past the target, keep sending priority items.
+pub const DEFAULT_AT_LIMIT: AtLimit = AtLimit::KeepPriority;
+
+// pacing
+
+/// `pacing.enabled`: spread the budget over the period.
+pub const DEFAULT_PACING_ENABLED: bool = true;
+
+/// `pacing.recompute_every` for periods of a few hours and more; shorter periods
+/// recompute every [`DEFAULT_RECOMPUTES_PER_PERIOD`]th of their length, but never more
+/// often than [`MIN_RECOMPUTE_EVERY`].
+pub const DEFAULT_RECOMPUTE_EVERY: Duration = Duration::from_secs(10);
+
+/// The shortest `pacing.recompute_every` accepted, and the shortest default.
+pub const MIN_RECOMPUTE_EVERY: Duration = Duration::from_millis(100);
+
+/// How many recomputes fit in the shortest period when `pacing.recompute_every` is not
+/// written (within [`MIN_RECOMPUTE_EVERY`] and [`DEFAULT_RECOMPUTE_EVERY`]).
+pub const DEFAULT_RECOMPUTES_PER_PERIOD: u32 = 1000;
+
+/// A written `pacing.recompute_every` must fit at least this many times in the shortest
+/// period, or pacing cannot follow the traffic.
+pub const MIN_RECOMPUTES_PER_PERIOD: u32 = 100;
+
+// traces
+
+/// `traces.sampling.mode`: OpenTelemetry consistent probability sampling.
+pub const DEFAULT_SAMPLING_MODE: SamplingMode = SamplingMode::Proportional;
+
+/// `traces.sampling.precision`: hex digits of `th` on kept spans.
+pub const DEFAULT_PRECISION: u8 = 4;
+
+/// The `traces.sampling.precision` accepted: `th` has at most 14 hex digits.
+pub const PRECISION_RANGE: RangeInclusive<u64> = 1..=14;
+
+/// `traces.sampling.min_probability`: pacing may go as low as it needs.
+pub const DEFAULT_MIN_PROBABILITY: f64 = 0.0;
+
+/// `traces.sampling.fail_closed`: in hash_seed mode, drop spans that already carry an
+/// earlier sampling decision.
+pub const DEFAULT_FAIL_CLOSED: bool = true;
+
+// logs
+
+/// `logs.follow_traces`: a kept trace keeps its logs; a dropped one drops them.
+pub const DEFAULT_FOLLOW_TRACES: bool = true;
+
+// Every default obeys its own bounds: a change that breaks this does not compile.
+const _: () = {
+    assert!(within(DEFAULT_FLUSH_INTERVAL, &FLUSH_INTERVAL_RANGE));
+    assert!(within(DEFAULT_MAX_ELAPSED, &MAX_ELAPSED_RANGE));
+    assert!(within(DEFAULT_TIMEOUT, &TIMEOUT_RANGE));
+    assert!(DEFAULT_INITIAL_BACKOFF.as_nanos() >= MIN_INITIAL_BACKOFF.as_nanos());
+    assert!(DEFAULT_MAX_BACKOFF.as_nanos() >= DEFAULT_INITIAL_BACKOFF.as_nanos());
+    assert!(DEFAULT_RECOMPUTE_EVERY.as_nanos() >= MIN_RECOMPUTE_EVERY.as_nanos());
+    assert!(DEFAULT_RECOMPUTES_PER_PERIOD >= MIN_RECOMPUTES_PER_PERIOD);
+    assert!(
+        *PRECISION_RANGE.start() <= DEFAULT_PRECISION as u64
+            && DEFAULT_PRECISION as u64 <= *PRECISION_RANGE.end()
+    );
+    assert!(
+        *RESET_DAY_RANGE.start() <= DEFAULT_RESET_DAY as u64
+            && DEFAULT_RESET_DAY as u64 <= *RESET_DAY_RANGE.end()
+    );
+};
+
+const fn within(d: Duration, range: &RangeInclusive<Duration>) -> bool {
+    range.start().as_nanos() <= d.as_nanos() && d.as_nanos() <= range.end().as_nanos()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::period::PeriodSpec;
+    use crate::policy::{Overrides, UpstreamAuth, load_str};
+
+    #[test]
+    fn a_minimal_policy_gets_the_defaults() {
+        let text = "upstream: {otlp: {endpoint: 'http://127.0.0.1:4318'}}\n";
+        let p = load_str(text, "t", &Overrides::default(), &|_| None).unwrap();
+
+        assert_eq!(p.listen.http, DEFAULT_LISTEN_HTTP);
+        assert_eq!(p.listen.grpc, Some(DEFAULT_LISTEN_GRPC));
+        assert_eq!(p.listen.admin, DEFAULT_LISTEN_ADMIN);
+
+        assert_eq!(p.ingest.max_request_bytes, DEFAULT_MAX_REQUEST_BYTES);
+        assert!(p.ingest.auth.is_none());
+
+        let otlp = &p.upstream.otlp;
+        assert!(matches!(otlp.auth, UpstreamAuth::None));
+        assert!(otlp.headers.is_empty());
+        assert_eq!(otlp.compression, DEFAULT_COMPRESSION);
+        assert_eq!(otlp.timeout, DEFAULT_TIMEOUT);
+        assert_eq!(otlp.retry.initial_backoff, DEFAULT_INITIAL_BACKOFF);
+        assert_eq!(otlp.retry.max_backoff, DEFAULT_MAX_BACKOFF);
+        assert_eq!(otlp.retry.max_elapsed, DEFAULT_MAX_ELAPSED);
+
+        assert!(matches!(
+            p.period,
+            PeriodSpec::Monthly { reset_day: DEFAULT_RESET_DAY, ref tz } if *tz == DEFAULT_TIMEZONE
+        ));
+
+        assert_eq!(p.store.data_dir, std::path::Path::new(DEFAULT_DATA_DIR));
+        assert_eq!(p.store.flush_interval, DEFAULT_FLUSH_INTERVAL);
+        assert_eq!(p.store.cache_bytes, DEFAULT_CACHE_BYTES);
+
+        assert!(p.budgets.traces.is_none());
+        assert!(p.budgets.logs.is_none());
+        assert!(p.budgets.metrics.is_none());
+
+        // A month is long enough for the longest default.
+        assert_eq!(p.pacing.enabled, DEFAULT_PACING_ENABLED);
+        assert_eq!(p.pacing.recompute_every, DEFAULT_RECOMPUTE_EVERY);
+
+        let s = &p.traces.sampling;
+        assert_eq!(s.mode, DEFAULT_SAMPLING_MODE);
+        assert_eq!(s.precision, DEFAULT_PRECISION);
+        assert_eq!(s.min_probability, DEFAULT_MIN_PROBABILITY);
+        assert_eq!(s.fail_closed, DEFAULT_FAIL_CLOSED);
+        assert!(s.multiplier_attribute.is_none());
+        assert!(p.traces.rules.is_empty());
+
+        assert_eq!(p.logs.follow_traces, DEFAULT_FOLLOW_TRACES);
+        assert!(p.logs.hash_attribute.is_none());
+        assert!(p.logs.rules.is_empty());
+
+        assert!(!p.shadow);
+    }
+}

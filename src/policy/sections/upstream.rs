@@ -1,0 +1,160 @@
+//! The `upstream` section: where frugal sends what it keeps (the OTLP endpoint, its
+//! credentials, headers, compression, timeout and retries).
+
+use serde_json::Value;
+
+use crate::policy::defaults::{
+    DEFAULT_COMPRESSION, DEFAULT_INITIAL_BACKOFF, DEFAULT_MAX_BACKOFF, DEFAULT_MAX_ELAPSED,
+    DEFAULT_RETRY, DEFAULT_TIMEOUT, MAX_ELAPSED_RANGE, MIN_INITIAL_BACKOFF, TIMEOUT_RANGE,
+};
+use crate::policy::problem::{must_be_at_least, must_be_between};
+use crate::policy::tree::{Node, required, with};
+use crate::policy::{Compression, OtlpUpstream, Retry, UpstreamAuth, Upstreams};
+use crate::units::parse_duration;
+
+/// Reads `upstream`; `None` when it is not a mapping or has no usable `otlp`.
+pub(in crate::policy) fn build(n: Node<'_>) -> Option<Upstreams> {
+    let mut o = n.map()?;
+    let otlp = required(
+        &mut o,
+        "otlp",
+        "is required (the OTLP endpoint to send to)",
+        otlp,
+    );
+    o.finish();
+    Some(Upstreams { otlp: otlp? })
+}
+
+/// `username` and `password`, both required (upstream and ingest credentials alike).
+pub(super) fn basic_auth(n: Node<'_>) -> Option<(String, String)> {
+    let mut b = n.map()?;
+    let user = with(&mut b, "username", |n| n.text());
+    let pass = with(&mut b, "password", |n| n.text());
+    let path = b.path.clone();
+    b.finish();
+    match (user, pass) {
+        (Some(u), Some(p)) => Some((u, p)),
+        _ => {
+            n.problems.push(&path, "needs both username and password");
+            None
+        }
+    }
+}
+
+fn otlp(n: Node<'_>) -> Option<OtlpUpstream> {
+    let mut o = n.map()?;
+    let endpoint = required(&mut o, "endpoint", "is required", |n| n.parse(endpoint));
+    let basic = with(&mut o, "basic_auth", basic_auth);
+    let bearer = with(&mut o, "bearer_token", |n| n.text());
+    let pass = with(&mut o, "pass_through_auth", |n| n.bool()).unwrap_or(false);
+    let auth = match (basic, bearer, pass) {
+        (None, None, false) => UpstreamAuth::None,
+        (Some((username, password)), None, false) => UpstreamAuth::Basic { username, password },
+        (None, Some(t), false) => UpstreamAuth::Bearer(t),
+        (None, None, true) => UpstreamAuth::PassThrough,
+        _ => {
+            o.problems().push(
+                &o.path,
+                "give one of basic_auth, bearer_token or pass_through_auth: true",
+            );
+            // Reported; the upstream still stands so the checks across sections run.
+            UpstreamAuth::None
+        }
+    };
+    let headers = with(&mut o, "headers", headers).unwrap_or_default();
+    let compression = with(&mut o, "compression", |n| {
+        n.choice(&[("gzip", Compression::Gzip), ("none", Compression::None)])
+    })
+    .unwrap_or(DEFAULT_COMPRESSION);
+    let timeout = with(&mut o, "timeout", |n| n.parse(parse_duration)).unwrap_or(DEFAULT_TIMEOUT);
+    let retry = with(&mut o, "retry", retry).unwrap_or(DEFAULT_RETRY);
+    if timeout.is_zero() || timeout > *TIMEOUT_RANGE.end() {
+        o.problems()
+            .push(&o.child_path("timeout"), must_be_between(&TIMEOUT_RANGE));
+    }
+    o.finish();
+    Some(OtlpUpstream {
+        endpoint: endpoint?,
+        auth,
+        headers,
+        compression,
+        timeout,
+        retry,
+    })
+}
+
+/// A base URL the signal paths are appended to, without its trailing `/`.
+fn endpoint(s: &str) -> Result<String, String> {
+    let s = s.trim().trim_end_matches('/');
+    let ok = (s.starts_with("http://") || s.starts_with("https://"))
+        && s.parse::<http::Uri>().is_ok_and(|u| u.host().is_some());
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "{s:?} is not an http:// or https:// URL (try https://otlp-gateway-prod-eu-west-2.grafana.net/otlp)"
+        ))
+    }
+}
+
+/// Extra headers: valid names and values, and never `Authorization` (which has its keys).
+fn headers(n: Node<'_>) -> Option<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for (k, v, path) in n.entries()? {
+        let value = match v {
+            Value::String(s) => s.clone(),
+            Value::Number(x) => x.to_string(),
+            _ => {
+                n.problems.push(&path, "a header value must be a string");
+                continue;
+            }
+        };
+        if http::HeaderName::from_bytes(k.as_bytes()).is_err() {
+            n.problems.push(&path, "is not a valid header name");
+        } else if http::HeaderValue::from_str(&value).is_err() {
+            n.problems.push(&path, "is not a valid header value");
+        } else if k.eq_ignore_ascii_case("authorization") {
+            n.problems
+                .push(&path, "use basic_auth or bearer_token for Authorization");
+        } else {
+            out.push((k.to_string(), value));
+        }
+    }
+    Some(out)
+}
+
+/// `retry`: its backoffs, and a total that ends before the clients give up.
+fn retry(n: Node<'_>) -> Option<Retry> {
+    let mut r = n.map()?;
+    let initial_backoff = with(&mut r, "initial_backoff", |n| n.parse(parse_duration))
+        .unwrap_or(DEFAULT_INITIAL_BACKOFF);
+    let max_backoff =
+        with(&mut r, "max_backoff", |n| n.parse(parse_duration)).unwrap_or(DEFAULT_MAX_BACKOFF);
+    let max_elapsed =
+        with(&mut r, "max_elapsed", |n| n.parse(parse_duration)).unwrap_or(DEFAULT_MAX_ELAPSED);
+    let problems = r.problems();
+    let initial_at = r.child_path("initial_backoff");
+    let max_at = r.child_path("max_backoff");
+    let elapsed_at = r.child_path("max_elapsed");
+    r.finish();
+    if initial_backoff < MIN_INITIAL_BACKOFF {
+        problems.push(&initial_at, must_be_at_least(MIN_INITIAL_BACKOFF));
+    }
+    if max_backoff < initial_backoff {
+        problems.push(&max_at, "must be at least initial_backoff");
+    }
+    if !MAX_ELAPSED_RANGE.contains(&max_elapsed) {
+        problems.push(
+            &elapsed_at,
+            format!(
+                "{}: keep it under your clients' timeout (10s for the SDKs, 30s for Alloy), or they resend what frugal is still delivering",
+                must_be_between(&MAX_ELAPSED_RANGE)
+            ),
+        );
+    }
+    Some(Retry {
+        initial_backoff,
+        max_backoff,
+        max_elapsed,
+    })
+}
