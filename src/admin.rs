@@ -28,6 +28,22 @@ use crate::model::{Signal, Unit};
 use crate::policy::Policy;
 use crate::table::{Key, Table};
 
+/// The file in the data directory where a running frugal writes its admin address, so
+/// `frugal usage` finds it (the store itself is locked while frugal runs).
+pub const ADDRESS_FILE: &str = "admin.address";
+
+/// The address a local client reaches `bound` at (a wildcard becomes loopback).
+pub fn local_address(bound: std::net::SocketAddr) -> std::net::SocketAddr {
+    let mut a = bound;
+    if a.ip().is_unspecified() {
+        a.set_ip(match a.ip() {
+            std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    a
+}
+
 /// What the admin endpoints read.
 pub struct Admin {
     /// The running frugal's shared state.
@@ -108,27 +124,38 @@ async fn route(
     }
 }
 
-/// Changing usage needs the ingest credential when the policy sets one; without one, only
-/// a call from the same host (the pod itself, `kubectl exec` or `port-forward`) may.
+/// Who may change usage: with the ingest credential when the policy sets one; without
+/// one, only a caller on the same host (the pod itself, `kubectl exec` or `port-forward`),
+/// IPv4-mapped loopback included.
+fn may_set_usage(
+    policy: &Policy,
+    peer: std::net::IpAddr,
+    credential: Option<&HeaderValue>,
+) -> Result<(), (StatusCode, &'static str)> {
+    match &policy.ingest.auth {
+        Some(auth) if !crate::auth::authorized(Some(auth), credential) => Err((
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong credentials (frugal usage set --token)",
+        )),
+        Some(_) => Ok(()),
+        None if peer.to_canonical().is_loopback() => Ok(()),
+        None => Err((
+            StatusCode::FORBIDDEN,
+            "usage can only be set from the same host, unless the policy sets ingest.auth",
+        )),
+    }
+}
+
 async fn set_usage(
     admin: &Admin,
     peer: std::net::SocketAddr,
     req: Request<Incoming>,
 ) -> Response<Body> {
     let policy = admin.core.policy();
-    let credential = req.headers().get(header::AUTHORIZATION);
-    if policy.ingest.auth.is_some() {
-        if !crate::auth::authorized(policy.ingest.auth.as_ref(), credential) {
-            return json_reply(
-                StatusCode::UNAUTHORIZED,
-                &json!({"error": "missing or wrong credentials (frugal usage set --token)"}),
-            );
-        }
-    } else if !peer.ip().to_canonical().is_loopback() {
-        return json_reply(
-            StatusCode::FORBIDDEN,
-            &json!({"error": "usage can only be set from the same host, unless the policy sets ingest.auth"}),
-        );
+    if let Err((status, error)) =
+        may_set_usage(&policy, peer.ip(), req.headers().get(header::AUTHORIZATION))
+    {
+        return json_reply(status, &json!({ "error": error }));
     }
     let name = req
         .uri()
@@ -369,6 +396,113 @@ fn refresh_gauges(core: &Core) {
             g.pacing_state
                 .with_label_values(&[sig, st.as_str()])
                 .set(f64::from(u8::from(p.state == st)));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::testkit::{self, request, span, traces};
+
+    async fn start(policy: &str) -> (std::net::SocketAddr, Arc<Admin>) {
+        let clock = Arc::new(ManualClock::new("2026-11-16T00:00:00Z".parse().unwrap()));
+        let (core, _) = testkit::core(testkit::policy(policy), clock);
+        let admin = Arc::new(Admin {
+            core,
+            ready: Arc::new(AtomicBool::new(true)),
+        });
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(serve(listener, admin.clone(), CancellationToken::new()));
+        (addr, admin)
+    }
+
+    #[tokio::test]
+    async fn usage_is_reported_as_the_ledger_counts_it() {
+        let (addr, admin) = start("budgets: {traces: {limit: 1MB}}").await;
+        let core = &admin.core;
+        crate::ingest::handle(
+            core,
+            traces("web", vec![span(1, 1, false)]),
+            crate::ingest::RequestMeta::new(crate::ingest::Transport::Http),
+        )
+        .await
+        .unwrap();
+        let (status, body) = request(addr, "GET", "/api/v1/usage", &[], b"").await;
+        assert_eq!(status, 200);
+        let v: Value = serde_json::from_str(&body).unwrap();
+        let t = &v["signals"]["traces"];
+        let used = core.ledger.used(Signal::Traces);
+        assert!(used > 0);
+        assert_eq!(t["used"], json!(used));
+        assert_eq!(t["limit"], json!(1_000_000));
+        assert_eq!(t["sent"]["items"], json!(1));
+        assert_eq!(t["pacing"]["keep_probability"]["normal"], json!(1.0));
+        assert_eq!(v["period"]["start"], json!("2026-11-01T00:00:00Z"));
+        let (status, metrics) = request(addr, "GET", "/metrics", &[], b"").await;
+        assert_eq!(status, 200);
+        assert!(metrics.contains(&format!(
+            "frugal_period_usage_bytes{{signal=\"traces\"}} {used}"
+        )));
+    }
+
+    #[tokio::test]
+    async fn readiness_follows_the_flag() {
+        let (addr, admin) = start("").await;
+        assert_eq!(request(addr, "GET", "/readyz", &[], b"").await.0, 200);
+        admin.ready.store(false, Ordering::SeqCst);
+        assert_eq!(request(addr, "GET", "/readyz", &[], b"").await.0, 503);
+        assert_eq!(request(addr, "GET", "/healthz", &[], b"").await.0, 200);
+    }
+
+    #[tokio::test]
+    async fn usage_can_be_set_with_the_ingest_credential_only() {
+        let (addr, admin) =
+            start("ingest: {auth: {bearer_token: s3cret-token}}\nbudgets: {traces: {limit: 1GB}}")
+                .await;
+        let body = br#"{"used": "12MB"}"#;
+        let (status, _) = request(addr, "PUT", "/api/v1/usage/traces", &[], body).await;
+        assert_eq!(status, 401);
+        let wrong = [("Authorization", "Bearer s3cret-tokem")];
+        assert_eq!(
+            request(addr, "PUT", "/api/v1/usage/traces", &wrong, body)
+                .await
+                .0,
+            401
+        );
+        assert_eq!(admin.core.ledger.used(Signal::Traces), 0);
+        let right = [("Authorization", "Bearer s3cret-token")];
+        let (status, reply) = request(addr, "PUT", "/api/v1/usage/traces", &right, body).await;
+        assert_eq!(status, 200, "{reply}");
+        assert_eq!(admin.core.ledger.used(Signal::Traces), 12_000_000);
+        let (status, _) = request(addr, "PUT", "/api/v1/usage/spans", &right, body).await;
+        assert_eq!(status, 404);
+        let (status, _) = request(addr, "PUT", "/api/v1/usage/traces", &right, b"12MB").await;
+        assert_eq!(status, 400);
+    }
+
+    #[tokio::test]
+    async fn without_a_credential_only_the_same_host_may_set_usage() {
+        let (addr, admin) = start("").await;
+        let (status, _) = request(addr, "PUT", "/api/v1/usage/logs", &[], br#"{"used": 5}"#).await;
+        assert_eq!(status, 200);
+        assert_eq!(admin.core.ledger.used(Signal::Logs), 5);
+        let policy = admin.core.policy();
+        for (ip, ok) in [
+            ("127.0.0.1", true),
+            ("::1", true),
+            ("::ffff:127.0.0.1", true),
+            ("10.0.0.7", false),
+            ("::ffff:10.0.0.7", false),
+            ("fd00::2", false),
+        ] {
+            let got = may_set_usage(&policy, ip.parse().unwrap(), None);
+            assert_eq!(got.is_ok(), ok, "{ip}");
+            if !ok {
+                assert_eq!(got.unwrap_err().0, StatusCode::FORBIDDEN);
+            }
         }
     }
 }

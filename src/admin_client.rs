@@ -1,11 +1,15 @@
-//! The command line's calls to a running frugal's admin API (`frugal usage --admin`).
-//! Plain HTTP to an operator-given URL; not used by the server.
+//! The command line's calls to a running frugal's admin API (`frugal usage`): plain HTTP
+//! to an operator-given URL, or to the one a running frugal wrote in its data directory.
+//! Not used by the server.
 
 use anyhow::{Context as _, bail};
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+
+/// How long the CLI waits for an answer.
+const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn call(
     method: http::Method,
@@ -26,9 +30,9 @@ fn call(
             req = req.header(http::header::AUTHORIZATION, format!("Bearer {t}"));
         }
         let req = req.body(Full::new(Bytes::from(body.unwrap_or_default())))?;
-        let resp = client
-            .request(req)
+        let resp = tokio::time::timeout(TIMEOUT, client.request(req))
             .await
+            .map_err(|_| anyhow::anyhow!("{url} did not answer within {TIMEOUT:?}"))?
             .with_context(|| format!("cannot reach {url}"))?;
         let status = resp.status();
         let text =
@@ -40,6 +44,7 @@ fn call(
     })
 }
 
+/// GETs a URL's body.
 pub fn get(url: &str) -> anyhow::Result<String> {
     call(http::Method::GET, url, None, None)
 }
@@ -47,4 +52,18 @@ pub fn get(url: &str) -> anyhow::Result<String> {
 /// PUTs JSON, with the ingest bearer token if given.
 pub fn put_json(url: &str, body: &str, token: Option<&str>) -> anyhow::Result<String> {
     call(http::Method::PUT, url, Some(body.to_string()), token)
+}
+
+/// Where a frugal using `data_dir` may be answering: the address it wrote there when it
+/// started, then the policy's own admin address (a wildcard read as loopback).
+pub fn candidates(data_dir: &std::path::Path, listen: std::net::SocketAddr) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(a) = std::fs::read_to_string(data_dir.join(crate::admin::ADDRESS_FILE)) {
+        out.push(format!("http://{}", a.trim()));
+    }
+    let policy_url = format!("http://{}", crate::admin::local_address(listen));
+    if !out.contains(&policy_url) {
+        out.push(policy_url);
+    }
+    out
 }

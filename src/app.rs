@@ -126,6 +126,11 @@ pub async fn start_with(
         Core::build(policy.clone(), store, upstream, clock, stats)
             .context("reading this period's usage from the store")?,
     );
+    // `frugal usage` finds a running frugal here (the store is locked while it runs).
+    let address = admin::local_address(admin_addr).to_string();
+    if let Err(e) = std::fs::write(policy.store.data_dir.join(admin::ADDRESS_FILE), address) {
+        tracing::warn!(error = %e, "cannot write the admin address to the data directory");
+    }
 
     let addresses = Addresses {
         http: http_listener.local_addr()?,

@@ -68,6 +68,35 @@ fn nanos_of(t: Timestamp) -> i64 {
     i64::try_from(t.as_nanosecond()).unwrap_or(i64::MAX)
 }
 
+/// A clock that follows tokio's time from a starting timestamp, so tests that pause tokio
+/// (`tokio::time::pause`, `start_paused`) move frugal's clock and tokio's timers together.
+#[derive(Debug)]
+pub struct TokioClock {
+    start: Timestamp,
+    base: tokio::time::Instant,
+}
+
+impl TokioClock {
+    /// A clock reading `start` now, advancing with tokio's time.
+    #[allow(clippy::disallowed_methods)] // reads tokio's (pausable) time, not the wall clock
+    pub fn new(start: Timestamp) -> Self {
+        Self {
+            start,
+            base: tokio::time::Instant::now(),
+        }
+    }
+}
+
+impl Clock for TokioClock {
+    #[allow(clippy::disallowed_methods)] // reads tokio's (pausable) time, not the wall clock
+    fn now(&self) -> Timestamp {
+        add(
+            self.start,
+            tokio::time::Instant::now().duration_since(self.base),
+        )
+    }
+}
+
 /// Adapts a [`Clock`] to governor's clock trait, so the per-second rate limits run on the
 /// same time as everything else.
 #[derive(Clone)]
@@ -97,6 +126,14 @@ pub fn add(t: Timestamp, d: Duration) -> Timestamp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_tokio_clock_follows_paused_time() {
+        let start: Timestamp = "2026-11-01T00:00:00Z".parse().unwrap();
+        let clock = TokioClock::new(start);
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        assert_eq!(clock.now(), add(start, Duration::from_secs(3600)));
+    }
 
     #[test]
     fn manual_clock_moves_only_when_told() {

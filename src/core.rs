@@ -85,11 +85,11 @@ impl Core {
     pub fn recompute(&self) -> Arc<Pacing> {
         let now = self.clock.now();
         let policy = self.policy();
-        let pacing = self
-            .pacer
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .tick(now, &policy, &self.ledger);
+        let pacing =
+            self.pacer
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .tick(now, &policy, &self.ledger);
         self.pacing.publish(pacing);
         self.pacing.load()
     }

@@ -98,13 +98,22 @@ impl SignalCounters {
                 );
             }
         };
-        table("offered", &mut self.offered.iter().map(|(k, p)| (k.name(), p)));
-        table("dropped", &mut self.dropped.iter().map(|(k, p)| (k.name(), p)));
+        table(
+            "offered",
+            &mut self.offered.iter().map(|(k, p)| (k.name(), p)),
+        );
+        table(
+            "dropped",
+            &mut self.dropped.iter().map(|(k, p)| (k.name(), p)),
+        );
         table(
             "shadow_dropped",
             &mut self.shadow_dropped.iter().map(|(k, p)| (k.name(), p)),
         );
-        table("rejected", &mut self.rejected.iter().map(|(k, p)| (k.name(), p)));
+        table(
+            "rejected",
+            &mut self.rejected.iter().map(|(k, p)| (k.name(), p)),
+        );
         for (what, p) in [
             ("sent", &self.sent),
             ("acked", &self.acked),

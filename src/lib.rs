@@ -31,4 +31,6 @@ pub mod simulate;
 pub mod stats;
 pub mod store;
 pub mod table;
+#[cfg(test)]
+pub(crate) mod testkit;
 pub mod units;

@@ -82,14 +82,17 @@ struct ServeArgs {
 
 #[derive(Subcommand)]
 enum UsageCommand {
-    /// Print this period's usage.
+    /// Print this period's usage: from the running frugal (found through the data
+    /// directory or the policy's admin address), else from the data directory.
     Show {
         #[command(flatten)]
         policy: PolicyArgs,
-        /// Ask a running frugal (its admin URL, e.g. http://127.0.0.1:4319) instead of
-        /// reading the data directory.
+        /// Ask the frugal at this admin URL (e.g. http://frugal:4319).
         #[arg(long)]
         admin: Option<String>,
+        /// Print the admin API's JSON document.
+        #[arg(long)]
+        json: bool,
     },
     /// Set this period's usage, e.g. when starting mid-month: `frugal usage set traces 12GB`.
     Set {
@@ -325,38 +328,86 @@ fn parse_amount(signal: Signal, amount: &str) -> anyhow::Result<u64> {
     }
 }
 
+/// Prints a usage document (the admin API's form) as lines a person reads.
+fn print_usage(doc: &serde_json::Value, source: &str) {
+    let period = &doc["period"];
+    println!(
+        "period {} .. {} ({source})",
+        period["start"].as_str().unwrap_or("?"),
+        period["end"].as_str().unwrap_or("?")
+    );
+    for s in Signal::ALL {
+        let v = &doc["signals"][s.as_str()];
+        let used = v["used"].as_u64().unwrap_or(0);
+        let shown = match s.budget_unit() {
+            frugal::model::Unit::DataPoints => format!("{used} data points"),
+            frugal::model::Unit::Bytes => frugal::units::format_size(used),
+        };
+        match v["limit"].as_u64().filter(|l| *l > 0) {
+            Some(limit) => println!(
+                "{:<8} {shown} of {} ({:.1}%)",
+                s.as_str(),
+                frugal::units::format_size(limit),
+                100.0 * used as f64 / limit as f64
+            ),
+            None => println!("{:<8} {shown}", s.as_str()),
+        }
+    }
+}
+
 fn usage(cmd: UsageCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        UsageCommand::Show { policy, admin } => {
-            if let Some(url) = admin {
-                let body = frugal::admin_client::get(&format!(
-                    "{}/api/v1/usage",
-                    url.trim_end_matches('/')
-                ))?;
-                println!("{body}");
-                return Ok(ExitCode::SUCCESS);
-            }
+        UsageCommand::Show {
+            policy,
+            admin,
+            json,
+        } => {
             let p = load_offline(&policy)?;
-            let store = frugal::store::SledStore::open(&p.store.data_dir, p.store.cache_bytes)?;
+            // A running frugal holds the store: ask it first.
+            let explicit = admin.is_some();
+            let urls = match admin {
+                Some(url) => vec![url.trim_end_matches('/').to_string()],
+                None => frugal::admin_client::candidates(&p.store.data_dir, p.listen.admin),
+            };
+            for url in &urls {
+                match frugal::admin_client::get(&format!("{url}/api/v1/usage")) {
+                    Ok(body) => {
+                        if json {
+                            println!("{body}");
+                        } else {
+                            print_usage(&serde_json::from_str(&body)?, &format!("frugal at {url}"));
+                        }
+                        return Ok(ExitCode::SUCCESS);
+                    }
+                    Err(e) if explicit => return Err(e),
+                    Err(_) => {}
+                }
+            }
+            let store = frugal::store::SledStore::open(&p.store.data_dir, p.store.cache_bytes)
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "{e}\n(no frugal answered at {}; if one runs elsewhere, use --admin http://<host>:4319)",
+                        urls.join(", ")
+                    )
+                })?;
             let ledger =
                 frugal::ledger::Ledger::open(Arc::new(store), p.period.clone(), SystemClock.now())?;
             let period = ledger.period();
-            println!("period {} .. {}", period.start, period.end);
-            for s in Signal::ALL {
-                let used = ledger.used(s);
-                let shown = match s {
-                    Signal::Metrics => format!("{used} data points"),
-                    _ => frugal::units::format_size(used),
-                };
-                match p.budgets.bytes(s) {
-                    Some(b) => println!(
-                        "{:<8} {shown} of {} ({:.1}%)",
-                        s.as_str(),
-                        frugal::units::format_size(b.effective_limit()),
-                        100.0 * used as f64 / b.effective_limit() as f64
-                    ),
-                    None => println!("{:<8} {shown}", s.as_str()),
-                }
+            let doc = serde_json::json!({
+                "period": {"start": period.start.to_string(), "end": period.end.to_string()},
+                "signals": Signal::ALL.iter().map(|s| {
+                    let limit = p.budgets.bytes(*s).map(|b| b.effective_limit());
+                    (s.as_str().to_string(), serde_json::json!({
+                        "unit": s.budget_unit().as_str(),
+                        "used": ledger.used(*s),
+                        "limit": limit,
+                    }))
+                }).collect::<serde_json::Map<_, _>>(),
+            });
+            if json {
+                println!("{doc}");
+            } else {
+                print_usage(&doc, &p.store.data_dir.display().to_string());
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -333,17 +333,16 @@ impl SimUpstream {
         let Ok(req) = ExportLogsServiceRequest::decode(body) else {
             return;
         };
-        self.log_bytes.fetch_add(
-            crate::metering::loki::weigh(&req).units,
-            Ordering::Relaxed,
-        );
+        self.log_bytes
+            .fetch_add(crate::metering::loki::weigh(&req).units, Ordering::Relaxed);
         let kept = self.kept_traces.lock().unwrap_or_else(|e| e.into_inner());
         for rl in &req.resource_logs {
             let resource = rl.resource.as_ref();
             let service = crate::sampling::rules::service_name(resource);
             for r in rl.scope_logs.iter().flat_map(|s| &s.log_records) {
                 self.log_records.fetch_add(1, Ordering::Relaxed);
-                let class = crate::sampling::logs::classify(&self.policy.logs, resource, service, r);
+                let class =
+                    crate::sampling::logs::classify(&self.policy.logs, resource, service, r);
                 if let Ok(id) = <[u8; 16]>::try_from(&r.trace_id[..])
                     && class != Some(Class::Priority)
                     && !kept.contains(&id)
@@ -714,10 +713,7 @@ async fn simulate_async(policy: &Policy, cfg: &Config) -> anyhow::Result<RunRepo
             let mut f = std::io::BufWriter::new(
                 std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
             );
-            writeln!(
-                f,
-                "{CSV_HEADER}"
-            )?;
+            writeln!(f, "{CSV_HEADER}")?;
             Some(f)
         }
         None => None,

@@ -319,11 +319,7 @@ impl Stats {
         };
         for s in Signal::ALL {
             let sig = s.as_str();
-            for c in [
-                &self.received_items,
-                &self.sent_items,
-                &self.acked_items,
-            ] {
+            for c in [&self.received_items, &self.sent_items, &self.acked_items] {
                 c.with_label_values(&[sig]);
             }
             self.upstream_unavailable.with_label_values(&[sig]);
@@ -369,7 +365,10 @@ impl Stats {
                 p.pacing_state.with_label_values(&[sig, st.as_str()]);
             }
         }
-        for s in Signal::ALL.into_iter().filter(|s| s.budget_unit() == Unit::DataPoints) {
+        for s in Signal::ALL
+            .into_iter()
+            .filter(|s| s.budget_unit() == Unit::DataPoints)
+        {
             p.usage_data_points.with_label_values(&[s.as_str()]);
         }
         for d in Destination::ALL {
@@ -431,9 +430,9 @@ mod tests {
         assert_eq!(families.len(), registered - 1, "{names:?}");
         assert!(!names.contains(&"frugal_requests_total"));
         let text = stats.render();
-        assert!(text.contains(
-            r#"frugal_rejected_items_total{reason="unreachable",signal="logs"} 0"#
-        ));
+        assert!(
+            text.contains(r#"frugal_rejected_items_total{reason="unreachable",signal="logs"} 0"#)
+        );
         assert!(text.contains(
             r#"frugal_upstream_attempts_total{destination="otlp_traces",outcome="timeout"} 0"#
         ));

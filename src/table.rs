@@ -157,7 +157,10 @@ mod tests {
         let doubled = t.map(|_, v| v * 2);
         assert_eq!(doubled[Class::Normal], 10);
         assert_eq!(
-            format!("{:?}", crate::model::PerSignal::from_fn(|s: Signal| s.as_str().len())),
+            format!(
+                "{:?}",
+                crate::model::PerSignal::from_fn(|s: Signal| s.as_str().len())
+            ),
             r#"{"traces": 6, "logs": 4, "metrics": 7}"#
         );
     }

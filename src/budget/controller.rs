@@ -317,7 +317,11 @@ mod tests {
         let half = (0.95 * 50e9 / 2.0) as u64;
         let out = compute(&input(&b, half, [0.2 * PACE, 1.6 * PACE, 0.0]));
         assert_eq!(out.probabilities[Class::Priority], 1.0);
-        assert!((out.probabilities[Class::Normal] - 0.5).abs() < 1e-9, "{:?}", out);
+        assert!(
+            (out.probabilities[Class::Normal] - 0.5).abs() < 1e-9,
+            "{:?}",
+            out
+        );
         assert_eq!(out.state, PacingState::Pacing);
         assert!((out.projected_used - 0.95 * 50e9).abs() < 1e3);
         // Bulk never gets more than normal.

@@ -15,9 +15,9 @@
 //! attempt after the first is billed before it is sent (and not sent if it would pass the
 //! limit); one that certainly did not reach upstream is given back.
 
-mod upstream;
 mod otlp;
 pub mod retry;
+mod upstream;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,9 +31,9 @@ use crate::clock::SharedClock;
 use crate::model::{Destination, PerDestination, RejectReason};
 use crate::policy::{Compression, Policy};
 use crate::stats::Stats;
-pub use upstream::HttpUpstream;
 pub use otlp::OtlpWire;
 use retry::BillsAt;
+pub use upstream::HttpUpstream;
 
 /// How each attempt is billed.
 pub trait Metering: Send + Sync {
@@ -116,7 +116,12 @@ impl Forwarder {
         let upstreams = PerDestination::from_fn(|d| {
             let config = policy.upstream.otlp.clone();
             let wire = Arc::new(OtlpWire::new(d.signal()));
-            Some(HttpUpstream::new(config, wire, clock.clone(), stats.clone()))
+            Some(HttpUpstream::new(
+                config,
+                wire,
+                clock.clone(),
+                stats.clone(),
+            ))
         });
         Self { upstreams }
     }

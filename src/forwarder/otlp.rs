@@ -136,6 +136,9 @@ mod tests {
         assert_eq!(w.partial_success(json, true), Some((2, "x".into())));
         assert_eq!(w.partial_success(b"", false), None);
         assert_eq!(w.url("https://g/otlp"), "https://g/otlp/v1/traces");
-        assert_eq!(OtlpWire::new(Signal::Logs).bills_at(), BillsAt::WhileParsing);
+        assert_eq!(
+            OtlpWire::new(Signal::Logs).bills_at(),
+            BillsAt::WhileParsing
+        );
     }
 }

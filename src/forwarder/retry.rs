@@ -62,7 +62,9 @@ impl Attempt {
         let while_parsing = bills == BillsAt::WhileParsing;
         match self {
             Attempt::Success | Attempt::Timeout | Attempt::Broken => true,
-            Attempt::Retryable { status, .. } => *status >= 500 || (while_parsing && *status == 429),
+            Attempt::Retryable { status, .. } => {
+                *status >= 500 || (while_parsing && *status == 429)
+            }
             Attempt::Rejected { status } => while_parsing && matches!(status, 400 | 422),
             Attempt::ConnectFailed => false,
         }

@@ -287,3 +287,256 @@ impl HttpUpstream {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The retry loop against a real HTTP server on 127.0.0.1:0 that answers from a
+    //! script, with tokio's time paused (frugal's clock follows it).
+
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+    use std::sync::atomic::AtomicU32;
+
+    use http_body_util::Full;
+    use hyper_util::rt::TokioIo;
+    use jiff::Timestamp;
+
+    use super::*;
+    use crate::clock::TokioClock;
+    use crate::forwarder::{Metering, OtlpWire};
+    use crate::model::{RejectReason, Signal};
+    use crate::policy::{Compression, Retry};
+
+    /// What the server does with one request.
+    #[derive(Clone)]
+    enum Answer {
+        Status(u16, Option<&'static str>),
+        /// Never answers.
+        Hang,
+    }
+
+    struct Server {
+        url: String,
+        seen: Arc<AtomicU32>,
+    }
+
+    async fn server(script: Vec<Answer>) -> Server {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let seen = Arc::new(AtomicU32::new(0));
+        let script = Arc::new(Mutex::new(VecDeque::from(script)));
+        let s = seen.clone();
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                let (script, seen) = (script.clone(), s.clone());
+                let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let (script, seen) = (script.clone(), seen.clone());
+                    async move {
+                        let _ = req.into_body().collect().await;
+                        seen.fetch_add(1, Ordering::SeqCst);
+                        let answer = script
+                            .lock()
+                            .unwrap()
+                            .pop_front()
+                            .unwrap_or(Answer::Status(200, None));
+                        match answer {
+                            Answer::Status(code, retry_after) => {
+                                let mut r = http::Response::new(Full::new(Bytes::new()));
+                                *r.status_mut() = http::StatusCode::from_u16(code).unwrap();
+                                if let Some(v) = retry_after {
+                                    r.headers_mut()
+                                        .insert(header::RETRY_AFTER, HeaderValue::from_static(v));
+                                }
+                                Ok::<_, std::convert::Infallible>(r)
+                            }
+                            Answer::Hang => std::future::pending().await,
+                        }
+                    }
+                });
+                tokio::spawn(async move {
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Server { url, seen }
+    }
+
+    #[derive(Default)]
+    struct Bill {
+        again: AtomicU32,
+        given_back: Mutex<Vec<RejectReason>>,
+    }
+
+    impl Metering for Bill {
+        fn again(&self) -> bool {
+            self.again.fetch_add(1, Ordering::SeqCst);
+            true
+        }
+        fn not_arrived(&self, reason: RejectReason) {
+            self.given_back.lock().unwrap().push(reason);
+        }
+    }
+
+    fn upstream(url: &str, signal: Signal, clock: SharedClock) -> HttpUpstream {
+        let config = OtlpUpstream {
+            endpoint: url.to_string(),
+            auth: UpstreamAuth::None,
+            headers: Vec::new(),
+            compression: Compression::None,
+            timeout: Duration::from_secs(2),
+            retry: Retry {
+                initial_backoff: Duration::from_millis(100),
+                max_backoff: Duration::from_millis(400),
+                max_elapsed: Duration::from_secs(3),
+            },
+        };
+        let stats = Arc::new(Stats::new().unwrap());
+        HttpUpstream::new(config, Arc::new(OtlpWire::new(signal)), clock, stats)
+    }
+
+    fn start() -> (SharedClock, Timestamp) {
+        let t0: Timestamp = "2026-11-15T00:00:00Z".parse().unwrap();
+        (Arc::new(TokioClock::new(t0)), t0)
+    }
+
+    async fn send(u: &HttpUpstream, bill: &Arc<Bill>, deadline: Option<Timestamp>) -> Outcome {
+        let ctx = ExportContext {
+            client_auth: None,
+            deadline,
+            metering: Some(bill.clone()),
+        };
+        u.send(Bytes::from_static(b"\x0a\x00"), ctx).await
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn server_errors_are_retried_and_every_attempt_billed() {
+        let s = server(vec![Answer::Status(503, None), Answer::Status(500, None)]).await;
+        let (clock, _) = start();
+        let u = upstream(&s.url, Signal::Traces, clock);
+        let bill = Arc::new(Bill::default());
+        let out = send(&u, &bill, None).await;
+        assert!(
+            matches!(out, Outcome::Accepted { rejected: 0, .. }),
+            "{out:?}"
+        );
+        assert_eq!(s.seen.load(Ordering::SeqCst), 3);
+        assert_eq!(
+            bill.again.load(Ordering::SeqCst),
+            2,
+            "retries are billed before sending"
+        );
+        assert!(
+            bill.given_back.lock().unwrap().is_empty(),
+            "a 5xx may have been billed"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_end_within_max_elapsed_and_the_client_is_asked_to_retry() {
+        let s = server(vec![Answer::Status(503, None); 100]).await;
+        let (clock, t0) = start();
+        let u = upstream(&s.url, Signal::Traces, clock.clone());
+        let bill = Arc::new(Bill::default());
+        let out = send(&u, &bill, None).await;
+        let took = crate::clock::seconds_between(t0, clock.now());
+        assert!(matches!(out, Outcome::Unavailable { .. }), "{out:?}");
+        assert!(took <= 3.0, "gave up after {took}s, max_elapsed is 3s");
+        assert!(s.seen.load(Ordering::SeqCst) >= 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_clients_deadline_ends_retries_sooner() {
+        let s = server(vec![Answer::Status(502, None); 100]).await;
+        let (clock, t0) = start();
+        let u = upstream(&s.url, Signal::Traces, clock.clone());
+        let bill = Arc::new(Bill::default());
+        let deadline = crate::clock::add(t0, Duration::from_millis(700));
+        let out = send(&u, &bill, Some(deadline)).await;
+        assert!(matches!(out, Outcome::Unavailable { .. }));
+        assert!(
+            clock.now() <= deadline,
+            "answered after the client's deadline"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_is_honoured() {
+        let s = server(vec![Answer::Status(503, Some("2"))]).await;
+        let (clock, t0) = start();
+        let u = upstream(&s.url, Signal::Traces, clock.clone());
+        let out = send(&u, &Arc::new(Bill::default()), None).await;
+        assert!(matches!(out, Outcome::Accepted { .. }));
+        assert!(crate::clock::seconds_between(t0, clock.now()) >= 2.0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_connection_is_given_back() {
+        // A port that was just free: nothing listens there.
+        let url = {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            format!("http://{}", l.local_addr().unwrap())
+        };
+        let (clock, _) = start();
+        let u = upstream(&url, Signal::Traces, clock);
+        let bill = Arc::new(Bill::default());
+        let out = send(&u, &bill, None).await;
+        assert!(matches!(out, Outcome::Unavailable { .. }));
+        let back = bill.given_back.lock().unwrap().clone();
+        assert!(!back.is_empty());
+        assert!(back.iter().all(|r| *r == RejectReason::Unreachable));
+        assert_eq!(
+            back.len() as u32,
+            bill.again.load(Ordering::SeqCst) + 1,
+            "every attempt given back"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rate_limits_are_given_back_for_traces_but_not_for_logs() {
+        for (signal, given_back) in [(Signal::Traces, true), (Signal::Logs, false)] {
+            let s = server(vec![Answer::Status(429, None), Answer::Status(400, None)]).await;
+            let (clock, _) = start();
+            let u = upstream(&s.url, signal, clock);
+            let bill = Arc::new(Bill::default());
+            let out = send(&u, &bill, None).await;
+            assert!(
+                matches!(out, Outcome::Rejected { status: 400, .. }),
+                "{out:?}"
+            );
+            let back = bill.given_back.lock().unwrap().clone();
+            if given_back {
+                assert_eq!(
+                    back,
+                    vec![RejectReason::RateLimited, RejectReason::BadRequest]
+                );
+            } else {
+                assert!(back.is_empty(), "Loki bills while parsing: {back:?}");
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_that_never_comes_times_out_and_stays_billed() {
+        let s = server(vec![Answer::Hang]).await;
+        let (clock, t0) = start();
+        let u = upstream(&s.url, Signal::Traces, clock.clone());
+        let bill = Arc::new(Bill::default());
+        let out = send(&u, &bill, None).await;
+        assert!(
+            matches!(out, Outcome::Accepted { .. }),
+            "the retry went through: {out:?}"
+        );
+        assert!(
+            crate::clock::seconds_between(t0, clock.now()) >= 2.0,
+            "one attempt timeout"
+        );
+        assert!(
+            bill.given_back.lock().unwrap().is_empty(),
+            "the body was sent: it may have arrived"
+        );
+        assert_eq!(s.seen.load(Ordering::SeqCst), 2);
+    }
+}

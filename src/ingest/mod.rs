@@ -165,3 +165,6 @@ fn minus(a: Weight, b: Weight) -> Weight {
         units: a.units.saturating_sub(b.units),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -64,7 +64,10 @@ impl Status {
 
     /// The wait a [`RetryInfo`] detail asks for, if there is one.
     pub fn retry_delay(&self) -> Option<Duration> {
-        let any = self.details.iter().find(|d| d.type_url == RETRY_INFO_TYPE)?;
+        let any = self
+            .details
+            .iter()
+            .find(|d| d.type_url == RETRY_INFO_TYPE)?;
         let d = RetryInfo::decode(&any.value[..]).ok()?.retry_delay?;
         Some(Duration::new(
             u64::try_from(d.seconds).ok()?,

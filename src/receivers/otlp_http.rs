@@ -104,7 +104,8 @@ fn header_str(h: &HeaderMap, name: header::HeaderName) -> Option<&str> {
 }
 
 async fn handle<P: Export>(core: &Core, req: Request<Incoming>) -> Response<Body> {
-    let format = header_str(req.headers(), header::CONTENT_TYPE).and_then(Format::from_content_type);
+    let format =
+        header_str(req.headers(), header::CONTENT_TYPE).and_then(Format::from_content_type);
     let reply = format.unwrap_or(Format::Protobuf);
     match receive::<P>(core, req, format).await {
         Ok(accepted) => success(reply, &P::response(&accepted)),
@@ -133,20 +134,23 @@ async fn receive<P: Export>(
         )));
     };
     let limit = policy.ingest.max_request_bytes;
-    let body = Limited::new(req.into_body(), usize::try_from(limit).unwrap_or(usize::MAX))
-        .collect()
-        .await
-        .map_err(|e| {
-            if e.is::<http_body_util::LengthLimitError>() {
-                IngestError::TooLarge(format!(
-                    "the request body is larger than {}",
-                    crate::units::format_size(limit)
-                ))
-            } else {
-                IngestError::BadRequest(format!("cannot read the request body: {e}"))
-            }
-        })?
-        .to_bytes();
+    let body = Limited::new(
+        req.into_body(),
+        usize::try_from(limit).unwrap_or(usize::MAX),
+    )
+    .collect()
+    .await
+    .map_err(|e| {
+        if e.is::<http_body_util::LengthLimitError>() {
+            IngestError::TooLarge(format!(
+                "the request body is larger than {}",
+                crate::units::format_size(limit)
+            ))
+        } else {
+            IngestError::BadRequest(format!("cannot read the request body: {e}"))
+        }
+    })?
+    .to_bytes();
     let body = codec::decompress(header_str(&headers, header::CONTENT_ENCODING), body, limit)?;
     let decoded: P = codec::decode(format, &body)?;
     decoded.check_ids()?;
@@ -172,12 +176,23 @@ fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
     )
 }
 
-fn success<R: prost::Message + serde::Serialize + Default + PartialEq>(format: Format, r: &R) -> Response<Body> {
+fn success<R: prost::Message + serde::Serialize + Default + PartialEq>(
+    format: Format,
+    r: &R,
+) -> Response<Body> {
     // An empty JSON response is `{}` (serde would spell out the absent partial success).
     if format == Format::Json && *r == R::default() {
-        return response(StatusCode::OK, format.content_type(), Bytes::from_static(b"{}"));
+        return response(
+            StatusCode::OK,
+            format.content_type(),
+            Bytes::from_static(b"{}"),
+        );
     }
-    response(StatusCode::OK, format.content_type(), codec::encode(format, r))
+    response(
+        StatusCode::OK,
+        format.content_type(),
+        codec::encode(format, r),
+    )
 }
 
 fn failure(format: Format, e: &IngestError) -> Response<Body> {

@@ -60,9 +60,7 @@ pub fn grpc_code(e: &IngestError) -> tonic::Code {
 /// When the client should retry, for errors that ask it to (at least a second).
 pub fn retry_after(e: &IngestError) -> Option<Duration> {
     match e {
-        IngestError::Unavailable { retry_after, .. } => {
-            Some((*retry_after).max(MIN_RETRY_AFTER))
-        }
+        IngestError::Unavailable { retry_after, .. } => Some((*retry_after).max(MIN_RETRY_AFTER)),
         _ => None,
     }
 }

@@ -378,10 +378,23 @@ mod tests {
             rules: Rules::default(),
         };
         let mut s = memory.session(now, crate::sampling::memory::Remember::Always);
-        let d =
-            crate::sampling::traces::decide(&tp, &PerClass::new([1.0, 0.5, 0.5]), Some(&mut s), None, "", &span);
+        let d = crate::sampling::traces::decide(
+            &tp,
+            &PerClass::new([1.0, 0.5, 0.5]),
+            Some(&mut s),
+            None,
+            "",
+            &span,
+        );
         assert_eq!(d.fate, Fate::Keep);
-        let without = crate::sampling::traces::decide(&tp, &PerClass::new([1.0, 0.5, 0.5]), None, None, "", &span);
+        let without = crate::sampling::traces::decide(
+            &tp,
+            &PerClass::new([1.0, 0.5, 0.5]),
+            None,
+            None,
+            "",
+            &span,
+        );
         assert_ne!(
             without.fate,
             Fate::Keep,
@@ -406,7 +419,15 @@ mod tests {
         let mut r = record(&tid);
         set_string(&mut r.attributes, THRESHOLD_ATTRIBUTE, "c");
         // 25% arriving, sampled at 50% here: 12.5% leaves (the collector's "25 percent incoming").
-        let d = decide(&pol, &PerClass::new([1.0, 0.5, 0.5]), &side(1.0), None, None, "", &r);
+        let d = decide(
+            &pol,
+            &PerClass::new([1.0, 0.5, 0.5]),
+            &side(1.0),
+            None,
+            None,
+            "",
+            &r,
+        );
         assert_eq!(d.threshold.as_deref(), Some("e"));
     }
 
@@ -418,8 +439,24 @@ mod tests {
         for i in 0..10_000 {
             let mut r = record(&[]);
             set_string(&mut r.attributes, "k8s.pod.uid", &format!("pod-{i}"));
-            let d1 = decide(&pol, &PerClass::new([1.0, 0.25, 0.25]), &side(1.0), None, None, "", &r);
-            let d2 = decide(&pol, &PerClass::new([1.0, 0.25, 0.25]), &side(1.0), None, None, "", &r);
+            let d1 = decide(
+                &pol,
+                &PerClass::new([1.0, 0.25, 0.25]),
+                &side(1.0),
+                None,
+                None,
+                "",
+                &r,
+            );
+            let d2 = decide(
+                &pol,
+                &PerClass::new([1.0, 0.25, 0.25]),
+                &side(1.0),
+                None,
+                None,
+                "",
+                &r,
+            );
             assert_eq!(d1, d2, "decisions are pure");
             kept += usize::from(d1.fate == Fate::Keep);
         }

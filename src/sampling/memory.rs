@@ -147,17 +147,20 @@ mod tests {
         assert_eq!(m.session(t0, always).judge(&id, &first, false), first);
         let t1 = crate::clock::add(t0, std::time::Duration::from_secs(10));
         assert_eq!(
-            m.session(t1, always).judge(&id, &PerClass::new([1.0, 0.2, 0.1]), false),
+            m.session(t1, always)
+                .judge(&id, &PerClass::new([1.0, 0.2, 0.1]), false),
             first
         );
         assert_eq!(
-            m.session(t1, Remember::Never).judge(&id, &PerClass::new([1.0; 3]), false),
+            m.session(t1, Remember::Never)
+                .judge(&id, &PerClass::new([1.0; 3]), false),
             first,
             "read even when not remembering"
         );
         let t2 = crate::clock::add(t0, std::time::Duration::from_secs(61));
         assert_eq!(
-            m.session(t2, always).judge(&id, &PerClass::new([1.0, 0.2, 0.2]), false),
+            m.session(t2, always)
+                .judge(&id, &PerClass::new([1.0, 0.2, 0.2]), false),
             PerClass::new([1.0, 0.2, 0.2]),
             "forgotten after the TTL"
         );
@@ -174,7 +177,8 @@ mod tests {
             None,
             "spans do not remember while nothing is sampled"
         );
-        m.session(t2, Remember::Logs).judge(&other, &PerClass::new([1.0; 3]), true);
+        m.session(t2, Remember::Logs)
+            .judge(&other, &PerClass::new([1.0; 3]), true);
         assert_eq!(
             m.session(t2, Remember::Never).get(&other),
             Some(PerClass::new([1.0; 3])),

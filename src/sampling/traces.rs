@@ -554,7 +554,8 @@ traces:
                 schema_url: String::new(),
             }],
         };
-        let (decisions, account) = decide_all(&p.traces, &PerClass::new([1.0, 0.0, 0.0]), None, &req);
+        let (decisions, account) =
+            decide_all(&p.traces, &PerClass::new([1.0, 0.0, 0.0]), None, &req);
         assert_eq!(account.offered[Class::Priority].items, 10);
         assert_eq!(account.offered[Class::Normal].items, 86);
         assert_eq!(account.dropped[DropReason::Rule].items, 4);

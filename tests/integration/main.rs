@@ -1,3 +1,4 @@
 //! Integration tests: the library driven as the binary drives it, in-process.
 
+mod server;
 mod simulation;
