@@ -5,6 +5,7 @@
 //! controller pacing the keep probabilities and the usage ledger persisting what was spent.
 //! See ARCHITECTURE.md for the map.
 
+#![warn(missing_docs)]
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)

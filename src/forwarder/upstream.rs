@@ -15,7 +15,7 @@ use hyper_util::rt::TokioExecutor;
 use super::retry::{self, Attempt, Next};
 use super::{ExportContext, Outcome, Wire, error_message};
 use crate::clock::SharedClock;
-use crate::policy::{OtlpUpstream, UpstreamAuth};
+use crate::policy::{Endpoint, UpstreamAuth};
 use crate::stats::Stats;
 
 type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, SentBody>;
@@ -51,7 +51,7 @@ impl hyper::body::Body for SentBody {
 
 /// An HTTP upstream speaking one [`Wire`].
 pub struct HttpUpstream {
-    config: OtlpUpstream,
+    config: Endpoint,
     wire: Arc<dyn Wire>,
     url: String,
     client: HttpsClient,
@@ -69,7 +69,7 @@ const MAX_ATTEMPTS: u32 = 10;
 impl HttpUpstream {
     /// An upstream at `config`'s endpoint, speaking `wire`.
     pub fn new(
-        config: OtlpUpstream,
+        config: Endpoint,
         wire: Arc<dyn Wire>,
         clock: SharedClock,
         stats: Arc<Stats>,
@@ -381,7 +381,7 @@ mod tests {
     }
 
     fn upstream(url: &str, signal: Signal, clock: SharedClock) -> HttpUpstream {
-        let config = OtlpUpstream {
+        let config = Endpoint {
             endpoint: url.to_string(),
             auth: UpstreamAuth::None,
             headers: Vec::new(),

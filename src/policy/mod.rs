@@ -105,12 +105,12 @@ impl std::fmt::Debug for IngestAuth {
 #[derive(Debug, Clone)]
 pub struct Upstreams {
     /// The OTLP endpoint every signal goes to.
-    pub otlp: OtlpUpstream,
+    pub otlp: Endpoint,
 }
 
 /// An OTLP/HTTP endpoint: Grafana Cloud's OTLP gateway, or any OTLP receiver.
 #[derive(Debug, Clone)]
-pub struct OtlpUpstream {
+pub struct Endpoint {
     /// Base URL; the signal path (`/v1/traces`, ...) is appended.
     pub endpoint: String,
     /// How frugal authenticates to it.

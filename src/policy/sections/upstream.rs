@@ -9,7 +9,7 @@ use crate::policy::defaults::{
 };
 use crate::policy::problem::{must_be_at_least, must_be_between};
 use crate::policy::tree::{Node, required, with};
-use crate::policy::{Compression, OtlpUpstream, Retry, UpstreamAuth, Upstreams};
+use crate::policy::{Compression, Endpoint, Retry, UpstreamAuth, Upstreams};
 use crate::units::parse_duration;
 
 /// Reads `upstream`; `None` when it is not a mapping or has no usable `otlp`.
@@ -41,7 +41,7 @@ pub(super) fn basic_auth(n: Node<'_>) -> Option<(String, String)> {
     }
 }
 
-fn otlp(n: Node<'_>) -> Option<OtlpUpstream> {
+fn otlp(n: Node<'_>) -> Option<Endpoint> {
     let mut o = n.map()?;
     let endpoint = required(&mut o, "endpoint", "is required", |n| n.parse(endpoint));
     let basic = with(&mut o, "basic_auth", basic_auth);
@@ -73,7 +73,7 @@ fn otlp(n: Node<'_>) -> Option<OtlpUpstream> {
             .push(&o.child_path("timeout"), must_be_between(&TIMEOUT_RANGE));
     }
     o.finish();
-    Some(OtlpUpstream {
+    Some(Endpoint {
         endpoint: endpoint?,
         auth,
         headers,
