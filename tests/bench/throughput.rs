@@ -5,7 +5,9 @@
 //! so its CPU time (from /proc) is frugal's alone. Requests carry 1,000 spans of 358
 //! encoded bytes each. Reported: spans/s and MB/s of wall time, spans per CPU-second of
 //! frugal's own CPU, latency p50/p99 through frugal and directly to the sink at a fixed
-//! moderate rate, and frugal's peak resident memory.
+//! moderate rate, and frugal's peak resident memory. Any request not answered 200 fails
+//! the run; `-- --smoke` runs each case for a second (the test suite does, to keep the
+//! benchmark working).
 //!
 //! The policy meters against a budget (every request is weighed, classified by the
 //! priority rules and reserved in the ledger) with pacing off: the load offers hundreds of
@@ -160,7 +162,7 @@ struct Frugal {
 }
 
 impl Frugal {
-    fn start(upstream: SocketAddr, compression: &str, dir: &std::path::Path) -> Frugal {
+    fn start(bin: &str, upstream: SocketAddr, compression: &str, dir: &std::path::Path) -> Frugal {
         let policy = dir.join("bench.yaml");
         std::fs::write(
             &policy,
@@ -173,7 +175,7 @@ impl Frugal {
             ),
         )
         .unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_frugal"))
+        let mut child = Command::new(bin)
             .args(["serve", "--policy"])
             .arg(&policy)
             .args(["--data-dir"])
@@ -245,31 +247,37 @@ async fn post(client: &HttpClient, url: &str, body: Bytes, gzip: bool) -> u16 {
     let resp = client
         .request(b.body(Full::new(body)).unwrap())
         .await
-        .unwrap();
+        .expect("the request to frugal failed");
     let status = resp.status().as_u16();
     let _ = resp.into_body().collect().await;
     status
 }
 
-/// Sends as fast as `connections` clients can for `seconds`; returns requests done.
+/// Sends as fast as `connections` clients can for `seconds`; returns requests done. Every
+/// request must be answered 200: a failure ends the run with an error.
 async fn saturate(url: &str, body: Bytes, gzip: bool, connections: usize, seconds: f64) -> u64 {
     let done = Arc::new(AtomicU64::new(0));
-    let deadline = tokio::time::sleep(Duration::from_secs_f64(seconds));
-    tokio::pin!(deadline);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut tasks = Vec::new();
     for _ in 0..connections {
-        let (url, body, done) = (url.to_string(), body.clone(), done.clone());
+        let (url, body, done, stop) = (url.to_string(), body.clone(), done.clone(), stop.clone());
         tasks.push(tokio::spawn(async move {
             let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
-            loop {
-                assert_eq!(post(&client, &url, body.clone(), gzip).await, 200);
+            while !stop.load(Ordering::Relaxed) {
+                let status = post(&client, &url, body.clone(), gzip).await;
+                if status != 200 {
+                    return Err(format!("frugal answered {status}"));
+                }
                 done.fetch_add(1, Ordering::Relaxed);
             }
+            Ok(())
         }));
     }
-    (&mut deadline).await;
-    for t in &tasks {
-        t.abort();
+    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        // Requests in flight at the deadline finish; a failed one fails the run.
+        t.await.expect("a load task panicked").expect("a request failed");
     }
     done.load(Ordering::Relaxed)
 }
@@ -296,12 +304,20 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    run(args.iter().any(|a| a == "--smoke"), &args);
+}
+
+/// Runs every case. `smoke`: a one-second run each, as the test suite runs it (the
+/// `bench_smoke` test): proves the benchmark works — every request answered 200 — and
+/// measures nothing worth reading.
+pub fn run(smoke: bool, args: &[String]) {
     let seconds: f64 = args
         .iter()
         .position(|a| a == "--seconds")
         .and_then(|i| args.get(i + 1))
         .and_then(|v| v.parse().ok())
-        .unwrap_or(10.0);
+        .unwrap_or(if smoke { 1.0 } else { 10.0 });
+    let samples = if smoke { 20 } else { 300 };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -315,46 +331,72 @@ fn main() {
         zipped.len()
     );
     println!(
-        "{:<22} {:>10} {:>9} {:>14} {:>9} {:>9} {:>9} {:>9} {:>8}",
+        "{:<40} {:>10} {:>9} {:>14} {:>9} {:>9} {:>9} {:>9} {:>8}",
         "case", "spans/s", "MB/s", "spans/cpu-s", "cpu", "p50 ms", "p99 ms", "direct", "rss MB"
     );
+    // `--compare <binary>`: each case runs this build and the other one alternately,
+    // `--rounds` times each, so both see the same machine (a before/after measurement).
+    let other = args
+        .iter()
+        .position(|a| a == "--compare")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    let rounds: usize = args
+        .iter()
+        .position(|a| a == "--rounds")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if other.is_some() { 3 } else { 1 });
+    let mut bins = vec![("this build", env!("CARGO_BIN_EXE_frugal").to_string())];
+    if let Some(o) = other {
+        bins.push(("compared", o));
+    }
     for (name, compression, gz, half_dropped) in [
         ("uncompressed in/out", "none", false, false),
         ("gzip in/out", "gzip", true, false),
         ("half dropped, re-encoded", "none", false, true),
     ] {
-        rt.block_on(async {
-            let dir = tempfile::tempdir().unwrap();
-            let upstream = sink().await;
-            let f = Frugal::start(upstream, compression, dir.path());
-            let url = format!("http://{}/v1/traces", f.http);
-            let body = match (gz, half_dropped) {
-                (true, _) => zipped.clone(),
-                (false, true) => half.clone(),
-                (false, false) => raw.clone(),
-            };
-            // Warm up connections and the allocator.
-            saturate(&url, body.clone(), gz, 4, 1.0).await;
-            let cpu0 = f.cpu_seconds();
-            let done = saturate(&url, body.clone(), gz, 8, seconds).await;
-            let cpu = f.cpu_seconds() - cpu0;
-            let spans = done as f64 * SPANS_PER_REQUEST as f64;
-            let through = latencies(&url, body.clone(), gz, 300, 50.0).await;
-            let direct_url = format!("http://{upstream}/v1/traces");
-            let direct = latencies(&direct_url, body.clone(), gz, 300, 50.0).await;
-            println!(
-                "{:<22} {:>10.0} {:>9.1} {:>14.0} {:>8.2}s {:>9.2} {:>9.2} {:>9.2} {:>8.1}",
-                name,
-                spans / seconds,
-                spans * 358.0 / seconds / 1e6,
-                spans / cpu.max(1e-9),
-                cpu,
-                pct(&through, 0.5),
-                pct(&through, 0.99),
-                pct(&direct, 0.5),
-                f.peak_rss_mb()
-            );
-        });
+        for round in 0..rounds {
+            for (which, bin) in &bins {
+                let label = if bins.len() > 1 {
+                    format!("{name} [{which} {}]", round + 1)
+                } else {
+                    name.to_string()
+                };
+                rt.block_on(async {
+                    let dir = tempfile::tempdir().unwrap();
+                    let upstream = sink().await;
+                    let f = Frugal::start(bin, upstream, compression, dir.path());
+                    let url = format!("http://{}/v1/traces", f.http);
+                    let body = match (gz, half_dropped) {
+                        (true, _) => zipped.clone(),
+                        (false, true) => half.clone(),
+                        (false, false) => raw.clone(),
+                    };
+                    // Warm up connections and the allocator.
+                    saturate(&url, body.clone(), gz, 4, seconds.min(1.0)).await;
+                    let cpu0 = f.cpu_seconds();
+                    let done = saturate(&url, body.clone(), gz, 8, seconds).await;
+                    let cpu = f.cpu_seconds() - cpu0;
+                    let spans = done as f64 * SPANS_PER_REQUEST as f64;
+                    let through = latencies(&url, body.clone(), gz, samples, 50.0).await;
+                    let direct_url = format!("http://{upstream}/v1/traces");
+                    let direct = latencies(&direct_url, body.clone(), gz, samples, 50.0).await;
+                    println!(
+                        "{:<40} {:>10.0} {:>9.1} {:>14.0} {:>8.2}s {:>9.2} {:>9.2} {:>9.2} {:>8.1}",
+                        label,
+                        spans / seconds,
+                        spans * 358.0 / seconds / 1e6,
+                        spans / cpu.max(1e-9),
+                        cpu,
+                        pct(&through, 0.5),
+                        pct(&through, 0.99),
+                        pct(&direct, 0.5),
+                        f.peak_rss_mb()
+                    );
+                });
+            }
+        }
     }
     println!("(direct = p50 latency straight to the sink, for the added latency: p50 - direct)");
 }
