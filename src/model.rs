@@ -165,6 +165,7 @@ impl DropReason {
         DropReason::Upstream,
     ];
 
+    /// The reason's name (a metric label value and an API key).
     pub fn as_str(self) -> &'static str {
         match self {
             DropReason::Rule => "drop_rule",

@@ -14,19 +14,40 @@ use jiff::{Timestamp, ToSpan};
 pub enum PeriodSpec {
     /// A calendar month starting on `reset_day` (clamped to the month's last day) at
     /// midnight in `tz`. Grafana Cloud bills the UTC month starting on the 1st.
-    Monthly { reset_day: i8, tz: TimeZone },
+    Monthly {
+        /// Day of the month the period starts on (1 to 31).
+        reset_day: i8,
+        /// Time zone whose midnight starts the period.
+        tz: TimeZone,
+    },
     /// A calendar day from midnight in `tz`.
-    Daily { tz: TimeZone },
+    Daily {
+        /// Time zone whose midnight starts the day.
+        tz: TimeZone,
+    },
     /// A week starting at midnight on `weekday` in `tz`.
-    Weekly { weekday: Weekday, tz: TimeZone },
+    Weekly {
+        /// Day the week starts on.
+        weekday: Weekday,
+        /// Time zone whose midnight starts the week.
+        tz: TimeZone,
+    },
     /// Back-to-back periods of a fixed length, the first starting at `anchor`.
-    Every { every: Duration, anchor: Timestamp },
+    Every {
+        /// Length of each period.
+        every: Duration,
+        /// Start of one period (the policy's `start`); the others follow back to back,
+        /// before and after it.
+        anchor: Timestamp,
+    },
 }
 
 /// One period: `[start, end)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Period {
+    /// First instant of the period (inclusive).
     pub start: Timestamp,
+    /// First instant after the period (exclusive): the next period's start.
     pub end: Timestamp,
 }
 
@@ -46,6 +67,7 @@ impl Period {
         crate::clock::seconds_between(self.start, now).max(0.0)
     }
 
+    /// Whether `t` falls within `[start, end)`.
     pub fn contains(&self, t: Timestamp) -> bool {
         self.start <= t && t < self.end
     }

@@ -91,6 +91,7 @@ pub enum Scenario {
 }
 
 impl Scenario {
+    /// Every scenario, in the order `--scenario all` runs them.
     pub const ALL: [Scenario; 4] = [
         Scenario::Steady,
         Scenario::Daily,
@@ -98,6 +99,7 @@ impl Scenario {
         Scenario::Growth,
     ];
 
+    /// The scenario's name, as `--scenario` takes it and the report prints it.
     pub fn as_str(self) -> &'static str {
         match self {
             Scenario::Steady => "steady",
@@ -147,11 +149,15 @@ impl std::str::FromStr for Scenario {
 /// A simulation run.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// How much traffic to offer (`--traffic`).
     pub traffic: Traffic,
+    /// Spans in each synthetic trace (at least 1).
     pub spans_per_trace: u32,
+    /// The month's shape.
     pub scenario: Scenario,
     /// Traffic and budget are both divided by this.
     pub scale: f64,
+    /// Seed of the traffic generator: the same seed repeats a month exactly.
     pub seed: u64,
     /// A time inside the period to simulate (default: November 2026).
     pub start: Option<Timestamp>,
@@ -159,7 +165,10 @@ pub struct Config {
     pub with_logs: bool,
     /// Day (0-based) of the spike scenario's spike.
     pub spike_day: usize,
+    /// Where to write the hourly usage, pace line and keep probabilities as CSV
+    /// ([`CSV_HEADER`]), if anywhere.
     pub csv: Option<PathBuf>,
+    /// Whether to draw a progress bar on stderr.
     pub progress: bool,
 }
 
@@ -183,9 +192,13 @@ impl Default for Config {
 /// One simulated day.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Day {
+    /// Trace bytes received that day, before drop rules and sampling.
     pub offered_bytes: u64,
+    /// Trace bytes sent upstream that day.
     pub kept_bytes: u64,
+    /// Priority spans offered that day (by the policy's own rules).
     pub priority_offered: u64,
+    /// Priority spans that reached the upstream that day.
     pub priority_kept: u64,
     /// Whether the budget still allowed priority items all day.
     pub budget_allowed_priority: bool,
@@ -240,10 +253,12 @@ pub struct RunReport {
 }
 
 impl RunReport {
+    /// Trace usage at the end of the period, as a fraction of the limit.
     pub fn end_fraction(&self) -> f64 {
         self.used as f64 / self.limit as f64
     }
 
+    /// The fraction of offered trace bytes sent over the period (1 when nothing was offered).
     pub fn average_keep(&self) -> f64 {
         let kept: u64 = self.days.iter().map(|d| d.kept_bytes).sum();
         if self.offered_bytes == 0 {

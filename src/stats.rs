@@ -8,52 +8,98 @@ use prometheus::{
     Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
 };
 
+/// frugal's own metrics, all in one registry that `/metrics` renders.
 pub struct Stats {
+    /// The registry every metric here is registered in.
     pub registry: Registry,
     /// Requests answered, by signal, transport (http, grpc) and status code.
     pub requests: IntCounterVec,
+    /// Time from receiving a client request to answering it, in seconds, by signal and
+    /// transport (`frugal_request_duration_seconds`).
     pub request_duration: HistogramVec,
     /// Items and bytes received (before sampling), by signal.
     pub received_items: IntCounterVec,
+    /// Billable bytes received before sampling, by signal (`frugal_received_bytes_total`).
     pub received_bytes: IntCounterVec,
     /// Items and bytes frugal dropped itself, by signal and reason.
     pub dropped_items: IntCounterVec,
+    /// Billable bytes frugal dropped, by signal and reason (`frugal_dropped_bytes_total`).
     pub dropped_bytes: IntCounterVec,
     /// Items and bytes sent upstream (each attempt that may have arrived), by signal.
     pub sent_items: IntCounterVec,
+    /// Billable bytes sent upstream, every attempt counted, by signal
+    /// (`frugal_sent_bytes_total`).
     pub sent_bytes: IntCounterVec,
     /// Items upstream acknowledged, and refused (by reason).
     pub acked_items: IntCounterVec,
+    /// Items upstream refused, by signal and reason (`frugal_rejected_items_total`).
     pub rejected_items: IntCounterVec,
     /// Upstream attempts by signal and outcome, and their latency.
     pub upstream_attempts: IntCounterVec,
+    /// Latency of each attempt to send upstream, in seconds, by destination
+    /// (`frugal_upstream_request_duration_seconds`).
     pub upstream_duration: HistogramVec,
     /// Client requests that got a 503 because upstream could not take the data in time.
     pub upstream_unavailable: IntCounterVec,
+    /// Flushes of the usage counters to disk, by result: `ok`, `error`
+    /// (`frugal_store_flushes_total`).
     pub store_flushes: IntCounterVec,
+    /// When the usage counters were last flushed to disk, in Unix seconds
+    /// (`frugal_store_last_flush_timestamp_seconds`).
     pub store_last_flush: Gauge,
+    /// 1 when frugal accepts data, else 0 (`frugal_ready`).
     pub ready: IntGauge,
+    /// Always 1; the version is a label (`frugal_build_info`).
     pub build_info: IntGauge,
     /// Gauges refreshed at scrape time from the ledger and the pacer.
     pub period: PeriodGauges,
 }
 
+/// The period and pacing gauges, set from the ledger and the pacer each time `/metrics` is
+/// scraped.
 pub struct PeriodGauges {
+    /// Start of the current budget period, in Unix seconds
+    /// (`frugal_period_start_timestamp_seconds`).
     pub start: Gauge,
+    /// End of the current budget period, in Unix seconds
+    /// (`frugal_period_end_timestamp_seconds`).
     pub end: Gauge,
+    /// Billable bytes used this period (sent, less definite rejections, plus adjustments), by
+    /// signal (`frugal_period_usage_bytes`).
     pub usage_bytes: GaugeVec,
+    /// Metric data points sent this period (`frugal_period_usage_data_points`).
     pub usage_data_points: GaugeVec,
+    /// The period's limit in bytes, less what is reserved for other senders, by signal
+    /// (`frugal_budget_limit_bytes`).
     pub limit_bytes: GaugeVec,
+    /// Where pacing aims to end the period, in bytes, by signal (`frugal_budget_target_bytes`).
     pub target_bytes: GaugeVec,
+    /// Usage as a fraction of the limit, by signal (`frugal_budget_usage_ratio`).
     pub usage_ratio: GaugeVec,
+    /// Usage expected at the end of the period at the current keep probabilities, in bytes,
+    /// by signal (`frugal_budget_projected_usage_bytes`).
     pub projected_usage_bytes: GaugeVec,
+    /// Projected end-of-period usage as a fraction of the limit, by signal
+    /// (`frugal_budget_projected_usage_ratio`).
     pub projected_usage_ratio: GaugeVec,
+    /// Bytes received this period before sampling, by signal and priority class
+    /// (`frugal_period_offered_bytes`).
     pub offered_bytes: GaugeVec,
+    /// Bytes frugal dropped this period, by signal and reason (`frugal_period_dropped_bytes`).
     pub dropped_bytes: GaugeVec,
+    /// Current keep probability, by signal and priority class (`frugal_keep_probability`).
     pub keep_probability: GaugeVec,
+    /// 1 for the current pacing state (unconstrained, pacing, priority_only, stopped) and 0
+    /// for the others, by signal (`frugal_pacing_state`).
     pub pacing_state: GaugeVec,
+    /// Forecast incoming (pre-sampling) rate in bytes/s, by signal, class and window (short,
+    /// long) (`frugal_demand_bytes_per_second`).
     pub demand_rate: GaugeVec,
+    /// Rate of bytes sent upstream over the short window, in bytes/s, by signal
+    /// (`frugal_forwarded_bytes_per_second`).
     pub forwarded_rate: GaugeVec,
+    /// The metrics budget's active-series limit; reported, not yet enforced
+    /// (`frugal_budget_active_series_limit`).
     pub active_series_limit: Gauge,
 }
 
@@ -86,6 +132,8 @@ fn gauge(r: &Registry, name: &str, help: &str) -> prometheus::Result<Gauge> {
 }
 
 impl Stats {
+    /// Creates every metric in a new registry, each fixed label set at 0; fails only if
+    /// Prometheus refuses a name or a registration.
     pub fn new() -> prometheus::Result<Self> {
         let r = Registry::new();
         let s = ["signal"];

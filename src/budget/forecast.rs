@@ -25,6 +25,9 @@ const MIN_BINS: usize = 3;
 /// Bins in a scaled day.
 pub const DAY_BINS: usize = 24;
 
+/// A demand forecast in bytes/s from observed byte counts: the long window (median of
+/// scaled-hour bins) and the short one. The pacer keeps one per priority class, and one
+/// for what was forwarded.
 #[derive(Debug, Clone)]
 pub struct Forecast {
     bin_seconds: f64,

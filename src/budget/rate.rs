@@ -14,6 +14,9 @@ use crate::clock::{GovernorClock, SharedClock};
 /// Bytes per cell: limits go up to 4 TB/s in u32 cells.
 const CELL: u64 = 1000;
 
+/// A per-second ingestion limit (`budgets.<signal>.max_rate`): a bucket of one second's
+/// worth of bytes, refilled on frugal's clock. A request that does not fit keeps only its
+/// priority items.
 pub struct RateGate {
     limiter: RateLimiter<NotKeyed, InMemoryState, GovernorClock, NoOpMiddleware<Nanos>>,
     clock: GovernorClock,

@@ -29,11 +29,16 @@ pub enum Attempt {
     Success,
     /// A status worth retrying (429, 5xx), with the server's `Retry-After` if any.
     Retryable {
+        /// The HTTP status upstream answered.
         status: u16,
+        /// The server's `Retry-After`, if it sent one.
         retry_after: Option<Duration>,
     },
     /// A definite refusal (other 4xx).
-    Rejected { status: u16 },
+    Rejected {
+        /// The HTTP status upstream answered.
+        status: u16,
+    },
     /// No answer within the attempt's timeout, after the request began to be sent.
     Timeout,
     /// The request never left: the connection (or the TLS handshake) could not be made,
@@ -137,9 +142,16 @@ pub enum Next {
     /// Wait this long, then try again.
     RetryAfter(Duration),
     /// Stop: the deadline leaves no room. Tell the client to come back after this long.
-    GiveUp { client_retry_after: Duration },
+    GiveUp {
+        /// The client's wait: the server's `Retry-After` if any, at least 1 s, rounded up to
+        /// whole seconds.
+        client_retry_after: Duration,
+    },
 }
 
+/// What to do after the `n`th failed attempt, at `now`: wait the server's `Retry-After` (or
+/// [`backoff`] without one) and retry, if at least 100 ms would still be left before
+/// `deadline`; otherwise give up.
 pub fn next(
     attempt: &Attempt,
     policy: &Retry,

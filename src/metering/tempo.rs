@@ -97,6 +97,7 @@ pub fn weigh_encoded(req: &ExportTraceServiceRequest) -> (Weight, usize) {
     (w, len)
 }
 
+/// The number of spans in a request (its items).
 pub fn span_count(req: &ExportTraceServiceRequest) -> u64 {
     req.resource_spans
         .iter()

@@ -18,7 +18,9 @@ use crate::ingest::IngestError;
 /// How a request body is encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
+    /// Binary protobuf (`application/x-protobuf` or `application/protobuf`).
     Protobuf,
+    /// OTLP's JSON mapping (`application/json`).
     Json,
 }
 
@@ -38,6 +40,7 @@ impl Format {
         }
     }
 
+    /// The `Content-Type` of a response body in this format.
     pub fn content_type(self) -> &'static str {
         match self {
             Format::Protobuf => "application/x-protobuf",

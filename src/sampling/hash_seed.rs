@@ -39,6 +39,7 @@ pub fn cutoff(probability: f64) -> u32 {
 /// The decision for one item's bytes (a trace ID, or a log attribute).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HashDecision {
+    /// Whether the item is kept: its hash's low 14 bits fall under the cut-off.
     pub keep: bool,
     /// The randomness the collector writes as `rv`.
     pub randomness: Randomness,
@@ -46,6 +47,8 @@ pub struct HashDecision {
     pub threshold: Threshold,
 }
 
+/// Decides an item by its `bytes` (a trace ID, or a log attribute) at keep `probability`,
+/// as the collector's hash_seed mode with `seed` does.
 pub fn decide(bytes: &[u8], seed: u32, probability: f64) -> HashDecision {
     let h = hash(bytes, seed);
     let hashed = u64::from(h & BUCKET_MASK);

@@ -26,7 +26,11 @@ use crate::metering::{Weight, loki};
 use crate::model::{Class, DropReason};
 use crate::policy::{LogPolicy, SamplingMode};
 
+/// The log attribute holding a record's threshold (a `th` value): read on arrival, written
+/// on kept, sampled records.
 pub const THRESHOLD_ATTRIBUTE: &str = "sampling.threshold";
+/// The log attribute holding a record's explicit randomness (an `rv` value), used before
+/// its trace ID's.
 pub const RANDOMNESS_ATTRIBUTE: &str = "sampling.randomness";
 
 /// How traces are being sampled, for records that follow their trace.
@@ -37,7 +41,10 @@ pub struct TraceSide {
     /// Whether the trace policy has `drop_first` rules (then a record follows the stricter
     /// of the normal and bulk classes).
     pub follow_bulk: bool,
+    /// How spans are sampled: in hash_seed mode a record follows its trace by the same hash.
     pub mode: SamplingMode,
+    /// Hex digits of the `sampling.threshold` written on kept records (the trace policy's
+    /// `precision`).
     pub precision: u8,
 }
 
@@ -53,9 +60,12 @@ impl TraceSide {
     }
 }
 
+/// The decision for one log record.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogDecision {
+    /// The priority class the rules put it in; `None` when a drop rule matched.
     pub class: Option<Class>,
+    /// Kept, or dropped and why.
     pub fate: Fate,
     /// The `sampling.threshold` to write on a kept, sampled record.
     pub threshold: Option<String>,

@@ -33,6 +33,8 @@ struct Inner {
     order: VecDeque<([u8; 16], Timestamp)>,
 }
 
+/// The keep probabilities each recent trace was first judged at (zeros for a trace whose
+/// spans a gate dropped), for [`TTL_SECONDS`] and at most [`CAPACITY`] traces.
 #[derive(Debug, Default)]
 pub struct TraceMemory {
     inner: Mutex<Inner>,
@@ -61,6 +63,8 @@ pub enum Remember {
 }
 
 impl TraceMemory {
+    /// Opens one request's session at `now`, first forgetting traces past the TTL or over
+    /// capacity; `remember` says which traces seen for the first time are noted.
     pub fn session(&self, now: Timestamp, remember: Remember) -> Session<'_> {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         // Forget what is too old, and what is over capacity.
@@ -81,6 +85,7 @@ impl TraceMemory {
         }
     }
 
+    /// How many traces are held (expired ones go when the next session opens).
     pub fn len(&self) -> usize {
         self.inner
             .lock()
@@ -89,6 +94,7 @@ impl TraceMemory {
             .len()
     }
 
+    /// Whether no trace is held.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -43,7 +43,9 @@ pub fn service_name(resource: Option<&Resource>) -> &str {
 
 /// What a rule sees of an item.
 pub enum Item<'a> {
+    /// A span: log-only conditions never hold for it.
     Span(&'a Span),
+    /// A log record: span-only conditions never hold for it.
     Log(&'a LogRecord),
 }
 

@@ -17,16 +17,22 @@ pub struct Threshold(u64);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Randomness(u64);
 
+/// Why a `th` or `rv` value does not parse, or a probability has no threshold.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EncodingError {
+    /// A `th` longer than 14 hex digits.
     #[error("t-value exceeds 14 hex digits")]
     TValueSize,
+    /// An empty `th`.
     #[error("t-value is empty")]
     TValueEmpty,
+    /// An `rv` that is not exactly 14 hex digits.
     #[error("r-value must have 14 hex digits")]
     RValueSize,
+    /// A character that is not a hex digit.
     #[error("invalid syntax")]
     Syntax,
+    /// A probability outside [2^-56, 1] (or NaN), which no threshold expresses.
     #[error("sampling probability out of the range [2^-56, 1]")]
     ProbabilityRange,
 }
@@ -37,10 +43,12 @@ impl Threshold {
     /// Keep nothing (no `th` can express it).
     pub const NEVER: Threshold = Threshold(MAX_ADJUSTED_COUNT);
 
+    /// The threshold of 56-bit value `t` (capped at [`Threshold::NEVER`]).
     pub fn from_unsigned(t: u64) -> Threshold {
         Threshold(t.min(MAX_ADJUSTED_COUNT))
     }
 
+    /// The threshold's 56-bit value (2^56 for [`Threshold::NEVER`]).
     pub fn unsigned(self) -> u64 {
         self.0
     }
@@ -88,6 +96,7 @@ impl Threshold {
         }
     }
 
+    /// Whether an item with randomness `r` is kept: `R >= T`.
     pub fn should_sample(self, r: Randomness) -> bool {
         self.0 <= r.0
     }
@@ -122,10 +131,12 @@ impl Threshold {
 }
 
 impl Randomness {
+    /// Randomness from the low 56 bits of `r`.
     pub fn from_unsigned(r: u64) -> Randomness {
         Randomness(r & (MAX_ADJUSTED_COUNT - 1))
     }
 
+    /// The randomness as a 56-bit value.
     pub fn unsigned(self) -> u64 {
         self.0
     }

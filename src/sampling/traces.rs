@@ -33,6 +33,7 @@ use crate::policy::{SamplingMode, TracePolicy};
 pub struct SpanDecision {
     /// `None` when a drop rule matched or `sampling.priority` was 0.
     pub class: Option<Class>,
+    /// Kept, or dropped and why.
     pub fate: Fate,
     /// The rewritten tracestate of a kept span, when it changed.
     pub tracestate: Option<String>,

@@ -18,7 +18,9 @@ pub struct TraceState {
     ot_extra: Vec<(String, String)>,
     /// The arriving `rv`, verbatim (upper case passes through).
     rv_text: Option<String>,
+    /// The `ot` entry's explicit randomness (`rv`), if any.
     pub rv: Option<Randomness>,
+    /// The `ot` entry's threshold (`th`), if any.
     pub th: Option<Threshold>,
     /// The `th` as it arrived, kept when a rewrite would lower it.
     th_text: Option<String>,
@@ -26,12 +28,16 @@ pub struct TraceState {
     others: Vec<String>,
 }
 
+/// Why a tracestate does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TraceStateError {
+    /// A member, or an `ot` sub-key or value, that the W3C or OpenTelemetry syntax forbids.
     #[error("invalid tracestate syntax")]
     Syntax,
+    /// Over 1024 characters or 32 members, or an `ot` value over 256 characters.
     #[error("invalid tracestate size")]
     Size,
+    /// A `th` or `rv` that does not parse.
     #[error("invalid ot entry: {0}")]
     Value(#[from] EncodingError),
 }

@@ -5,6 +5,7 @@ use std::sync::Mutex;
 
 use super::{Counters, StoreError, UsageStore};
 
+/// Usage counters held in memory and lost on exit: the simulator's and the tests' store.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     periods: Mutex<BTreeMap<String, Counters>>,

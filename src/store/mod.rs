@@ -19,14 +19,26 @@ pub use sled_store::SledStore;
 /// Counter name -> value, for one period.
 pub type Counters = BTreeMap<String, u64>;
 
+/// Why the usage store failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The store could not be opened (or created).
     #[error("cannot open the usage store at {path}: {reason}")]
-    Open { path: String, reason: String },
+    Open {
+        /// The data directory.
+        path: String,
+        /// What went wrong (e.g. another process holds the store's lock).
+        reason: String,
+    },
+    /// Reading, writing or flushing the store failed; the message says how.
     #[error("usage store I/O failed: {0}")]
     Io(String),
+    /// A stored counter is not a readable number.
     #[error("usage store holds an unreadable value under {key:?}")]
-    Corrupt { key: String },
+    Corrupt {
+        /// The key the value is stored under.
+        key: String,
+    },
 }
 
 /// Persistent, period-keyed usage counters.

@@ -14,6 +14,7 @@ use super::{Counters, StoreError, UsageStore};
 const TREE: &str = "usage";
 const SEP: u8 = 0;
 
+/// Usage counters in a sled database on disk, flushed before each `add` returns.
 pub struct SledStore {
     db: sled::Db,
     tree: sled::Tree,
