@@ -279,18 +279,26 @@ async fn early_admin(listener: TcpListener, done: CancellationToken) -> TcpListe
     }
 }
 
-/// Rolls periods and flushes the counters every `every`.
+/// Flushes the counters every `every`, and wakes at the period's end too, so the next
+/// period begins when it does (a request after midnight counts in the new month, as
+/// upstream bills it) rather than at the next flush.
 async fn flusher(
     core: Arc<Core>,
     every: Duration,
     new_period: Arc<tokio::sync::Notify>,
     shutdown: CancellationToken,
 ) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        let until_end = crate::clock::seconds_between(core.clock.now(), core.ledger.period().end);
+        // A millisecond past the end, so the clock reads the new period when it rolls. (Past
+        // the end already, a roll failed: retry at the flush interval.)
+        let wait = if until_end > 0.0 {
+            every.min(Duration::from_secs_f64(until_end + 0.001))
+        } else {
+            every
+        };
         tokio::select! {
-            _ = tick.tick() => {}
+            () = tokio::time::sleep(wait) => {}
             () = shutdown.cancelled() => return,
         }
         let c = core.clone();

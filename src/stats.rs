@@ -17,24 +17,25 @@ pub struct Stats {
     /// Time from receiving a client request to answering it, in seconds, by signal and
     /// transport (`frugal_request_duration_seconds`).
     pub request_duration: HistogramVec,
-    /// Items and bytes received (before sampling), by signal.
+    /// Items received before sampling, by signal (`frugal_received_items_total`).
     pub received_items: IntCounterVec,
     /// Billable bytes received before sampling, by signal (`frugal_received_bytes_total`).
     pub received_bytes: IntCounterVec,
-    /// Items and bytes frugal dropped itself, by signal and reason.
+    /// Items frugal dropped itself, by signal and reason (`frugal_dropped_items_total`).
     pub dropped_items: IntCounterVec,
     /// Billable bytes frugal dropped, by signal and reason (`frugal_dropped_bytes_total`).
     pub dropped_bytes: IntCounterVec,
-    /// Items and bytes sent upstream (each attempt that may have arrived), by signal.
+    /// Items sent upstream, each attempt that may have arrived counted, by signal
+    /// (`frugal_sent_items_total`).
     pub sent_items: IntCounterVec,
     /// Billable bytes sent upstream, every attempt counted, by signal
     /// (`frugal_sent_bytes_total`).
     pub sent_bytes: IntCounterVec,
-    /// Items upstream acknowledged, and refused (by reason).
+    /// Items upstream acknowledged, by signal (`frugal_acknowledged_items_total`).
     pub acked_items: IntCounterVec,
     /// Items upstream refused, by signal and reason (`frugal_rejected_items_total`).
     pub rejected_items: IntCounterVec,
-    /// Upstream attempts by signal and outcome, and their latency.
+    /// Upstream attempts by destination and outcome (`frugal_upstream_attempts_total`).
     pub upstream_attempts: IntCounterVec,
     /// Latency of each attempt to send upstream, in seconds, by destination
     /// (`frugal_upstream_request_duration_seconds`).
@@ -356,10 +357,10 @@ impl Stats {
 
     /// Creates every series whose labels come from fixed sets, at 0, so dashboards and
     /// alert rules see each family from the first scrape, not only after its first event.
+    /// (Each upstream creates its own destination's series: only configured ones exist.)
     fn export_fixed_label_sets(&self) {
         use crate::budget::controller::PacingState;
-        use crate::forwarder::retry::Attempt;
-        use crate::model::{Class, Destination, DropReason, RejectReason, Signal, Unit};
+        use crate::model::{Class, DropReason, RejectReason, Signal, Unit};
         let byte_signals = || {
             Signal::ALL
                 .into_iter()
@@ -419,12 +420,6 @@ impl Stats {
         {
             p.usage_data_points.with_label_values(&[s.as_str()]);
         }
-        for d in Destination::ALL {
-            self.upstream_duration.with_label_values(&[d.as_str()]);
-            for o in Attempt::LABELS {
-                self.upstream_attempts.with_label_values(&[d.as_str(), o]);
-            }
-        }
         for r in ["ok", "error"] {
             self.store_flushes.with_label_values(&[r]);
         }
@@ -463,8 +458,6 @@ mod tests {
             "frugal_dropped_items_total",
             "frugal_rejected_items_total",
             "frugal_upstream_unavailable_total",
-            "frugal_upstream_attempts_total",
-            "frugal_upstream_request_duration_seconds",
             "frugal_acknowledged_items_total",
             "frugal_keep_probability",
             "frugal_pacing_state",
@@ -473,15 +466,20 @@ mod tests {
         ] {
             assert!(names.contains(&want), "{want} missing from a fresh scrape");
         }
-        // Every registered family, except the one whose label (the status code) is open.
+        // Every registered family, except the one whose label (the status code) is open and
+        // the upstreams', which each configured destination creates.
         let registered = 33;
-        assert_eq!(families.len(), registered - 1, "{names:?}");
+        assert_eq!(families.len(), registered - 3, "{names:?}");
         assert!(!names.contains(&"frugal_requests_total"));
         let text = stats.render();
         assert!(
             text.contains(r#"frugal_rejected_items_total{reason="unreachable",signal="logs"} 0"#)
         );
-        assert!(text.contains(
+        let clock: crate::clock::SharedClock = std::sync::Arc::new(crate::clock::SystemClock);
+        let stats = std::sync::Arc::new(stats);
+        let _f =
+            crate::forwarder::Forwarder::from_policy(&crate::testkit::policy(""), &clock, &stats);
+        assert!(stats.render().contains(
             r#"frugal_upstream_attempts_total{destination="otlp_traces",outcome="timeout"} 0"#
         ));
     }

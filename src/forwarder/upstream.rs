@@ -102,6 +102,12 @@ impl HttpUpstream {
             v.set_sensitive(true);
             v
         });
+        // Every series of this destination exists from the start, at 0.
+        let dest = wire.destination().as_str();
+        stats.upstream_duration.with_label_values(&[dest]);
+        for outcome in Attempt::LABELS {
+            stats.upstream_attempts.with_label_values(&[dest, outcome]);
+        }
         Self {
             url: wire.url(&config.endpoint),
             config,

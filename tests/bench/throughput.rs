@@ -277,7 +277,9 @@ async fn saturate(url: &str, body: Bytes, gzip: bool, connections: usize, second
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
         // Requests in flight at the deadline finish; a failed one fails the run.
-        t.await.expect("a load task panicked").expect("a request failed");
+        t.await
+            .expect("a load task panicked")
+            .expect("a request failed");
     }
     done.load(Ordering::Relaxed)
 }
