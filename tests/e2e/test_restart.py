@@ -46,6 +46,9 @@ def test_usage_set_before_start_and_while_running(standin, frugal_factory, tmp_p
 
 
 def test_restarting_resumes_pacing_from_persisted_usage(standin, frugal_factory, tmp_path):
+    """After `kill -9`, usage resumes from disk — no lower than one flush interval short of
+    what upstream billed, and no higher than it — and pacing resumes from the persisted
+    usage, not from zero."""
     rng = random.Random(11)
     sample = encode_spans(payloads.spans(rng, 200))
     per_span = tempo_size(sample) / 200
