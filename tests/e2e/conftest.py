@@ -121,7 +121,7 @@ class Frugal:
 
 
 def policy_for(upstream: str, extra: str = "", budgets: str = "", upstream_extra: str = "",
-               timeout: str = "2s", max_elapsed: str = "4s") -> str:
+               timeout: str = "2s", max_elapsed: str = "4s", flush_interval: str = "200ms") -> str:
     """A policy forwarding to `upstream`; `upstream_extra` is one more line (a YAML flow
     mapping entry, e.g. "pass_through_auth: true") under `upstream.otlp`; `timeout` is
     one attempt's, `max_elapsed` all of a request's attempts'."""
@@ -133,7 +133,7 @@ upstream:
     compression: gzip{more}
     timeout: {timeout}
     retry: {{initial_backoff: 100ms, max_backoff: 500ms, max_elapsed: {max_elapsed}}}
-store: {{flush_interval: 200ms}}
+store: {{flush_interval: {flush_interval}}}
 {budgets}
 {extra}
 """

@@ -20,10 +20,11 @@ from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Status, StatusCode
 
+import payloads
 from conftest import Frugal, metric_value, policy_for, wait_for
 from standin import StandIn, loki_bytes, tempo_size
 
@@ -136,6 +137,11 @@ logs:
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
     time.sleep(max(0.0, start - time.time()))
+    # Offer traffic once frugal counts in the new period (it starts it at its next flush:
+    # test_a_request_just_after_a_period_boundary_is_billed_to_the_new_period).
+    our_start = datetime.fromtimestamp(start, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    wait_for(lambda: f.usage()["period"]["start"].startswith(our_start), timeout=5, interval=0.01,
+             what="frugal to count in the new period")
     t0 = time.time()
     n = 0
     while time.time() < start + PERIOD - 0.5:
@@ -145,7 +151,6 @@ logs:
         time.sleep(max(0.0, next_at - time.time()))
     tp.force_flush()
     lp.force_flush()
-    our_start = datetime.fromtimestamp(start, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
 
     def ended():
         u = f.usage()
@@ -170,6 +175,31 @@ logs:
     lp.shutdown()
     f.stop()
     standin.stop()
+
+
+def test_a_request_just_after_a_period_boundary_is_billed_to_the_new_period(standin, frugal_factory):
+    """A request sent after a period has ended counts in the new period, as upstream bills it
+    when it arrives: the finished period's figure holds exactly what was sent before its
+    end, and the new one what was sent after. (frugal starts the new period at its next
+    flush; a 10 s flush interval makes the gap visible: a default 1 s one has the same gap.)"""
+    boundary = int(time.time()) + 5
+    start = datetime.fromtimestamp(boundary - 120, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    f = frugal_factory(policy_for(standin.url, flush_interval="10s",
+                                  budgets=f'period: {{every: 2m, start: "{start}"}}'))
+    exporter = OTLPSpanExporter(endpoint=f"{f.http_url}/v1/traces")
+    rng = random.Random(12)
+    assert exporter.export(payloads.spans(rng, 10)) == SpanExportResult.SUCCESS
+    wait_for(lambda: time.time() >= boundary + 0.5, timeout=15, what="the period's end")
+    assert exporter.export(payloads.spans(rng, 10)) == SpanExportResult.SUCCESS
+    before, after = standin.of("traces")
+    assert before.at < boundary <= after.at
+    new_start = datetime.fromtimestamp(boundary, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    stale = f.usage()["period"]
+    u = wait_for(lambda: (lambda u: u if u["period"]["start"] == new_start else None)(f.usage()), timeout=15,
+                 what="the new period")
+    assert (u["previous_period"]["signals"]["traces"]["used"], u["signals"]["traces"]["used"]) == \
+        (before.billed, after.billed), "(finished period, new period)"
+    assert stale["start"] == new_start, f"after its end, the API still reports the period {stale}"
 
 
 def billed_upstream(standin, start, signal) -> int:

@@ -114,8 +114,13 @@ def test_an_unopenable_store_keeps_frugal_unready_and_says_why(tmp_path, standin
         try:
             lines = Lines(second.stderr)
             assert "in use by another frugal" in lines.wait_for("cannot be opened", timeout=20).string
-            r = requests.get(f"http://{admin}/readyz", timeout=5)
-            assert r.status_code == 503 and "in use by another frugal" in r.text, r.text
+            # /readyz says why (the reason is noted just after the log line).
+            def readyz():
+                r = requests.get(f"http://{admin}/readyz", timeout=5)
+                return (r.status_code, r.text) if "in use by another frugal" in r.text else None
+
+            status, _ = wait_for(readyz, timeout=5, what="/readyz saying why")
+            assert status == 503
             assert requests.get(f"http://{admin}/healthz", timeout=5).status_code == 200
             # It retries (every 5 s) and is still unready after the retry failed.
             wait_for(lambda: lines.text().count("cannot be opened") >= 2, timeout=15, what="a second attempt")
