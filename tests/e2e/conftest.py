@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -31,12 +32,14 @@ def pytest_configure(config):
 class Frugal:
     """A frugal process."""
 
-    def __init__(self, policy: str, data_dir: Path, env: dict | None = None, extra_args=()):
+    def __init__(self, policy: str, data_dir: Path, env: dict | None = None, extra_args=(),
+                 listen_admin: str = "127.0.0.1:0"):
         self.policy_path = data_dir.parent / f"policy-{id(self)}.yaml"
         self.policy_path.write_text(policy)
         self.data_dir = data_dir
         self.env = env or {}
         self.extra_args = list(extra_args)
+        self.listen_admin = listen_admin
         self.log: list[str] = []
         self.proc = None
         self.start()
@@ -45,7 +48,7 @@ class Frugal:
         args = [
             str(BIN), "serve", "--policy", str(self.policy_path),
             "--listen-http", "127.0.0.1:0", "--listen-grpc", "127.0.0.1:0",
-            "--listen-admin", "127.0.0.1:0", "--data-dir", str(self.data_dir),
+            "--listen-admin", self.listen_admin, "--data-dir", str(self.data_dir),
             *self.extra_args,
         ]
         env = {**os.environ, "RUST_LOG": os.environ.get("FRUGAL_TEST_LOG", "info"), **self.env}
@@ -72,8 +75,15 @@ class Frugal:
         return f"http://{self.http}"
 
     @property
+    def admin_port(self) -> int:
+        return int(self.admin.rsplit(":", 1)[1])
+
+    @property
     def admin_url(self) -> str:
-        return f"http://{self.admin}"
+        """The admin API, over loopback when it listens on every address."""
+        host = self.admin.rsplit(":", 1)[0]
+        host = {"0.0.0.0": "127.0.0.1", "[::]": "[::1]"}.get(host, host)
+        return f"http://{host}:{self.admin_port}"
 
     def usage(self) -> dict:
         return requests.get(f"{self.admin_url}/api/v1/usage", timeout=5).json()
@@ -83,6 +93,18 @@ class Frugal:
 
     def metrics(self) -> str:
         return requests.get(f"{self.admin_url}/metrics", timeout=5).text
+
+    def metric(self, name: str, **labels) -> float | None:
+        """The value of one sample of /metrics (labels in any order), or None if absent."""
+        return metric_value(self.metrics(), name, **labels)
+
+    def readyz(self) -> int:
+        return requests.get(f"{self.admin_url}/readyz", timeout=5).status_code
+
+    def set_usage(self, signal: str, used, token: str | None = None) -> requests.Response:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return requests.put(f"{self.admin_url}/api/v1/usage/{signal}", json={"used": used},
+                            headers=headers, timeout=5)
 
     def kill9(self):
         self.proc.send_signal(signal.SIGKILL)
@@ -98,18 +120,20 @@ class Frugal:
             self.proc.wait(10)
 
 
-def policy_for(upstream: str, extra: str = "", budgets: str = "", upstream_extra: str = "") -> str:
+def policy_for(upstream: str, extra: str = "", budgets: str = "", upstream_extra: str = "",
+               timeout: str = "2s", max_elapsed: str = "4s", flush_interval: str = "200ms") -> str:
     """A policy forwarding to `upstream`; `upstream_extra` is one more line (a YAML flow
-    mapping entry, e.g. "pass_through_auth: true") under `upstream.otlp`."""
+    mapping entry, e.g. "pass_through_auth: true") under `upstream.otlp`; `timeout` is
+    one attempt's, `max_elapsed` all of a request's attempts'."""
     more = f"\n    {upstream_extra}" if upstream_extra else ""
     return f"""
 upstream:
   otlp:
     endpoint: {upstream}
     compression: gzip{more}
-    timeout: 2s
-    retry: {{initial_backoff: 100ms, max_backoff: 500ms, max_elapsed: 4s}}
-store: {{flush_interval: 200ms}}
+    timeout: {timeout}
+    retry: {{initial_backoff: 100ms, max_backoff: 500ms, max_elapsed: {max_elapsed}}}
+store: {{flush_interval: {flush_interval}}}
 {budgets}
 {extra}
 """
@@ -144,3 +168,63 @@ def wait_for(pred, timeout=10.0, interval=0.05, what="condition"):
             return v
         time.sleep(interval)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def metric_value(text: str, name: str, **labels) -> float | None:
+    """The value of the sample `name{labels}` in a Prometheus text exposition."""
+    for line in text.splitlines():
+        m = re.fullmatch(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)", line)
+        if not m or m.group(1) != name:
+            continue
+        got = dict(re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
+        if got == {k: str(v) for k, v in labels.items()}:
+            return float(m.group(3))
+    return None
+
+
+class Lines:
+    """A process's stderr, read on a thread, so a test waits for a line with a deadline
+    instead of blocking on `readline()`."""
+
+    def __init__(self, stream):
+        self.lines: list[str] = []
+        self._cond = threading.Condition()
+        self._eof = False
+        threading.Thread(target=self._pump, args=(stream,), daemon=True).start()
+
+    def _pump(self, stream):
+        for line in stream:
+            with self._cond:
+                self.lines.append(line.rstrip("\n"))
+                self._cond.notify_all()
+        with self._cond:
+            self._eof = True
+            self._cond.notify_all()
+
+    def wait_for(self, pattern: str, timeout: float = 20.0) -> re.Match:
+        """The first line matching `pattern`; fails after `timeout` seconds or at EOF."""
+        deadline = time.time() + timeout
+        seen = 0
+        with self._cond:
+            while True:
+                for line in self.lines[seen:]:
+                    m = re.search(pattern, line)
+                    if m:
+                        return m
+                seen = len(self.lines)
+                left = deadline - time.time()
+                if left <= 0 or self._eof:
+                    raise AssertionError(f"no line matching {pattern!r} within {timeout}s:\n"
+                                         + "\n".join(self.lines[-30:]))
+                self._cond.wait(left)
+
+    def text(self) -> str:
+        with self._cond:
+            return "\n".join(self.lines)
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now (for a process that must be told its port)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -6,7 +6,8 @@ arrived: Tempo's size of a trace request (its canonical protobuf size, in which 
 resource/scope/status/attribute-value messages and empty IDs still cost two bytes each)
 and Loki's bytes for a log request (line plus structured metadata).
 
-Tests can make it fail on purpose (a status code, a delay) or take it down and back up.
+Tests can make it fail on purpose (a status code, a held or missing answer) or take it down
+and back up; it records every request that reached it and what it answered.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import base64
 import gzip
 import json
 import re
+import select
 import socket
 import threading
 import time
@@ -259,7 +261,10 @@ def data_points(req) -> int:
 # --- the server ---------------------------------------------------------------------------
 
 class Received:
-    """One request as it arrived."""
+    """One request (an attempt, for frugal) as it reached the stand-in, and how it was
+    answered: `status` is what the stand-in answered (None while unanswered) and `answered`
+    whether that answer was written to the client at all (a request the stand-in held until
+    the client gave up never was)."""
 
     def __init__(self, signal, body, message, headers):
         self.signal = signal
@@ -267,25 +272,45 @@ class Received:
         self.message = message
         self.headers = headers
         self.at = time.time()
-        if signal == "traces":
+        self.status: int | None = None
+        self.answered = False
+        if message is None:
+            self.items = self.billed = 0
+        elif signal == "traces":
             self.items, self.billed = span_count(message), tempo_size(message)
         elif signal == "logs":
             self.items, self.billed = record_count(message), loki_bytes(message)
         else:
             self.items = self.billed = data_points(message)
 
+    def __repr__(self):
+        return (f"<{self.signal} {self.items} items {self.billed} billed: "
+                f"{self.status if self.answered else 'never answered'}>")
+
 
 class StandIn:
-    """A threaded HTTP server standing in for Grafana Cloud's OTLP gateway."""
+    """A threaded HTTP server standing in for Grafana Cloud's OTLP gateway.
+
+    `received` holds the requests it accepted (200); `attempts` every request that reached
+    it, whatever it answered. Failure modes, settable while it runs: `fail(status)` answers
+    a status instead (with `Retry-After: 1` on 429 and 503); `hang = True` reads the request
+    and never answers (until the client goes away); `hold()` keeps requests waiting until
+    `release()`; `stop()` takes it down (refused connections) and `start()` brings it back
+    on the same port."""
 
     def __init__(self, port: int = 0):
         self.received: list[Received] = []
+        self.attempts: list[Received] = []
         self.lock = threading.Lock()
         self.fail_status: int | None = None
         self.fail_count: int = 0
-        self.delay: float = 0.0
+        self.hang = False
         self.partial_rejected: int = 0
+        self.in_progress = 0
         self.port = port
+        self._gate = threading.Event()
+        self._gate.set()
+        self._stopping = threading.Event()
         self._connections: set = set()
         self._server = None
         self._thread = None
@@ -293,6 +318,7 @@ class StandIn:
 
     def start(self) -> None:
         standin = self
+        self._stopping.clear()
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -313,13 +339,63 @@ class StandIn:
             def log_message(self, *args):
                 pass
 
+            def reply(self, rec, status, body=b"", headers=()):
+                rec.status = status
+                try:
+                    self.send_response(status)
+                    for k, v in headers:
+                        self.send_header(k, v)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    if body:
+                        self.wfile.write(body)
+                    self.wfile.flush()
+                    rec.answered = True
+                except OSError:
+                    self.close_connection = True
+
+            def wait_for_client_to_leave(self):
+                """Holds the request, unanswered, until the client closes the connection."""
+                self.close_connection = True
+                while not standin._stopping.is_set():
+                    ready, _, _ = select.select([self.connection], [], [], 0.05)
+                    if ready:
+                        try:
+                            if not self.connection.recv(1, socket.MSG_PEEK):
+                                return
+                        except OSError:
+                            return
+
             def do_POST(self):
-                path = self.path
-                signal = path.rstrip("/").rsplit("/", 1)[-1]
+                signal = self.path.rstrip("/").rsplit("/", 1)[-1]
                 length = int(self.headers.get("Content-Length", "0"))
                 body = self.rfile.read(length)
-                if standin.delay:
-                    time.sleep(standin.delay)
+                with standin.lock:
+                    standin.in_progress += 1
+                try:
+                    self.handle_export(signal, body)
+                finally:
+                    with standin.lock:
+                        standin.in_progress -= 1
+
+            def handle_export(self, signal, body):
+                msg = None
+                if signal in REQUEST_TYPES:
+                    enc = self.headers.get("Content-Encoding", "")
+                    if enc == "gzip":
+                        body = gzip.decompress(body)
+                    elif enc == "deflate":
+                        body = zlib.decompress(body)
+                    msg = REQUEST_TYPES[signal]()
+                    msg.ParseFromString(body)
+                rec = Received(signal, body, msg, {k.lower(): v for k, v in self.headers.items()})
+                with standin.lock:
+                    standin.attempts.append(rec)
+                    hang = standin.hang
+                if hang:
+                    self.wait_for_client_to_leave()
+                    return
+                standin._gate.wait(60)
                 with standin.lock:
                     fail = standin.fail_status
                     if fail and standin.fail_count > 0:
@@ -327,25 +403,11 @@ class StandIn:
                         if standin.fail_count == 0:
                             standin.fail_status = None
                 if fail:
-                    self.send_response(fail)
-                    if fail in (429, 503):
-                        self.send_header("Retry-After", "1")
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
+                    self.reply(rec, fail, headers=[("Retry-After", "1")] if fail in (429, 503) else [])
                     return
-                if signal not in REQUEST_TYPES:
-                    self.send_response(404)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
+                if msg is None:
+                    self.reply(rec, 404)
                     return
-                enc = self.headers.get("Content-Encoding", "")
-                if enc == "gzip":
-                    body = gzip.decompress(body)
-                elif enc == "deflate":
-                    body = zlib.decompress(body)
-                msg = REQUEST_TYPES[signal]()
-                msg.ParseFromString(body)
-                rec = Received(signal, body, msg, {k.lower(): v for k, v in self.headers.items()})
                 with standin.lock:
                     standin.received.append(rec)
                     rejected = standin.partial_rejected
@@ -355,12 +417,7 @@ class StandIn:
                     setattr(ps, {"traces": "rejected_spans", "logs": "rejected_log_records",
                                  "metrics": "rejected_data_points"}[signal], rejected)
                     ps.error_message = "stand-in rejected some"
-                out = resp.SerializeToString()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/x-protobuf")
-                self.send_header("Content-Length", str(len(out)))
-                self.end_headers()
-                self.wfile.write(out)
+                self.reply(rec, 200, resp.SerializeToString(), [("Content-Type", "application/x-protobuf")])
 
         class Server(ThreadingHTTPServer):
             allow_reuse_address = True
@@ -373,6 +430,7 @@ class StandIn:
 
     def stop(self) -> None:
         """Goes down like a crashed server: the listener and every open connection close."""
+        self._stopping.set()
         if self._server:
             self._server.shutdown()
             self._server.server_close()
@@ -386,6 +444,7 @@ class StandIn:
                 c.close()
             except OSError:
                 pass
+        self._gate.set()
 
     @property
     def url(self) -> str:
@@ -398,14 +457,41 @@ class StandIn:
     def heal(self) -> None:
         with self.lock:
             self.fail_status, self.fail_count = None, 0
+            self.hang = False
+
+    def hold(self) -> None:
+        """Requests arriving from now on wait, unanswered, until `release()`."""
+        self._gate.clear()
+
+    def release(self) -> None:
+        self._gate.set()
+
+    def busy(self) -> int:
+        """Requests that have arrived and whose handling has not finished."""
+        with self.lock:
+            return self.in_progress
+
+    def idle(self, timeout: float = 5.0) -> None:
+        """Waits until every request that arrived has been handled (so how each was answered
+        is final: a client may hear the answer before the stand-in notes it was written)."""
+        deadline = time.time() + timeout
+        while self.busy():
+            if time.time() > deadline:
+                raise AssertionError(f"the stand-in is still handling {self.busy()} requests")
+            time.sleep(0.01)
 
     def of(self, signal: str) -> list[Received]:
         with self.lock:
             return [r for r in self.received if r.signal == signal]
 
+    def attempts_of(self, signal: str) -> list[Received]:
+        with self.lock:
+            return [r for r in self.attempts if r.signal == signal]
+
     def clear(self) -> None:
         with self.lock:
             self.received.clear()
+            self.attempts.clear()
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import pytest
 import requests
 from google.rpc import status_pb2
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace.export import SpanExportResult
 
@@ -24,11 +25,14 @@ def good_request(rng) -> bytes:
     return encode_spans(payloads.spans(rng, 5)).SerializeToString()
 
 
-def assert_still_works(f, standin, rng):
+def assert_still_works(f, standin, rng) -> bytes:
+    """A good request still goes through; returns it as upstream sees it."""
     n = len(standin.of("traces"))
-    r = requests.post(f"{f.http_url}/v1/traces", data=good_request(rng), headers=PB, timeout=10)
+    body = good_request(rng)
+    r = requests.post(f"{f.http_url}/v1/traces", data=body, headers=PB, timeout=10)
     assert r.status_code == 200, r.text
     assert len(standin.of("traces")) == n + 1
+    return payloads.canonical(ExportTraceServiceRequest.FromString(body))
 
 
 def test_malformed_and_unsupported_requests_get_clear_errors(standin, frugal_factory):
@@ -42,7 +46,7 @@ def test_malformed_and_unsupported_requests_get_clear_errors(standin, frugal_fac
     st = status_pb2.Status()
     st.ParseFromString(r.content)
     assert st.code == 3 and "malformed OTLP protobuf" in st.message
-    assert_still_works(f, standin, rng)
+    good = [assert_still_works(f, standin, rng)]
 
     r = requests.post(url, data=b'{"resourceSpans": [', headers={"Content-Type": "application/json"}, timeout=10)
     assert r.status_code == 400 and r.headers["Content-Type"] == "application/json"
@@ -67,8 +71,9 @@ def test_malformed_and_unsupported_requests_get_clear_errors(standin, frugal_fac
     r = requests.post(f"{f.http_url}/v1/profiles", data=b"", headers=PB, timeout=10)
     assert r.status_code == 404
 
-    assert_still_works(f, standin, rng)
-    assert not any(rec.body_len == 0 for rec in standin.of("traces")), "nothing bad reached upstream"
+    good.append(assert_still_works(f, standin, rng))
+    # Nothing bad reached upstream: the only requests it saw are the two good ones.
+    assert [payloads.canonical(a.message) for a in standin.attempts_of("traces")] == good
 
 
 def test_gzip_bomb_is_refused_without_exhausting_memory(standin, frugal_factory):
@@ -94,7 +99,7 @@ ingest:
     assert anon.export(payloads.spans(rng, 3)) == SpanExportResult.FAILURE
     r = requests.post(f"{f.http_url}/v1/traces", data=good_request(rng), headers=PB, timeout=10)
     assert r.status_code == 401
-    assert standin.of("traces") == []
+    assert standin.attempts == []
     ok = OTLPSpanExporter(endpoint=f"{f.http_url}/v1/traces", headers={"Authorization": "Bearer letmein"})
     assert ok.export(payloads.spans(rng, 3)) == SpanExportResult.SUCCESS
     got = standin.of("traces")[-1]
@@ -124,7 +129,10 @@ def test_permanent_upstream_refusals_are_reported_not_retried(standin, frugal_fa
     standin.fail(400, times=1)
     r = requests.post(f"{f.http_url}/v1/traces", data=good_request(random.Random(12)), headers=PB, timeout=10)
     assert r.status_code == 400
-    assert f.used("traces") == 0, "a definite rejection is taken back"
+    standin.idle()
+    [attempt] = standin.attempts_of("traces")
+    assert attempt.answered and attempt.status == 400, "refused once, not retried"
+    assert f.used("traces") == 0, "a definite rejection is taken back (Tempo bills after its checks)"
     assert 'frugal_upstream_attempts_total{outcome="rejected",signal="traces"} 1' in f.metrics()
     rejected = f.usage()["signals"]["traces"]["rejected"]
     assert rejected["bad_request"]["items"] == 5
@@ -154,4 +162,7 @@ def test_log_refusals_that_loki_still_bills_stay_counted(standin, frugal_factory
     body = encode_logs(payloads.log_records(random.Random(14), 5)).SerializeToString()
     r = requests.post(f"{f.http_url}/v1/logs", data=body, headers=PB, timeout=10)
     assert r.status_code == 400
-    assert f.used("logs") > 0, "Loki counts a log request's bytes before validating it"
+    standin.idle()
+    [attempt] = standin.attempts_of("logs")
+    assert attempt.answered and attempt.status == 400, "refused once, not retried"
+    assert f.used("logs") == attempt.billed > 0, "Loki counts a log request's bytes before validating it"

@@ -9,12 +9,11 @@ import re
 import shutil
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import requests
 
-from conftest import BIN, ROOT, wait_for
+from conftest import BIN, ROOT, Frugal, Lines, free_port, policy_for, wait_for
 
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
 
@@ -53,16 +52,7 @@ def test_the_images_command_serves_the_embedded_policy_as_that_user(tmp_path):
     proc = subprocess.Popen(["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", *args],
                             env=env, stderr=subprocess.PIPE, text=True)
     try:
-        admin = None
-        deadline = time.time() + 20
-        lines = []
-        while time.time() < deadline and admin is None:
-            line = proc.stderr.readline()
-            lines.append(line)
-            m = re.search(r"frugal listening .* admin=(\S+)", line)
-            if m:
-                admin = m.group(1)
-        assert admin, "".join(lines)
+        admin = Lines(proc.stderr).wait_for(r"frugal listening .* admin=(\S+)", timeout=20).group(1)
         assert requests.get(f"http://{admin}/readyz", timeout=5).status_code == 200
         usage = requests.get(f"http://{admin}/api/v1/usage", timeout=5).json()
         assert usage["signals"]["traces"]["limit"] == 50_000_000_000
@@ -89,7 +79,7 @@ traces:
     - {name: slow, latncy_over: 2s}
 """)
     env = {k: v for k, v in os.environ.items() if not k.startswith("GRAFANA_CLOUD")}
-    r = subprocess.run([str(BIN), "check", "--policy", str(bad)], capture_output=True, text=True, env=env)
+    r = subprocess.run([str(BIN), "check", "--policy", str(bad)], capture_output=True, text=True, env=env, timeout=60)
     assert r.returncode == 1
     lines = r.stdout.strip().splitlines()
     assert lines[0] == f"{bad}: 3 problems"
@@ -106,26 +96,36 @@ def test_the_shipped_policies_check_clean():
     files = sorted((ROOT / "policies").glob("*.yaml"))
     assert len(files) >= 3
     r = subprocess.run([str(BIN), "check", *[a for p in files for a in ("--policy", str(p))]],
-                       capture_output=True, text=True, env=env)
+                       capture_output=True, text=True, env=env, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.count(": ok") == len(files)
 
 
 def test_an_unopenable_store_keeps_frugal_unready_and_says_why(tmp_path, standin):
-    from conftest import Frugal, policy_for
+    """A second frugal on a data directory in use does not start the period from zero: it
+    stays up and unready (/readyz 503 saying why, /healthz 200), and keeps retrying."""
     first = Frugal(policy_for(standin.url), tmp_path / "data")
     try:
-        # A second frugal on the same data directory must not start the month from zero.
+        admin = f"127.0.0.1:{free_port()}"
         second = subprocess.Popen(
             [str(BIN), "serve", "--policy", str(first.policy_path), "--data-dir", str(tmp_path / "data"),
-             "--listen-http", "127.0.0.1:0", "--listen-grpc", "off", "--listen-admin", "127.0.0.1:0"],
+             "--listen-http", "127.0.0.1:0", "--listen-grpc", "off", "--listen-admin", admin],
             stderr=subprocess.PIPE, text=True)
-        lines = []
         try:
-            wait_for(lambda: (lines.append(second.stderr.readline()) or "cannot be opened" in lines[-1]),
-                     timeout=20, what="the store error")
-            assert "in use by another frugal" in "".join(lines)
+            lines = Lines(second.stderr)
+            assert "in use by another frugal" in lines.wait_for("cannot be opened", timeout=20).string
+            # /readyz says why (the reason is noted just after the log line).
+            def readyz():
+                r = requests.get(f"http://{admin}/readyz", timeout=5)
+                return (r.status_code, r.text) if "in use by another frugal" in r.text else None
+
+            status, _ = wait_for(readyz, timeout=5, what="/readyz saying why")
+            assert status == 503
+            assert requests.get(f"http://{admin}/healthz", timeout=5).status_code == 200
+            # It retries (every 5 s) and is still unready after the retry failed.
+            wait_for(lambda: lines.text().count("cannot be opened") >= 2, timeout=15, what="a second attempt")
             assert second.poll() is None, "it stays up, unready, retrying"
+            assert requests.get(f"http://{admin}/readyz", timeout=5).status_code == 503
         finally:
             second.kill()
             second.wait(10)

@@ -31,6 +31,8 @@ def spans_of(service: str, make) -> list:
 
 
 def test_shadow_mode_forwards_everything_and_reports_what_would_be_dropped(standin, frugal_factory):
+    """Shadow mode forwards every span, so upstream bills past the budget, and reports what
+    it would have dropped."""
     start = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 1))
     f = frugal_factory(policy_for(standin.url, budgets=f"""
 shadow: true
@@ -43,16 +45,18 @@ budgets:
     rng = random.Random(3)
     sent = 0
     for _ in range(40):
+        time.sleep(0.1)  # paces the load over a few recomputes
         batch = payloads.spans(rng, 20, error_rate=0)
         assert exporter.export(batch) == SpanExportResult.SUCCESS
         sent += len(batch)
-        time.sleep(0.1)
     arrived = sum(r.items for r in standin.of("traces"))
     assert arrived == sent, "shadow mode forwards everything"
     t = f.usage()
     assert t["shadow"] is True
     traces = t["signals"]["traces"]
-    assert traces["used"] > traces["limit"], "and so can go over the budget, as asked"
+    billed = sum(a.billed for a in standin.attempts_of("traces"))
+    assert traces["used"] == billed, "frugal counts what upstream bills"
+    assert billed > traces["limit"], "and so can go over the budget, as asked"
     would = traces["would_drop"]
     assert would["at_limit"]["items"] > 0 or would.get("sampled", {}).get("items", 0) > 0
     assert "dropped" not in traces or traces["dropped"] == {}

@@ -5,69 +5,16 @@ IDs each."""
 
 from __future__ import annotations
 
-import math
 import random
-import struct
 import subprocess
 
 from conftest import BIN
-
-MAX = 1 << 56
-
-
-def f32(x: float) -> float:
-    return struct.unpack("f", struct.pack("f", x))[0]
-
-
-def fnv1a32(data: bytes) -> int:
-    h = 0x811C9DC5
-    for b in data:
-        h ^= b
-        h = (h * 0x01000193) & 0xFFFFFFFF
-    return h
-
-
-def hash_seed(trace_id: bytes, seed: int, percent: float):
-    """The collector's hash_seed mode: keep decision, rv, th."""
-    h = fnv1a32(struct.pack("<I", seed) + trace_id)
-    hashed = h & 0x3FFF
-    pct = min(f32(percent), 100.0)
-    scaled = int(f32(pct * f32(163.84))) if pct > 0 else 0
-    rprime14 = 0x3FFF - hashed
-    unused18 = h >> 18
-    mixed28 = unused18 ^ (unused18 << 10)
-    rnd = ((rprime14 << 42) | (mixed28 << 14) | hashed) & (MAX - 1)
-    th = (0x4000 - scaled) << 42
-    return hashed < scaled, rnd, th
-
-
-def tvalue(t: int) -> str:
-    if t == 0:
-        return "0"
-    return f"{t:014x}".rstrip("0")
-
-
-def threshold(p: float, precision: int) -> int:
-    """ProbabilityToThresholdWithPrecision, as pkg/sampling computes it."""
-    if p == 1.0:
-        return 0
-    _, exp_f = math.frexp(p)
-    _, exp_r = math.frexp(1 - p)
-    trunc = lambda a, b: int(a / b)  # Go integer division truncates toward zero
-    precision = min(14, max(precision + trunc(exp_f, -4), precision + trunc(exp_r, -4)))
-    scaled = math.floor(p * MAX + 0.5)
-    t = MAX - scaled
-    shift = 4 * (14 - precision)
-    if shift:
-        t += 1 << (shift - 1)
-        t >>= shift
-        t <<= shift
-    return t
+from sampling_spec import MAX, hash_seed, threshold, tvalue
 
 
 def frugal_sample(args: list[str], ids: list[bytes]) -> list[tuple[str, str, str]]:
     r = subprocess.run([str(BIN), "sample", *args], input="\n".join(i.hex() for i in ids),
-                       capture_output=True, text=True, check=True)
+                       capture_output=True, text=True, check=True, timeout=60)
     return [tuple(line.split(" ")) for line in r.stdout.strip().splitlines()]
 
 
