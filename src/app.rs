@@ -227,8 +227,9 @@ async fn open_store(policy: &Policy) -> anyhow::Result<Arc<dyn UsageStore>> {
                 return Ok(Arc::new(s));
             }
             Err(e) => {
-                tracing::error!(error = %e, "the usage store cannot be opened; staying unready and retrying in 5s (frugal never starts the period again from zero)");
+                // The reason first: /readyz says it from the moment the log does.
                 NOT_READY_REASON.with_reason(e.to_string());
+                tracing::error!(error = %e, "the usage store cannot be opened; staying unready and retrying in 5s (frugal never starts the period again from zero)");
             }
         }
         tokio::time::sleep(Duration::from_secs(5)).await;

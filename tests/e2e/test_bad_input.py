@@ -133,7 +133,7 @@ def test_permanent_upstream_refusals_are_reported_not_retried(standin, frugal_fa
     [attempt] = standin.attempts_of("traces")
     assert attempt.answered and attempt.status == 400, "refused once, not retried"
     assert f.used("traces") == 0, "a definite rejection is taken back (Tempo bills after its checks)"
-    assert 'frugal_upstream_attempts_total{outcome="rejected",signal="traces"} 1' in f.metrics()
+    assert 'frugal_upstream_attempts_total{destination="otlp_traces",outcome="rejected"} 1' in f.metrics()
     rejected = f.usage()["signals"]["traces"]["rejected"]
     assert rejected["bad_request"]["items"] == 5
 

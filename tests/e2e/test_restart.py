@@ -41,7 +41,8 @@ def test_usage_set_before_start_and_while_running(standin, frugal_factory, tmp_p
     r = subprocess.run([str(BIN), "usage", "set", "traces", "1GB", "--policy", str(policy_file),
                         "--data-dir", str(data)], capture_output=True, text=True, timeout=60)
     assert r.returncode != 0 and "--admin" in r.stderr
-    r = subprocess.run([str(BIN), "usage", "show", "--admin", f.admin_url], capture_output=True, text=True, timeout=60)
+    r = subprocess.run([str(BIN), "usage", "show", "--admin", f.admin_url, "--json"], capture_output=True, text=True,
+                       timeout=60)
     assert '"used": 13' in r.stdout
 
 

@@ -129,7 +129,7 @@ def test_an_unavailable_upstream_is_answered_503_in_time_and_billed_by_the_rules
     assert elapsed <= MAX_ELAPSED + MARGIN, f"the client waited {elapsed:.2f}s"
 
     # Every attempt frugal made is one the stand-in saw (none when it was down).
-    made = lambda: sum(f.metric("frugal_upstream_attempts_total", signal=signal, outcome=o) or 0
+    made = lambda: sum(f.metric("frugal_upstream_attempts_total", destination=f"otlp_{signal}", outcome=o) or 0
                        for o in ("server_error", "rate_limited", "timeout", "connect_error",
                                  "broken_connection", "rejected", "success"))
     attempts = standin.attempts_of(signal)
