@@ -393,10 +393,6 @@ impl Export for SimUpstream {
             }
         })
     }
-
-    fn serves(&self, _to: Destination) -> bool {
-        true
-    }
 }
 
 fn s(v: &str) -> Option<AnyValue> {

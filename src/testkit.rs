@@ -71,10 +71,6 @@ impl Export for FakeUpstream {
             });
         Box::pin(async move { answer })
     }
-
-    fn serves(&self, _to: Destination) -> bool {
-        true
-    }
 }
 
 /// A core with `policy`, an in-memory store and a fake upstream.

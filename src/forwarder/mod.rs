@@ -84,9 +84,6 @@ pub enum Outcome {
 pub trait Export: Send + Sync + 'static {
     /// Sends `body` (the destination's protobuf, not yet compressed) to `to`.
     fn export(&self, to: Destination, body: Bytes, ctx: ExportContext) -> BoxFuture<'_, Outcome>;
-
-    /// Whether `to` has an upstream (optional destinations need their policy section).
-    fn serves(&self, to: Destination) -> bool;
 }
 
 /// What differs between upstream protocols, for [`HttpUpstream`].
@@ -150,10 +147,6 @@ impl Export for Forwarder {
                 }
             }),
         }
-    }
-
-    fn serves(&self, to: Destination) -> bool {
-        self.upstreams[to].is_some()
     }
 }
 
