@@ -14,10 +14,8 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::budget::controller::PacingState;
@@ -26,6 +24,7 @@ use crate::ledger::SignalUsage;
 use crate::metering::Weight;
 use crate::model::{Signal, Unit};
 use crate::policy::Policy;
+use crate::receivers::connections::{self, Listener};
 use crate::table::{Key, Table};
 
 /// The file in the data directory where a running frugal writes its admin address, so
@@ -54,25 +53,41 @@ pub struct Admin {
 
 type Body = Full<Bytes>;
 
-/// Serves the admin API on `listener` until `shutdown` is cancelled.
-pub async fn serve(listener: TcpListener, admin: Arc<Admin>, shutdown: CancellationToken) {
+/// Serves the admin API on `listener` until `shutdown` is cancelled. Its connections have
+/// their own cap (`listen.connections.admin_max`), apart from the OTLP ports', so
+/// saturated OTLP ports leave `/readyz` and `/metrics` answering; each request must be
+/// answered within `listen.connections.request_timeout` (408 otherwise).
+pub async fn serve(mut listener: Listener, admin: Arc<Admin>, shutdown: CancellationToken) {
+    let builder = connections::http_builder(listener.limits());
+    let within = listener.limits().request_timeout;
     loop {
-        let (stream, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(s) => s,
-                Err(_) => continue,
-            },
+        let conn = tokio::select! {
+            c = listener.accept() => c,
             () = shutdown.cancelled() => break,
         };
+        let (peer, watch) = (conn.peer(), conn.watch());
         let admin = admin.clone();
-        let service = hyper::service::service_fn(move |req| {
+        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
             let admin = admin.clone();
-            async move { Ok::<_, Infallible>(route(&admin, peer, req).await) }
+            let in_flight = watch.begin(req.version() == http::Version::HTTP_2);
+            async move {
+                let resp = match tokio::time::timeout(within, route(&admin, peer, req)).await {
+                    Ok(r) => r,
+                    Err(_) => json_reply(
+                        StatusCode::REQUEST_TIMEOUT,
+                        &json!({"error": format!(
+                            "the request took longer than {} (listen.connections.request_timeout)",
+                            crate::units::format_duration(within)
+                        )}),
+                    ),
+                };
+                drop(in_flight);
+                Ok::<_, Infallible>(resp)
+            }
         });
+        let builder = builder.clone();
         tokio::spawn(async move {
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let _ = builder.serve_connection(TokioIo::new(conn), service).await;
         });
     }
 }
@@ -413,8 +428,15 @@ mod tests {
             core,
             ready: Arc::new(AtomicBool::new(true)),
         });
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let listener = Listener::new(
+            listener,
+            connections::Port::Admin,
+            64,
+            crate::policy::defaults::DEFAULT_CONNECTIONS,
+            &admin.core.stats,
+        );
         tokio::spawn(serve(listener, admin.clone(), CancellationToken::new()));
         (addr, admin)
     }

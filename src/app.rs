@@ -22,6 +22,7 @@ use crate::clock::SharedClock;
 use crate::core::Core;
 use crate::forwarder::{Export, Forwarder};
 use crate::policy::Policy;
+use crate::receivers::connections::{self, Listener, Port};
 use crate::receivers::{otlp_grpc, otlp_http};
 use crate::stats::Stats;
 use crate::store::{SledStore, UsageStore};
@@ -105,7 +106,32 @@ pub async fn start_with(
     let ready = Arc::new(AtomicBool::new(false));
     let policy = Arc::new(policy);
 
-    let admin_listener = bind(policy.listen.admin, "the admin API").await?;
+    let limits = policy.listen.connections;
+    let open_files = connections::raise_open_files_limit();
+    let otlp_ports = if policy.listen.grpc.is_some() { 2 } else { 1 };
+    let (max, admin_max) = connections::fit_caps(&limits, open_files, otlp_ports);
+    tracing::info!(
+        open_files = open_files.map_or_else(|| "unknown".to_string(), |n| n.to_string()),
+        max_connections_per_otlp_port = max,
+        max_admin_connections = admin_max,
+        "connection limits"
+    );
+    if max < limits.max {
+        tracing::warn!(
+            open_files = open_files.unwrap_or_default(),
+            wanted = limits.max,
+            holding = max,
+            "the open-files limit cannot hold listen.connections.max on each OTLP port beside the admin port and frugal's own files; holding fewer (raise the limit, e.g. ulimit -n or the container runtime's nofile, or lower listen.connections.max)"
+        );
+    }
+    let listener =
+        |l: TcpListener, port: Port, max: u32| Listener::new(l, port, max, limits, &stats);
+
+    let admin_listener = listener(
+        bind(policy.listen.admin, "the admin API").await?,
+        Port::Admin,
+        admin_max,
+    );
     let admin_addr = admin_listener.local_addr()?;
 
     // Until the store opens, the admin port answers /healthz and a /readyz that says why,
@@ -116,9 +142,13 @@ pub async fn start_with(
     let store = open_store(&policy).await?;
     not_ready.cancel();
     let admin_listener = early_admin.await.context("admin task")?;
-    let http_listener = bind(policy.listen.http, "OTLP/HTTP").await?;
+    let http_listener = listener(
+        bind(policy.listen.http, "OTLP/HTTP").await?,
+        Port::Http,
+        max,
+    );
     let grpc_listener = match policy.listen.grpc {
-        Some(a) => Some(bind(a, "OTLP/gRPC").await?),
+        Some(a) => Some(listener(bind(a, "OTLP/gRPC").await?, Port::Grpc, max)),
         None => None,
     };
 
@@ -251,31 +281,37 @@ impl NotReadyReason {
 
 static NOT_READY_REASON: NotReadyReason = NotReadyReason(std::sync::Mutex::new(String::new()));
 
-/// A minimal admin server for the time before the store opens. Returns the listener.
-async fn early_admin(listener: TcpListener, done: CancellationToken) -> TcpListener {
+/// A minimal admin server for the time before the store opens, under the admin port's
+/// cap and deadlines. Returns the listener.
+async fn early_admin(mut listener: Listener, done: CancellationToken) -> Listener {
     use http_body_util::Full;
-    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::rt::TokioIo;
+    let builder = connections::http_builder(listener.limits());
     loop {
-        let (stream, _) = tokio::select! {
-            r = listener.accept() => match r { Ok(s) => s, Err(_) => continue },
+        let conn = tokio::select! {
+            c = listener.accept() => c,
             () = done.cancelled() => return listener,
         };
+        let watch = conn.watch();
         let service =
-            hyper::service::service_fn(|req: http::Request<hyper::body::Incoming>| async move {
-                let (status, body) = if req.uri().path() == "/healthz" {
-                    (200, "ok\n".to_string())
-                } else {
-                    (503, format!("not ready: {}\n", NOT_READY_REASON.get()))
-                };
-                let mut r = http::Response::new(Full::new(bytes::Bytes::from(body)));
-                *r.status_mut() = http::StatusCode::from_u16(status)
-                    .unwrap_or(http::StatusCode::SERVICE_UNAVAILABLE);
-                Ok::<_, std::convert::Infallible>(r)
+            hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                let in_flight = watch.begin(req.version() == http::Version::HTTP_2);
+                async move {
+                    let (status, body) = if req.uri().path() == "/healthz" {
+                        (200, "ok\n".to_string())
+                    } else {
+                        (503, format!("not ready: {}\n", NOT_READY_REASON.get()))
+                    };
+                    let mut r = http::Response::new(Full::new(bytes::Bytes::from(body)));
+                    *r.status_mut() = http::StatusCode::from_u16(status)
+                        .unwrap_or(http::StatusCode::SERVICE_UNAVAILABLE);
+                    drop(in_flight);
+                    Ok::<_, std::convert::Infallible>(r)
+                }
             });
+        let builder = builder.clone();
         tokio::spawn(async move {
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let _ = builder.serve_connection(TokioIo::new(conn), service).await;
         });
     }
 }

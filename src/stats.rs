@@ -5,7 +5,8 @@
 //! Names follow `frugal_<name>_<unit>_total`; every label has a small, fixed set of values.
 
 use prometheus::{
-    Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
+    Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 
 /// frugal's own metrics, all in one registry that `/metrics` renders.
@@ -48,6 +49,14 @@ pub struct Stats {
     /// When the usage counters were last flushed to disk, in Unix seconds
     /// (`frugal_store_last_flush_timestamp_seconds`).
     pub store_last_flush: Gauge,
+    /// Connections open, by port: http, grpc, admin (`frugal_connections_open`).
+    pub connections_open: IntGaugeVec,
+    /// Connections closed at once because their port was at its cap, by port
+    /// (`frugal_connections_refused_total`).
+    pub connections_refused: IntCounterVec,
+    /// Failed `accept`s (out of file descriptors, mostly), by port
+    /// (`frugal_accept_errors_total`).
+    pub accept_errors: IntCounterVec,
     /// 1 when frugal accepts data, else 0 (`frugal_ready`).
     pub ready: IntGauge,
     /// Always 1; the version is a label (`frugal_build_info`).
@@ -342,6 +351,26 @@ impl Stats {
                 "frugal_store_last_flush_timestamp_seconds",
                 "When the usage counters were last flushed to disk.",
             )?,
+            connections_open: {
+                let g = IntGaugeVec::new(
+                    Opts::new("frugal_connections_open", "Client connections open, by port."),
+                    &["port"],
+                )?;
+                r.register(Box::new(g.clone()))?;
+                g
+            },
+            connections_refused: counter(
+                &r,
+                "frugal_connections_refused_total",
+                "Client connections closed at once because their port was at its cap (listen.connections).",
+                &["port"],
+            )?,
+            accept_errors: counter(
+                &r,
+                "frugal_accept_errors_total",
+                "Failed accepts (out of file descriptors, mostly), after which the port backs off.",
+                &["port"],
+            )?,
             ready,
             build_info,
             period,
@@ -423,6 +452,12 @@ impl Stats {
         for r in ["ok", "error"] {
             self.store_flushes.with_label_values(&[r]);
         }
+        for port in crate::receivers::connections::Port::ALL {
+            let p = [port.as_str()];
+            self.connections_open.with_label_values(&p);
+            self.connections_refused.with_label_values(&p);
+            self.accept_errors.with_label_values(&p);
+        }
     }
 
     /// The Prometheus text format of every metric.
@@ -463,12 +498,15 @@ mod tests {
             "frugal_pacing_state",
             "frugal_period_dropped_bytes",
             "frugal_store_flushes_total",
+            "frugal_connections_open",
+            "frugal_connections_refused_total",
+            "frugal_accept_errors_total",
         ] {
             assert!(names.contains(&want), "{want} missing from a fresh scrape");
         }
         // Every registered family, except the one whose label (the status code) is open and
         // the upstreams', which each configured destination creates.
-        let registered = 33;
+        let registered = 36;
         assert_eq!(families.len(), registered - 3, "{names:?}");
         assert!(!names.contains(&"frugal_requests_total"));
         let text = stats.render();

@@ -106,6 +106,9 @@ pub enum IngestError {
     /// The request is over a size limit.
     #[error("{0}")]
     TooLarge(String),
+    /// The request body did not arrive in time (`listen.connections.request_timeout`).
+    #[error("{0}")]
+    TimedOut(String),
     /// The ingest credential is missing or wrong.
     #[error("missing or wrong credentials")]
     Unauthorized,

@@ -10,7 +10,7 @@ use jiff::Timestamp;
 use jiff::civil::Weekday;
 use jiff::tz::TimeZone;
 
-use super::{AtLimit, Compression, Retry, SamplingMode};
+use super::{AtLimit, Compression, Connections, Retry, SamplingMode};
 
 // listen
 
@@ -25,6 +25,54 @@ pub const DEFAULT_LISTEN_GRPC: SocketAddr =
 /// `listen.admin`: metrics, the usage API and the status page, next to the OTLP ports.
 pub const DEFAULT_LISTEN_ADMIN: SocketAddr =
     SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 4319));
+
+/// `listen.connections.max`: open connections per OTLP port. Room for every pod of a
+/// few-hundred-pod cluster sending straight from its SDK; agents (Alloy, the Collector)
+/// need a few each. frugal lowers it at start when the open-files limit cannot hold both
+/// OTLP ports, the admin port and its own files.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 1024;
+
+/// `listen.connections.admin_max`: open connections on the admin port (probes, scrapes,
+/// the CLI), counted apart from the OTLP ports'.
+pub const DEFAULT_ADMIN_MAX_CONNECTIONS: u32 = 64;
+
+/// The `listen.connections.max` and `admin_max` accepted.
+pub const MAX_CONNECTIONS_RANGE: RangeInclusive<u64> = 1..=1_000_000;
+
+/// `listen.connections.header_timeout`: a request's headers arrive within this (a client
+/// sends them in one write; only a stalled or hostile one takes seconds).
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `listen.connections.request_timeout`: a request's body arrives within this after its
+/// headers. The clients' own export timeouts (10 s for the SDKs, 30 s for Alloy and the
+/// Collector) have expired by then, so a body still arriving is one nobody waits for.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `listen.connections.idle_timeout`: a connection with no request in flight is closed
+/// after this. Longer than the Go HTTP client's 90 s idle timeout (Alloy, the
+/// Collector), so those clients close first and never race frugal's close.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The `listen.connections.*_timeout` accepted.
+pub const CONNECTION_TIMEOUT_RANGE: RangeInclusive<Duration> =
+    Duration::from_millis(100)..=Duration::from_secs(3600);
+
+/// `listen.connections.max_streams`: concurrent HTTP/2 streams per connection (gRPC
+/// exporters use one per queue consumer: 10 by default in the Collector).
+pub const DEFAULT_MAX_STREAMS: u32 = 32;
+
+/// The `listen.connections.max_streams` accepted.
+pub const MAX_STREAMS_RANGE: RangeInclusive<u64> = 1..=1000;
+
+/// `listen.connections` when it is not written.
+pub const DEFAULT_CONNECTIONS: Connections = Connections {
+    max: DEFAULT_MAX_CONNECTIONS,
+    admin_max: DEFAULT_ADMIN_MAX_CONNECTIONS,
+    header_timeout: DEFAULT_HEADER_TIMEOUT,
+    request_timeout: DEFAULT_REQUEST_TIMEOUT,
+    idle_timeout: DEFAULT_IDLE_TIMEOUT,
+    max_streams: DEFAULT_MAX_STREAMS,
+};
 
 // ingest
 

@@ -311,6 +311,58 @@ mod tests {
     }
 
     #[test]
+    fn connection_limits_are_read_and_bounded() {
+        use crate::policy::defaults::DEFAULT_CONNECTIONS;
+        assert_eq!(
+            load(MINIMAL).unwrap().listen.connections,
+            DEFAULT_CONNECTIONS
+        );
+        let p = load(&format!(
+            "{MINIMAL}listen: {{connections: {{max: 20, admin_max: 8, header_timeout: 1s, \
+             request_timeout: 2s, idle_timeout: 1500ms, max_streams: 4}}}}\n"
+        ))
+        .unwrap();
+        let c = p.listen.connections;
+        assert_eq!((c.max, c.admin_max, c.max_streams), (20, 8, 4));
+        assert_eq!(c.header_timeout, Duration::from_secs(1));
+        assert_eq!(c.request_timeout, Duration::from_secs(2));
+        assert_eq!(c.idle_timeout, Duration::from_millis(1500));
+        let err = load(&format!(
+            "{MINIMAL}listen: {{connections: {{max: 0, header_timeout: 0s, idle_timeout: forever, \
+             max_streams: 5000, max_conns: 3}}}}\n"
+        ))
+        .unwrap_err();
+        let got: Vec<(&str, &str)> = err
+            .problems
+            .iter()
+            .map(|p| (p.path.as_str(), p.message.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("listen.connections.max", "must be between 1 and 1000000"),
+                (
+                    "listen.connections.header_timeout",
+                    "must be between 100ms and 3600s"
+                ),
+                (
+                    "listen.connections.idle_timeout",
+                    "\"forever\" is not a duration (try 500ms, 10s, 2m, 1h or 1d)"
+                ),
+                (
+                    "listen.connections.max_streams",
+                    "must be between 1 and 1000"
+                ),
+                (
+                    "listen.connections.max_conns",
+                    "unknown key (allowed: max, admin_max, header_timeout, request_timeout, idle_timeout, max_streams)"
+                ),
+            ],
+            "{err}"
+        );
+    }
+
+    #[test]
     fn three_mistakes_are_all_reported_with_paths() {
         let text = r#"
 upstream:

@@ -67,6 +67,28 @@ pub struct Listen {
     pub grpc: Option<SocketAddr>,
     /// Metrics, the usage API and the status page.
     pub admin: SocketAddr,
+    /// Caps and deadlines for client connections (`listen.connections`).
+    pub connections: Connections,
+}
+
+/// How many connections each port holds and how long a connection may take over each
+/// step (`listen.connections`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Connections {
+    /// Open connections per OTLP port (HTTP and gRPC each); past it, new ones are closed.
+    pub max: u32,
+    /// Open connections on the admin port, apart from the OTLP ports' so they cannot
+    /// starve `/readyz` and `/metrics`.
+    pub admin_max: u32,
+    /// A request's headers must have arrived this long after the connection opened or the
+    /// request's first byte (and a new connection must send its first request within it).
+    pub header_timeout: Duration,
+    /// A request's body must have arrived this long after its headers.
+    pub request_timeout: Duration,
+    /// A connection with no request in flight is closed after this long.
+    pub idle_timeout: Duration,
+    /// Concurrent HTTP/2 streams (requests) per connection.
+    pub max_streams: u32,
 }
 
 /// What frugal accepts from its clients.

@@ -1,9 +1,12 @@
 //! Where data comes in: OTLP/HTTP ([`otlp_http`]) and OTLP/gRPC ([`otlp_grpc`]), both
 //! handing decoded requests to [`crate::ingest::handle`]. The client-facing wire formats
 //! live here: bodies and content types ([`codec`]), and how outcomes are answered
-//! ([`status`], the one place an `IngestError` becomes an HTTP or gRPC status).
+//! ([`status`], the one place an `IngestError` becomes an HTTP or gRPC status). Every
+//! port's connections, the admin port's too, are capped and held to deadlines by
+//! [`connections`].
 
 pub mod codec;
+pub mod connections;
 pub mod otlp_grpc;
 pub mod otlp_http;
 pub mod status;

@@ -23,11 +23,11 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::codec::CompressionEncoding;
 use tonic::{Request, Response, Status};
 
+use super::connections::{self, Listener};
 use super::status::{self, Export};
 use crate::core::Core;
 use crate::ingest::{self, IngestError, RequestMeta, Transport};
@@ -129,17 +129,31 @@ impl MetricsService for Otlp {
     }
 }
 
-/// Serves OTLP/gRPC on `listener` until `shutdown` is cancelled.
+/// Serves OTLP/gRPC on `listener` until `shutdown` is cancelled. Connections are capped
+/// and held to deadlines by `listener`; each request body must arrive within
+/// `listen.connections.request_timeout`, and each call ends within that plus the longest
+/// upstream retry (`MAX_ELAPSED_RANGE`), a backstop the forwarder's own deadline keeps
+/// clear of.
 pub async fn serve(
-    listener: TcpListener,
+    listener: Listener,
     core: Arc<Core>,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
-    let limit = usize::try_from(core.policy().ingest.max_request_bytes).unwrap_or(usize::MAX);
+    let policy = core.policy();
+    let limit = usize::try_from(policy.ingest.max_request_bytes).unwrap_or(usize::MAX);
+    let c = policy.listen.connections;
+    let backstop = c.request_timeout + *crate::policy::defaults::MAX_ELAPSED_RANGE.end();
     let svc = Otlp { core };
     let gz = CompressionEncoding::Gzip;
     let zstd = CompressionEncoding::Zstd;
     tonic::transport::Server::builder()
+        .max_concurrent_streams(c.max_streams)
+        .http2_keepalive_interval(Some(connections::KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(connections::KEEPALIVE_TIMEOUT))
+        .timeout(backstop)
+        // (TCP_NODELAY: `Listener` sets it on each connection; tonic's own applies only to
+        // its own listener.)
+        .layer(connections::GrpcLayer::new(c.request_timeout))
         .add_service(
             TraceServiceServer::new(svc.clone())
                 .accept_compressed(gz)
@@ -161,10 +175,7 @@ pub async fn serve(
                 .send_compressed(gz)
                 .max_decoding_message_size(limit),
         )
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener),
-            shutdown.cancelled_owned(),
-        )
+        .serve_with_incoming_shutdown(listener.incoming(), shutdown.cancelled_owned())
         .await
 }
 

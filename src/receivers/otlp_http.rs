@@ -11,15 +11,14 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::TokioIo;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::codec::{self, Format};
+use super::connections::{self, Deadline, Listener};
 use super::status::{self, Export};
 use crate::core::Core;
 use crate::ingest::{self, IngestError, RequestMeta, Transport};
@@ -28,29 +27,27 @@ use crate::model::Signal;
 type Body = Full<Bytes>;
 
 /// Serves OTLP/HTTP on `listener` until `shutdown` is cancelled, then lets requests in
-/// flight finish.
-pub async fn serve(listener: TcpListener, core: Arc<Core>, shutdown: CancellationToken) {
+/// flight finish. Connections are capped and held to deadlines by `listener`.
+pub async fn serve(mut listener: Listener, core: Arc<Core>, shutdown: CancellationToken) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let builder = connections::http_builder(listener.limits());
     loop {
-        let (stream, _) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+        let conn = tokio::select! {
+            c = listener.accept() => c,
             () = shutdown.cancelled() => break,
         };
-        let _ = stream.set_nodelay(true);
+        let watch = conn.watch();
         let core = core.clone();
-        let service = hyper::service::service_fn(move |req| {
+        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
             let core = core.clone();
-            async move { Ok::<_, Infallible>(route(&core, req).await) }
+            let in_flight = watch.begin(req.version() == http::Version::HTTP_2);
+            async move {
+                let resp = route(&core, req).await;
+                drop(in_flight);
+                Ok::<_, Infallible>(resp)
+            }
         });
-        let builder = auto::Builder::new(TokioExecutor::new());
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(conn), service);
         let conn = graceful.watch(conn.into_owned());
         tokio::spawn(async move {
             let _ = conn.await;
@@ -134,8 +131,11 @@ async fn receive<P: Export>(
         )));
     };
     let limit = policy.ingest.max_request_bytes;
+    // The body arrives within the request timeout of its headers, or the client hears 408
+    // and the connection closes.
+    let within = policy.listen.connections.request_timeout;
     let body = Limited::new(
-        req.into_body(),
+        Deadline::new(req.into_body(), within),
         usize::try_from(limit).unwrap_or(usize::MAX),
     )
     .collect()
@@ -146,6 +146,8 @@ async fn receive<P: Export>(
                 "the request body is larger than {}",
                 crate::units::format_size(limit)
             ))
+        } else if e.is::<connections::BodyTimedOut>() {
+            IngestError::TimedOut(e.to_string())
         } else {
             IngestError::BadRequest(format!("cannot read the request body: {e}"))
         }

@@ -34,6 +34,7 @@ pub fn http_status(e: &IngestError) -> StatusCode {
         IngestError::BadRequest(_) => 400,
         IngestError::UnsupportedMediaType(_) => 415,
         IngestError::TooLarge(_) => 413,
+        IngestError::TimedOut(_) => 408,
         IngestError::Unauthorized => 401,
         IngestError::Unavailable { .. } => 503,
         IngestError::UpstreamRejected { status, .. } => *status,
@@ -47,6 +48,7 @@ pub fn grpc_code(e: &IngestError) -> tonic::Code {
         IngestError::BadRequest(_)
         | IngestError::UnsupportedMediaType(_)
         | IngestError::TooLarge(_) => tonic::Code::InvalidArgument,
+        IngestError::TimedOut(_) => tonic::Code::DeadlineExceeded,
         IngestError::Unauthorized => tonic::Code::Unauthenticated,
         IngestError::Unavailable { .. } => tonic::Code::Unavailable,
         IngestError::UpstreamRejected { status, .. } => match status {
