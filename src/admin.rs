@@ -207,6 +207,10 @@ async fn set_usage(
             &json!({"error": "give {\"used\": \"12GB\"} (a size, or a number)"}),
         );
     };
+    let limit = policy.budgets.bytes(signal).map(|b| b.limit);
+    if let Err(error) = crate::ledger::check_set_used(signal, units, limit) {
+        return json_reply(StatusCode::BAD_REQUEST, &json!({ "error": error }));
+    }
     let ledger = &admin.core.ledger;
     let before = ledger.used(signal);
     ledger.set_used(signal, units);
@@ -481,13 +485,14 @@ mod tests {
 
     #[tokio::test]
     async fn usage_can_be_set_with_the_ingest_credential_only() {
-        let (addr, admin) =
-            start("ingest: {auth: {bearer_token: s3cret-token}}\nbudgets: {traces: {limit: 1GB}}")
-                .await;
+        let (addr, admin) = start(
+            "ingest: {auth: {bearer_token: s3cret-ingest-token}}\nbudgets: {traces: {limit: 1GB}}",
+        )
+        .await;
         let body = br#"{"used": "12MB"}"#;
         let (status, _) = request(addr, "PUT", "/api/v1/usage/traces", &[], body).await;
         assert_eq!(status, 401);
-        let wrong = [("Authorization", "Bearer s3cret-tokem")];
+        let wrong = [("Authorization", "Bearer s3cret-ingest-tokem")];
         assert_eq!(
             request(addr, "PUT", "/api/v1/usage/traces", &wrong, body)
                 .await
@@ -495,7 +500,7 @@ mod tests {
             401
         );
         assert_eq!(admin.core.ledger.used(Signal::Traces), 0);
-        let right = [("Authorization", "Bearer s3cret-token")];
+        let right = [("Authorization", "Bearer s3cret-ingest-token")];
         let (status, reply) = request(addr, "PUT", "/api/v1/usage/traces", &right, body).await;
         assert_eq!(status, 200, "{reply}");
         assert_eq!(admin.core.ledger.used(Signal::Traces), 12_000_000);
@@ -503,6 +508,44 @@ mod tests {
         assert_eq!(status, 404);
         let (status, _) = request(addr, "PUT", "/api/v1/usage/traces", &right, b"12MB").await;
         assert_eq!(status, 400);
+    }
+
+    #[tokio::test]
+    async fn absurd_usage_is_refused_with_the_reason() {
+        let (addr, admin) = start("budgets: {traces: {limit: 50GB}}").await;
+        let put = |signal: &'static str, body: &'static str| async move {
+            request(
+                addr,
+                "PUT",
+                &format!("/api/v1/usage/{signal}"),
+                &[],
+                body.as_bytes(),
+            )
+            .await
+        };
+        // 1000 times the limit is accepted (usage past the limit is a real state)...
+        assert_eq!(put("traces", r#"{"used": "50TB"}"#).await.0, 200);
+        assert_eq!(admin.core.ledger.used(Signal::Traces), 50_000_000_000_000);
+        // ...more is a slip of the unit.
+        let (status, body) = put("traces", r#"{"used": "50.1TB"}"#).await;
+        assert_eq!(status, 400, "{body}");
+        assert!(
+            body.contains("more than 1000 times the traces limit of 50GB"),
+            "{body}"
+        );
+        assert_eq!(admin.core.ledger.used(Signal::Traces), 50_000_000_000_000);
+        // Without a budget, 1 PB (or 10^15 data points) is the most.
+        assert_eq!(put("logs", r#"{"used": "1000TB"}"#).await.0, 200);
+        let (status, body) = put("logs", r#"{"used": 18446744073709551615}"#).await;
+        assert_eq!(status, 400, "{body}");
+        assert!(body.contains("check the unit"), "{body}");
+        let (status, body) = put("metrics", r#"{"used": 1000000000000001}"#).await;
+        assert_eq!(status, 400, "{body}");
+        assert!(body.contains("1000000000000001 data points"), "{body}");
+        // Beyond what a counter holds is not a number frugal reads at all.
+        let (status, _) = put("logs", r#"{"used": 1e30}"#).await;
+        assert_eq!(status, 400);
+        assert_eq!(admin.core.ledger.used(Signal::Logs), 1_000_000_000_000_000);
     }
 
     #[tokio::test]

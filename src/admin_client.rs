@@ -20,6 +20,8 @@ fn call(
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    // Printed without any `user:password@` it may carry.
+    let shown = crate::forwarder::redacted(url);
     rt.block_on(async {
         let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
         let mut req = http::Request::builder().method(method).uri(url);
@@ -32,13 +34,13 @@ fn call(
         let req = req.body(Full::new(Bytes::from(body.unwrap_or_default())))?;
         let resp = tokio::time::timeout(TIMEOUT, client.request(req))
             .await
-            .map_err(|_| anyhow::anyhow!("{url} did not answer within {TIMEOUT:?}"))?
-            .with_context(|| format!("cannot reach {url}"))?;
+            .map_err(|_| anyhow::anyhow!("{shown} did not answer within {TIMEOUT:?}"))?
+            .with_context(|| format!("cannot reach {shown}"))?;
         let status = resp.status();
         let text =
             String::from_utf8_lossy(&resp.into_body().collect().await?.to_bytes()).into_owned();
         if !status.is_success() {
-            bail!("{url} answered {status}: {text}");
+            bail!("{shown} answered {status}: {text}");
         }
         Ok(text)
     })

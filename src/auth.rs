@@ -47,14 +47,23 @@ fn trim(b: &[u8]) -> &[u8] {
 /// Compares every byte position up to the longer length, so the time depends on neither
 /// where the first difference is nor whether the lengths match.
 fn constant_time_eq(want: &[u8], given: &[u8]) -> bool {
+    compare(want, given).0
+}
+
+/// The comparison, and how many byte positions it looked at: always the longer length
+/// (there is no early return, which the tests check through this count).
+fn compare(want: &[u8], given: &[u8]) -> (bool, usize) {
     let n = want.len().max(given.len());
     let mut diff = u8::from(want.len() != given.len());
+    let mut looked = 0;
     for i in 0..n {
         let a = want.get(i).copied().unwrap_or(0);
         let b = given.get(i).copied().unwrap_or(0xff);
-        diff |= a ^ b;
+        // Kept opaque so the compiler cannot turn the loop into one that stops early.
+        diff |= std::hint::black_box(a ^ b);
+        looked += 1;
     }
-    diff == 0
+    (diff == 0, looked)
 }
 
 #[cfg(test)]
@@ -63,36 +72,38 @@ mod tests {
 
     #[test]
     fn ingest_credentials() {
-        let bearer = IngestAuth::Bearer("s3cret".into());
+        let bearer = IngestAuth::Bearer("s3cret-ingest-token".into());
         assert!(authorized(None, None));
         assert!(!authorized(Some(&bearer), None));
         assert!(authorized(
             Some(&bearer),
-            Some(&HeaderValue::from_static("Bearer s3cret"))
+            Some(&HeaderValue::from_static("Bearer s3cret-ingest-token"))
         ));
         assert!(authorized(
             Some(&bearer),
-            Some(&HeaderValue::from_static("  Bearer s3cret "))
+            Some(&HeaderValue::from_static("  Bearer s3cret-ingest-token "))
         ));
         assert!(!authorized(
             Some(&bearer),
-            Some(&HeaderValue::from_static("Bearer s3cre7"))
+            Some(&HeaderValue::from_static("Bearer s3cret-ingest-toke7"))
         ));
         assert!(!authorized(
             Some(&bearer),
-            Some(&HeaderValue::from_static("Bearer s3cret2"))
+            Some(&HeaderValue::from_static("Bearer s3cret-ingest-token2"))
         ));
         assert!(!authorized(
             Some(&bearer),
-            Some(&HeaderValue::from_static("Bearer s3cre"))
+            Some(&HeaderValue::from_static("Bearer s3cret-ingest-toke"))
         ));
         let basic = IngestAuth::Basic {
             username: "alloy".into(),
-            password: "pw".into(),
+            password: "correct-horse-battery".into(),
         };
         assert!(authorized(
             Some(&basic),
-            Some(&HeaderValue::from_static("Basic YWxsb3k6cHc="))
+            Some(&HeaderValue::from_static(
+                "Basic YWxsb3k6Y29ycmVjdC1ob3JzZS1iYXR0ZXJ5"
+            ))
         ));
     }
 
@@ -103,5 +114,24 @@ mod tests {
         assert!(!constant_time_eq(b"ab", b"abc"));
         assert!(!constant_time_eq(b"", b"\xff"));
         assert!(constant_time_eq(b"", b""));
+    }
+
+    #[test]
+    fn every_position_of_the_longer_is_compared_whatever_the_lengths() {
+        let want = b"Bearer 0123456789abcdef0123456789abcdef";
+        for given in [
+            &b""[..],
+            b"B",
+            b"X",
+            b"Bearer",
+            b"Bearer 0123456789abcdef0123456789abcdeX",
+            b"Xearer 0123456789abcdef0123456789abcdef",
+            b"Bearer 0123456789abcdef0123456789abcdef",
+            b"Bearer 0123456789abcdef0123456789abcdef and much more than that",
+        ] {
+            let (same, looked) = compare(want, given);
+            assert_eq!(same, given == want, "{given:?}");
+            assert_eq!(looked, want.len().max(given.len()), "{given:?}");
+        }
     }
 }

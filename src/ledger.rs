@@ -37,10 +37,23 @@ struct Pair {
     units: AtomicU64,
 }
 
+/// Adds `v` to `a`, stopping at `u64::MAX` instead of wrapping (a counter that wrapped
+/// would read as a nearly empty budget).
+fn saturating_add(a: &AtomicU64, v: u64) {
+    if v == 0 {
+        return;
+    }
+    // `fetch_update` retries until its closure's answer is stored; the closure always
+    // answers, so this never fails.
+    let _ = a.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |x| {
+        Some(x.saturating_add(v))
+    });
+}
+
 impl Pair {
     fn add(&self, items: u64, units: u64) {
-        self.items.fetch_add(items, Ordering::Relaxed);
-        self.units.fetch_add(units, Ordering::Relaxed);
+        saturating_add(&self.items, items);
+        saturating_add(&self.units, units);
     }
 
     fn get(&self) -> Weight {
@@ -188,7 +201,9 @@ impl PeriodCounters {
             .iter()
             .filter_map(|(k, v)| {
                 let old = flushed.get(k).copied().unwrap_or(0);
-                (*v > old).then(|| (k.clone(), v - old))
+                v.checked_sub(old)
+                    .filter(|d| *d > 0)
+                    .map(|d| (k.clone(), d))
             })
             .collect();
         if deltas.is_empty() {
@@ -240,7 +255,7 @@ fn reserve_in(c: &SignalCounters, items: u64, units: u64, cap: u64) -> bool {
         })
         .is_ok();
     if ok {
-        c.sent.items.fetch_add(items, Ordering::Relaxed);
+        saturating_add(&c.sent.items, items);
     }
     ok
 }
@@ -283,9 +298,10 @@ impl Charge {
     /// counted (which ones is not known).
     pub fn acked(&self, rejected: u64) {
         let rejected = rejected.min(self.weight.items);
-        self.c()
-            .acked
-            .add(self.weight.items - rejected, self.weight.units);
+        self.c().acked.add(
+            self.weight.items.saturating_sub(rejected),
+            self.weight.units,
+        );
         if rejected > 0 {
             self.c().rejected[RejectReason::Partial].add(rejected, 0);
         }
@@ -462,10 +478,9 @@ impl Ledger {
         let cur = self.current.load();
         let c = &cur.signals[signal];
         let used = c.used();
-        if units > used {
-            c.adjust_up.add(0, units - used);
-        } else {
-            c.adjust_down.add(0, used - units);
+        match units.checked_sub(used) {
+            Some(up) => c.adjust_up.add(0, up),
+            None => c.adjust_down.add(0, used.saturating_sub(units)),
         }
     }
 
@@ -505,6 +520,42 @@ impl Ledger {
                 .unwrap_or(i64::MAX)
                 .saturating_sub(i64::try_from(down).unwrap_or(i64::MAX)),
         }
+    }
+}
+
+/// The most `frugal usage set` (and `PUT /api/v1/usage`) accepts for any signal: 1 PB, or
+/// 10^15 data points. Far past any period's real usage, and far below where a `u64`
+/// counter could saturate.
+pub const MAX_SET_USED: u64 = 1_000_000_000_000_000;
+
+/// For a signal with a budget, `usage set` accepts at most this many times its limit:
+/// usage at the limit already stops sending, so a larger figure changes nothing but is
+/// likely a slip of the unit (`50TB` for `50GB`).
+pub const MAX_SET_USED_PER_LIMIT: u64 = 1000;
+
+/// Whether `units` is a usage `frugal usage set` may record for `signal`, whose period
+/// limit is `limit` (if it has a budget); the error is a sentence for the user.
+pub fn check_set_used(signal: Signal, units: u64, limit: Option<u64>) -> Result<(), String> {
+    let show = |v: u64| match signal.budget_unit() {
+        crate::model::Unit::Bytes => crate::units::format_size(v),
+        crate::model::Unit::DataPoints => format!("{v} data points"),
+    };
+    let relative = limit
+        .filter(|l| *l > 0)
+        .map(|l| l.saturating_mul(MAX_SET_USED_PER_LIMIT));
+    match relative {
+        Some(max) if units > max && max < MAX_SET_USED => Err(format!(
+            "{} is more than {MAX_SET_USED_PER_LIMIT} times the {signal} limit of {}: check the unit (at most {} is accepted; usage at the limit already stops sending)",
+            show(units),
+            show(limit.unwrap_or_default()),
+            show(max),
+        )),
+        _ if units > MAX_SET_USED => Err(format!(
+            "{} is more than one period's usage of {signal} can be: check the unit (at most {} is accepted)",
+            show(units),
+            show(MAX_SET_USED),
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -644,6 +695,63 @@ mod tests {
         assert_eq!(prev.start, ts("2026-11-01T00:00:00Z"));
         assert_eq!(used[Signal::Logs], 100);
         assert_eq!(l.counting_since(), ts("2026-12-01T00:00:01Z"));
+    }
+
+    #[test]
+    fn counters_saturate_instead_of_wrapping() {
+        let store = Arc::new(MemoryStore::default());
+        let l = ledger(store.clone(), "2026-11-15T00:00:00Z");
+        l.charge(Signal::Traces, w(u64::MAX - 1, u64::MAX - 10));
+        l.charge(Signal::Traces, w(5, 100));
+        let u = l.usage(Signal::Traces);
+        assert_eq!(u.sent, w(u64::MAX, u64::MAX));
+        assert_eq!(u.used, u64::MAX);
+        assert!(
+            l.reserve(Signal::Traces, w(1, 1), 50_000_000_000).is_none(),
+            "a counter at the top is over any limit"
+        );
+        l.offered(Signal::Logs, Class::Normal, w(u64::MAX, u64::MAX));
+        l.offered(Signal::Logs, Class::Normal, w(1, 1));
+        l.dropped(Signal::Logs, DropReason::Sampled, w(u64::MAX, 3));
+        l.dropped(Signal::Logs, DropReason::Sampled, w(u64::MAX, 3));
+        let u = l.usage(Signal::Logs);
+        assert_eq!(u.offered[Class::Normal], w(u64::MAX, u64::MAX));
+        assert_eq!(u.dropped[DropReason::Sampled], w(u64::MAX, 6));
+        // Set near the top and charged more: still the top, never a small number.
+        l.set_used(Signal::Metrics, u64::MAX - 2);
+        let c = l.reserve(Signal::Metrics, w(1, 1), u64::MAX - 1).unwrap();
+        assert!(!c.again(), "a second attempt would pass the cap");
+        l.charge(Signal::Metrics, w(1, 1000));
+        assert_eq!(l.used(Signal::Metrics), u64::MAX);
+        l.set_used(Signal::Metrics, 7);
+        assert_eq!(l.used(Signal::Metrics), 7);
+        // What is flushed and read back is the same.
+        l.flush().unwrap();
+        drop(l);
+        let l = ledger(store, "2026-11-15T01:00:00Z");
+        assert_eq!(l.used(Signal::Traces), u64::MAX);
+        assert_eq!(l.used(Signal::Metrics), 7);
+    }
+
+    #[test]
+    fn usage_set_refuses_what_cannot_be_right() {
+        let gb = 1_000_000_000;
+        assert!(check_set_used(Signal::Traces, 50_000 * gb, Some(50 * gb)).is_ok());
+        let e = check_set_used(Signal::Traces, 50_000 * gb + 1, Some(50 * gb)).unwrap_err();
+        assert!(
+            e.starts_with("50TB is more than 1000 times the traces limit of 50GB"),
+            "{e}"
+        );
+        // A limit so large that 1000 times it passes 1 PB: 1 PB is the most.
+        assert!(check_set_used(Signal::Logs, MAX_SET_USED, Some(10_000 * gb)).is_ok());
+        let e = check_set_used(Signal::Logs, MAX_SET_USED + 1, Some(10_000 * gb)).unwrap_err();
+        assert!(e.contains("at most 1000TB is accepted"), "{e}");
+        assert!(check_set_used(Signal::Metrics, MAX_SET_USED, None).is_ok());
+        let e = check_set_used(Signal::Metrics, u64::MAX, None).unwrap_err();
+        assert!(
+            e.starts_with("18446744073709551615 data points is more"),
+            "{e}"
+        );
     }
 
     #[test]

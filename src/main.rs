@@ -375,7 +375,10 @@ fn usage(cmd: UsageCommand) -> anyhow::Result<ExitCode> {
                         if json {
                             println!("{body}");
                         } else {
-                            print_usage(&serde_json::from_str(&body)?, &format!("frugal at {url}"));
+                            print_usage(
+                                &serde_json::from_str(&body)?,
+                                &format!("frugal at {}", frugal::forwarder::redacted(url)),
+                            );
                         }
                         return Ok(ExitCode::SUCCESS);
                     }
@@ -387,7 +390,10 @@ fn usage(cmd: UsageCommand) -> anyhow::Result<ExitCode> {
                 .map_err(|e| {
                     anyhow::anyhow!(
                         "{e}\n(no frugal answered at {}; if one runs elsewhere, use --admin http://<host>:4319)",
-                        urls.join(", ")
+                        urls.iter()
+                            .map(|u| frugal::forwarder::redacted(u))
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     )
                 })?;
             let ledger =
@@ -432,6 +438,8 @@ fn usage(cmd: UsageCommand) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             let p = load_offline(&policy)?;
+            let limit = p.budgets.bytes(s).map(|b| b.limit);
+            frugal::ledger::check_set_used(s, units, limit).map_err(|e| anyhow::anyhow!(e))?;
             let store = frugal::store::SledStore::open(&p.store.data_dir, p.store.cache_bytes)
                 .map_err(|e| {
                     anyhow::anyhow!("{e}\n(if frugal is running, use --admin http://<host>:4319)")

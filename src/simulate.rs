@@ -774,8 +774,7 @@ async fn simulate_async(policy: &Policy, cfg: &Config) -> anyhow::Result<RunRepo
                 .count() as u64;
             days[day].priority_offered += pri_spans;
             priority_offered_total += pri_spans;
-            let mut meta = RequestMeta::new(Transport::Simulated);
-            meta.raw = Some(body);
+            let meta = RequestMeta::new(Transport::Simulated);
             // Policy outcomes are 2xx; the in-memory upstream never fails.
             let _ = ingest::handle(&core, decoded, meta).await;
             if log_records_per_trace > 0.0 {
@@ -786,8 +785,7 @@ async fn simulate_async(policy: &Policy, cfg: &Config) -> anyhow::Result<RunRepo
                     let logs = generator.logs(now, &trace_id, k as u32);
                     let body = Bytes::from(logs.encode_to_vec());
                     let decoded: ExportLogsServiceRequest = codec::decode(Format::Protobuf, &body)?;
-                    let mut meta = RequestMeta::new(Transport::Simulated);
-                    meta.raw = Some(body);
+                    let meta = RequestMeta::new(Transport::Simulated);
                     let _ = ingest::handle(&core, decoded, meta).await;
                 }
             }

@@ -2,8 +2,6 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
-
 use super::{Payload, record_drop};
 use crate::budget::controller::PacingState;
 use crate::core::Core;
@@ -24,28 +22,19 @@ pub struct Admitted<P: Payload> {
     pub account: Account,
     /// What is left to send.
     pub kept: Weight,
-    /// The body as received, while it is still exactly what would be sent.
-    pub raw: Option<Bytes>,
     /// The policy it was judged under (the next stages use the same).
     pub policy: Arc<Policy>,
 }
 
 /// Decides `req` at the current pacing. `None` when nothing is left to send (everything
 /// was dropped by policy: the client is answered 2xx).
-pub fn admit<P: Payload>(core: &Core, mut req: P, mut raw: Option<Bytes>) -> Option<Admitted<P>> {
+pub fn admit<P: Payload>(core: &Core, mut req: P) -> Option<Admitted<P>> {
     let signal = P::SIGNAL;
     let sig = signal.as_str();
     let policy = core.policy();
     let pacing = core.pacing.load();
-    if req.canonicalize() {
-        raw = None;
-    }
-    let (offered, encoded_len) = req.weigh_encoded();
-    // Forwarded as received only when nothing would be lost re-encoding it (no fields
-    // unknown to frugal's protobuf types, which upstream would bill but frugal not count).
-    if raw.as_ref().is_some_and(|b| b.len() != encoded_len) {
-        raw = None;
-    }
+    req.canonicalize();
+    let offered = req.weigh();
     let (decisions, mut account) = {
         let remember = match pacing.signal(crate::model::Signal::Traces).state {
             PacingState::Pacing => Remember::Always,
@@ -78,7 +67,6 @@ pub fn admit<P: Payload>(core: &Core, mut req: P, mut raw: Option<Bytes>) -> Opt
     }
     if !policy.shadow && account.modified {
         req.apply(&policy, &decisions);
-        raw = None;
     }
     if req.is_empty() {
         return None;
@@ -93,7 +81,6 @@ pub fn admit<P: Payload>(core: &Core, mut req: P, mut raw: Option<Bytes>) -> Opt
         decisions,
         account,
         kept,
-        raw,
         policy,
     })
 }

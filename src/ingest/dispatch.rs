@@ -26,10 +26,10 @@ pub async fn dispatch<P: Payload>(
         stats: core.stats.clone(),
     });
     billing.count_sent();
-    let body = match r.raw {
-        Some(b) => b,
-        None => Bytes::from(r.req.encode_to_vec()),
-    };
+    // Always the canonical encoding of what was metered, never the body as received: that
+    // may carry fields unknown to frugal's types, or over-long varints, and still have the
+    // same length (checking its bytes would cost an encoding too; BENCHMARKS.md).
+    let body = Bytes::from(r.req.encode_to_vec());
     let deadline = meta.deadline.map(|d| {
         // Answer a little before the client gives up.
         let margin = jiff::SignedDuration::from_millis(DEADLINE_MARGIN_MS);

@@ -23,7 +23,6 @@ mod reserve;
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::HeaderValue;
 use jiff::Timestamp;
 
@@ -63,8 +62,6 @@ impl Transport {
 pub struct RequestMeta {
     /// How it arrived.
     pub transport: Transport,
-    /// The protobuf body as received, forwarded as is when nothing changes.
-    pub raw: Option<Bytes>,
     /// The client's `Authorization` header (forwarded only with `pass_through_auth`).
     pub client_auth: Option<HeaderValue>,
     /// When the client stops waiting, if it said (gRPC `grpc-timeout`).
@@ -76,7 +73,6 @@ impl RequestMeta {
     pub fn new(transport: Transport) -> Self {
         Self {
             transport,
-            raw: None,
             client_auth: None,
             deadline: None,
         }
@@ -134,9 +130,9 @@ pub enum IngestError {
 pub async fn handle<P: Payload>(
     core: &Core,
     req: P,
-    mut meta: RequestMeta,
+    meta: RequestMeta,
 ) -> Result<Accepted, IngestError> {
-    let Some(admitted) = admit(core, req, meta.raw.take()) else {
+    let Some(admitted) = admit(core, req) else {
         return Ok(Accepted::default());
     };
     let Some(reserved) = reserve(core, admitted) else {

@@ -27,10 +27,6 @@ pub trait Payload: Message + Default + Clone + Send + 'static {
     fn canonicalize(&mut self) -> bool;
     /// Items and billable units of the request as it is now.
     fn weigh(&self) -> Weight;
-    /// [`Payload::weigh`] and the encoded length, computed together where that is cheaper.
-    fn weigh_encoded(&self) -> (Weight, usize) {
-        (self.weigh(), self.encoded_len())
-    }
     /// Whether nothing is left to send.
     fn is_empty(&self) -> bool;
     /// Decides every item at the current pacing (nothing changes yet).
@@ -61,10 +57,6 @@ impl Payload for ExportTraceServiceRequest {
 
     fn weigh(&self) -> Weight {
         tempo::weigh(self)
-    }
-
-    fn weigh_encoded(&self) -> (Weight, usize) {
-        tempo::weigh_encoded(self)
     }
 
     fn is_empty(&self) -> bool {

@@ -1,7 +1,5 @@
 //! Stage 2: hold to the per-second limit and to the period's budget.
 
-use bytes::Bytes;
-
 use super::{Admitted, Payload, minus, record_drop};
 use crate::core::Core;
 use crate::ledger::Charge;
@@ -15,8 +13,6 @@ use crate::sampling::memory::Remember;
 pub struct Reserved<P: Payload> {
     /// What will be sent.
     pub req: P,
-    /// The body as received, while it is still exactly what will be sent.
-    pub raw: Option<Bytes>,
     /// The units held, bound to the period they were held in.
     pub charge: Charge,
 }
@@ -32,7 +28,6 @@ pub fn reserve<P: Payload>(core: &Core, a: Admitted<P>) -> Option<Reserved<P>> {
         decisions,
         account,
         mut kept,
-        mut raw,
         policy,
     } = a;
     let budget = policy.budgets.bytes(signal);
@@ -45,7 +40,7 @@ pub fn reserve<P: Payload>(core: &Core, a: Admitted<P>) -> Option<Reserved<P>> {
             }
         }
         let charge = core.ledger.charge(signal, kept);
-        return Some(Reserved { req, raw, charge });
+        return Some(Reserved { req, charge });
     }
     // The per-second limit: non-priority items give way first.
     if let Some(gate) = &core.rate_gates[signal]
@@ -60,7 +55,6 @@ pub fn reserve<P: Payload>(core: &Core, a: Admitted<P>) -> Option<Reserved<P>> {
             false,
         );
         keep_only_priority(core, &mut req, &decisions);
-        raw = None;
         if req.is_empty() {
             return None;
         }
@@ -68,15 +62,9 @@ pub fn reserve<P: Payload>(core: &Core, a: Admitted<P>) -> Option<Reserved<P>> {
     }
     let charge = match budget {
         None => core.ledger.charge(signal, kept),
-        Some(b) => {
-            let c = hold(core, signal, b, &mut req, &decisions, &account, kept)?;
-            if c.weight() != kept {
-                raw = None;
-            }
-            c
-        }
+        Some(b) => hold(core, signal, b, &mut req, &decisions, &account, kept)?,
     };
-    Some(Reserved { req, raw, charge })
+    Some(Reserved { req, charge })
 }
 
 /// Reserves `kept` against the budget; past the target, keeps only priority items (with

@@ -30,14 +30,9 @@ async fn admit_counts_what_was_offered_and_dropped_and_removes_the_dropped() {
         "web",
         vec![span(1, 1, false), span(2, 2, true), span(3, 3, false)],
     );
-    let raw = Bytes::from(req.encode_to_vec());
-    let a = admit(&core, req, Some(raw)).unwrap();
+    let a = admit(&core, req).unwrap();
     assert_eq!(a.kept.items, 2);
     assert_eq!(a.kept, a.req.weigh(), "kept is what is left to send");
-    assert!(
-        a.raw.is_none(),
-        "a request that lost a span is encoded anew"
-    );
     let u = core.ledger.usage(Signal::Traces);
     assert_eq!(u.dropped[DropReason::Rule].items, 1);
     assert_eq!(u.offered[Class::Priority].items, 1);
@@ -46,14 +41,14 @@ async fn admit_counts_what_was_offered_and_dropped_and_removes_the_dropped() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_request_frugal_did_not_change_is_forwarded_as_it_arrived_and_billed_as_tempo_counts() {
+async fn a_request_frugal_did_not_change_is_forwarded_canonical_and_billed_as_tempo_counts() {
     let (core, upstream) =
         testkit::core(testkit::policy("budgets: {traces: {limit: 1GB}}"), clock());
     let req = traces("web", vec![span(1, 1, false), span(2, 2, false)]);
     let raw = Bytes::from(req.encode_to_vec());
-    let mut meta = RequestMeta::new(Transport::Http);
-    meta.raw = Some(raw.clone());
-    let a = handle(&core, req, meta).await.unwrap();
+    let a = handle(&core, req, RequestMeta::new(Transport::Http))
+        .await
+        .unwrap();
     assert_eq!(a, Accepted::default());
     let got = upstream.received.lock().unwrap().clone();
     assert_eq!(got.len(), 1);
@@ -71,7 +66,7 @@ async fn past_the_target_only_priority_goes_and_at_the_limit_nothing() {
     let (core, upstream) = testkit::core(policy, clock());
     core.ledger.set_used(Signal::Traces, 50_000);
     let req = traces("web", vec![span(2, 2, true), span(3, 3, false)]);
-    let a = admit(&core, req, None).unwrap();
+    let a = admit(&core, req).unwrap();
     let r = reserve(&core, a).expect("the priority span may still go");
     assert_eq!(r.req.weigh().items, 1);
     let u = core.ledger.usage(Signal::Traces);
@@ -88,7 +83,7 @@ async fn past_the_target_only_priority_goes_and_at_the_limit_nothing() {
     // At the limit, nothing goes, priority included; the client still hears 2xx.
     core.ledger.set_used(Signal::Traces, 100_000);
     let req = traces("web", vec![span(4, 4, true)]);
-    let a = admit(&core, req, None).unwrap();
+    let a = admit(&core, req).unwrap();
     assert!(reserve(&core, a).is_none());
     assert_eq!(
         core.ledger.used(Signal::Traces),

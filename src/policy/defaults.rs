@@ -79,6 +79,11 @@ pub const DEFAULT_CONNECTIONS: Connections = Connections {
 /// `ingest.max_request_size`: the largest request body accepted, after decompression.
 pub const DEFAULT_MAX_REQUEST_BYTES: u64 = 16 * 1024 * 1024;
 
+/// The shortest `ingest.auth.bearer_token` or `ingest.auth.basic_auth.password` accepted,
+/// in characters: the ingest credential is a machine's secret (`openssl rand -hex 16` makes
+/// 32 characters), and anyone who reaches the port may try to guess it.
+pub const MIN_INGEST_SECRET_CHARS: usize = 16;
+
 // upstream.otlp
 
 /// `upstream.otlp.compression`: requests to the upstream are gzipped.

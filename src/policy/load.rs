@@ -482,6 +482,105 @@ upstream:
     }
 
     #[test]
+    fn a_password_in_the_endpoint_is_refused_without_being_repeated() {
+        for endpoint in [
+            "https://123456:glc_hunter2@otlp.example/otlp",
+            "https://glc_hunter2@otlp.example",
+            "http://u:glc_hunter2@127.0.0.1:4318?x=1",
+            "u:glc_hunter2@otlp.example/otlp",
+        ] {
+            let text = format!("upstream: {{otlp: {{endpoint: '{endpoint}'}}}}\n");
+            let err = load(&text).unwrap_err().to_string();
+            assert!(
+                err.contains("upstream.otlp.endpoint: must not contain a user name or password"),
+                "{err}"
+            );
+            assert!(err.contains("basic_auth"), "{err}");
+            assert!(!err.contains("hunter2"), "{err}");
+        }
+        // An `@` in the path is not a user name.
+        let p = load("upstream: {otlp: {endpoint: 'https://otlp.example/a@b'}}\n").unwrap();
+        assert_eq!(p.upstream.otlp.endpoint, "https://otlp.example/a@b");
+    }
+
+    #[test]
+    fn empty_blank_or_short_credentials_are_refused() {
+        let upstream = "upstream: {otlp: {endpoint: 'http://127.0.0.1:4318'}}\n";
+        let cases = [
+            (
+                r#"ingest: {auth: {bearer_token: ""}}"#,
+                "ingest.auth.bearer_token",
+                "is empty",
+            ),
+            (
+                r#"ingest: {auth: {bearer_token: "   "}}"#,
+                "ingest.auth.bearer_token",
+                "is empty",
+            ),
+            (
+                r#"ingest: {auth: {bearer_token: "hunter2hunter2hunter2\n"}}"#,
+                "ingest.auth.bearer_token",
+                "begins or ends with whitespace",
+            ),
+            (
+                r#"ingest: {auth: {bearer_token: "hunter2hunt\u0007er2hunter2"}}"#,
+                "ingest.auth.bearer_token",
+                "contains a control character",
+            ),
+            (
+                "ingest: {auth: {bearer_token: hunter2}}",
+                "ingest.auth.bearer_token",
+                "is too short (7 characters): use at least 16",
+            ),
+            (
+                "ingest: {auth: {basic_auth: {username: alloy, password: hunter2}}}",
+                "ingest.auth.basic_auth.password",
+                "is too short",
+            ),
+            (
+                "ingest: {auth: {basic_auth: {username: '', password: hunter2hunter2hunter2}}}",
+                "ingest.auth.basic_auth.username",
+                "is empty",
+            ),
+            (
+                "ingest: {auth: {basic_auth: {password: hunter2hunter2hunter2}}}",
+                "ingest.auth.basic_auth.username",
+                "is required",
+            ),
+        ];
+        for (ingest, path, message) in cases {
+            let err = load(&format!("{upstream}{ingest}\n")).unwrap_err();
+            let shown = err.to_string();
+            assert!(shown.contains(&format!("{path}: {message}")), "{shown}");
+            assert_eq!(
+                err.problems.len(),
+                1,
+                "one problem, not a second one: {shown}"
+            );
+            assert!(!shown.contains("hunter2"), "{shown}");
+        }
+        for auth in [
+            r#"bearer_token: """#,
+            r#"bearer_token: " ""#,
+            r#"basic_auth: {username: "", password: glc_hunter2}"#,
+            r#"basic_auth: {username: "123456", password: ""}"#,
+            r#"basic_auth: {username: "123456", password: " glc_hunter2"}"#,
+        ] {
+            let text =
+                format!("upstream: {{otlp: {{endpoint: 'http://127.0.0.1:4318', {auth}}}}}\n");
+            let shown = load(&text).unwrap_err().to_string();
+            assert!(shown.contains("upstream.otlp."), "{shown}");
+            assert!(!shown.contains("hunter2"), "{shown}");
+        }
+        // Upstream credentials have no minimum beyond not being empty: a Grafana Cloud
+        // user name is a short instance ID.
+        let text = "upstream: {otlp: {endpoint: 'http://127.0.0.1:4318', basic_auth: {username: 7, password: pw}}}\n";
+        assert!(load(text).is_ok());
+        let text = format!("{upstream}ingest: {{auth: {{bearer_token: 0123456789abcdef}}}}\n");
+        assert!(load(&text).is_ok());
+    }
+
+    #[test]
     fn overrides_win_over_the_file() {
         let o = Overrides {
             listen_http: Some("127.0.0.1:0".into()),
@@ -534,7 +633,7 @@ logs:
             "{}{}",
             "upstream: {otlp: {endpoint: 'http://x:1', pass_through_auth: true, retry: {max_elapsed: 40s, initial_backoff: 1ms}}}\n",
             r#"
-ingest: {auth: {bearer_token: abc}}
+ingest: {auth: {bearer_token: abcdefghijklmnop}}
 period: {every: 1m, start: "2026-11-25T00:00:00Z", weekday: monday}
 pacing: {recompute_every: 10s}
 store: {flush_interval: 10s}

@@ -161,6 +161,11 @@ impl<'a> Obj<'a> {
         }
     }
 
+    /// Whether `key` is present (null counts as absent), without marking it known.
+    pub fn has(&self, key: &str) -> bool {
+        !matches!(self.map.get(key), None | Some(Value::Null))
+    }
+
     /// The problems this walk records into.
     pub fn problems(&self) -> &'a Problems {
         self.problems

@@ -156,8 +156,10 @@ async fn receive<P: Export>(
     let body = codec::decompress(header_str(&headers, header::CONTENT_ENCODING), body, limit)?;
     let decoded: P = codec::decode(format, &body)?;
     decoded.check_ids()?;
+    // The body is not kept while the request is handled: what goes upstream is the
+    // encoding of what was metered.
+    drop(body);
     let mut meta = RequestMeta::new(Transport::Http);
-    meta.raw = (format == Format::Protobuf).then_some(body);
     meta.client_auth = headers.get(header::AUTHORIZATION).cloned();
     ingest::handle(core, decoded, meta).await
 }

@@ -55,7 +55,7 @@ def test_setting_usage_needs_the_ingest_credential_when_the_policy_sets_one(stan
     """With `ingest.auth`, a PUT without the credential, or with a wrong one, is refused
     with 401 and changes nothing; with it (or `frugal usage set --token`) it is applied."""
     f = frugal_factory(policy_for(standin.url, extra='ingest: {auth: {bearer_token: "${FRUGAL_TEST_TOKEN}"}}'),
-                       env={"FRUGAL_TEST_TOKEN": "letmein"})
+                       env={"FRUGAL_TEST_TOKEN": "letmein-0123456789abcdef"})
     without_token = {k: v for k, v in os.environ.items() if k != "FRUGAL_ADMIN_TOKEN"}
     assert f.set_usage("traces", "5GB").status_code == 401
     assert f.set_usage("traces", "5GB", token="wrong").status_code == 401
@@ -63,9 +63,9 @@ def test_setting_usage_needs_the_ingest_credential_when_the_policy_sets_one(stan
                          capture_output=True, text=True, timeout=30, env=without_token)
     assert cli.returncode != 0 and "401" in cli.stderr
     assert f.used("traces") == 0
-    assert f.set_usage("traces", "5GB", token="letmein").status_code == 200
+    assert f.set_usage("traces", "5GB", token="letmein-0123456789abcdef").status_code == 200
     assert f.used("traces") == 5_000_000_000
-    cli = subprocess.run([str(BIN), "usage", "set", "traces", "6GB", "--admin", f.admin_url, "--token", "letmein"],
+    cli = subprocess.run([str(BIN), "usage", "set", "traces", "6GB", "--admin", f.admin_url, "--token", "letmein-0123456789abcdef"],
                          capture_output=True, text=True, timeout=30)
     assert cli.returncode == 0, cli.stderr
     assert f.used("traces") == 6_000_000_000

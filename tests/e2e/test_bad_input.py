@@ -6,6 +6,7 @@ import gzip
 import json
 import random
 import re
+import subprocess
 
 import pytest
 import requests
@@ -16,7 +17,7 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.trace.export import SpanExportResult
 
 import payloads
-from conftest import policy_for
+from conftest import BIN, policy_for
 
 PB = {"Content-Type": "application/x-protobuf"}
 
@@ -93,19 +94,19 @@ def test_ingest_credentials_and_no_open_relay(standin, frugal_factory):
 ingest:
   auth: {bearer_token: "${FRUGAL_TEST_TOKEN}"}
 """, upstream_extra="basic_auth: {username: '123456', password: glc_upstream}")
-    f = frugal_factory(policy, env={"FRUGAL_TEST_TOKEN": "letmein"})
+    f = frugal_factory(policy, env={"FRUGAL_TEST_TOKEN": "letmein-0123456789abcdef"})
     rng = random.Random(9)
     anon = OTLPSpanExporter(endpoint=f"{f.http_url}/v1/traces")
     assert anon.export(payloads.spans(rng, 3)) == SpanExportResult.FAILURE
     r = requests.post(f"{f.http_url}/v1/traces", data=good_request(rng), headers=PB, timeout=10)
     assert r.status_code == 401
     assert standin.attempts == []
-    ok = OTLPSpanExporter(endpoint=f"{f.http_url}/v1/traces", headers={"Authorization": "Bearer letmein"})
+    ok = OTLPSpanExporter(endpoint=f"{f.http_url}/v1/traces", headers={"Authorization": "Bearer letmein-0123456789abcdef"})
     assert ok.export(payloads.spans(rng, 3)) == SpanExportResult.SUCCESS
     got = standin.of("traces")[-1]
     # Upstream sees frugal's own credentials, never the client's.
     assert got.headers["authorization"] == "Basic MTIzNDU2OmdsY191cHN0cmVhbQ=="
-    assert "letmein" not in " ".join(f.log)
+    assert "letmein-0123456789abcdef" not in " ".join(f.log)
     assert "glc_upstream" not in " ".join(f.log)
 
 
@@ -166,3 +167,38 @@ def test_log_refusals_that_loki_still_bills_stay_counted(standin, frugal_factory
     [attempt] = standin.attempts_of("logs")
     assert attempt.answered and attempt.status == 400, "refused once, not retried"
     assert f.used("logs") == attempt.billed > 0, "Loki counts a log request's bytes before validating it"
+
+
+def test_a_password_in_the_endpoint_is_refused_and_never_printed(standin, tmp_path):
+    """A user:password in the upstream URL would be printed wherever the URL is: `frugal
+    check` refuses it, saying to use basic_auth, and `serve` does not start; the password
+    is in neither output. An empty ingest token is refused the same way."""
+    host = standin.url.split("://", 1)[1]
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(policy_for(f"http://123456:secret@{host}/otlp"))
+    r = subprocess.run([str(BIN), "check", "--policy", str(policy)], capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0
+    assert "upstream.otlp.endpoint: must not contain a user name or password" in r.stdout
+    assert "basic_auth" in r.stdout
+    assert "secret" not in r.stdout + r.stderr
+
+    args = [str(BIN), "serve", "--listen-http", "127.0.0.1:0", "--listen-grpc", "off",
+            "--listen-admin", "127.0.0.1:0", "--data-dir", str(tmp_path / "data")]
+    r = subprocess.run([*args, "--policy", str(policy)], capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0
+    assert "must not contain a user name or password" in r.stderr
+    assert "secret" not in r.stdout + r.stderr
+    # The same from the command line's --upstream-otlp.
+    ok = tmp_path / "ok.yaml"
+    ok.write_text(policy_for(standin.url))
+    r = subprocess.run([*args, "--policy", str(ok), "--upstream-otlp", f"https://secret@{host}"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0
+    assert "must not contain a user name or password" in r.stderr
+    assert "secret" not in r.stdout + r.stderr
+
+    empty = tmp_path / "empty.yaml"
+    empty.write_text(policy_for(standin.url, extra='ingest: {auth: {bearer_token: ""}}'))
+    r = subprocess.run([str(BIN), "check", "--policy", str(empty)], capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0
+    assert "ingest.auth.bearer_token: is empty" in r.stdout

@@ -22,6 +22,8 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 #[derive(Default)]
 struct Upstream {
     traces: Mutex<Vec<ExportTraceServiceRequest>>,
+    /// The trace bodies as they arrived.
+    bodies: Mutex<Vec<Bytes>>,
 }
 
 async fn upstream() -> (String, Arc<Upstream>) {
@@ -42,6 +44,7 @@ async fn upstream() -> (String, Arc<Upstream>) {
                         if path == "/otlp/v1/traces" {
                             let r = ExportTraceServiceRequest::decode(&body[..]).unwrap();
                             s.traces.lock().unwrap().push(r);
+                            s.bodies.lock().unwrap().push(body);
                         }
                         Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
                             Bytes::new(),
@@ -220,5 +223,49 @@ async fn a_request_goes_from_socket_to_upstream_and_the_month_rolls_over_in_loca
     let (status, _) = request(a.admin, "GET", "/readyz", "text/plain", b"").await;
     assert_eq!(status, 200);
     assert!(clock.now() > "2026-11-24T23:00:00Z".parse().unwrap());
+    running.stop().await.unwrap();
+}
+
+/// A body with a field frugal does not know and an enum in a short (5-byte) varint has the
+/// length of the canonical encoding: what is forwarded, and billed, is the canonical one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_is_forwarded_is_exactly_what_was_metered() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, up) = upstream().await;
+    let clock = Arc::new(ManualClock::new("2026-11-20T12:00:00Z".parse().unwrap()));
+    let running = frugal::app::start(policy(&url, dir.path()), clock)
+        .await
+        .unwrap();
+    let a = running.addresses;
+
+    let mut req = spans(1);
+    req.resource_spans[0].scope_spans[0].spans[0].kind = -1; // canonically 10 bytes
+    let canonical = req.encode_to_vec();
+    let kind_canonical = [
+        0x30, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01,
+    ];
+    let kind_short_and_unknown = [
+        0x30, 0xff, 0xff, 0xff, 0xff, 0x0f, // kind = -1 in 5 bytes, read as the same -1
+        0x98, 0x06, 0x80, 0x80, 0x01, // field 99 (unknown), varint 16384
+    ];
+    let at = canonical
+        .windows(kind_canonical.len())
+        .position(|w| w == kind_canonical)
+        .unwrap();
+    let mut raw = canonical.clone();
+    raw.splice(at..at + kind_canonical.len(), kind_short_and_unknown);
+    assert_eq!(raw.len(), canonical.len());
+    assert_eq!(ExportTraceServiceRequest::decode(&raw[..]).unwrap(), req);
+
+    let (status, _) = request(a.http, "POST", "/v1/traces", "application/x-protobuf", &raw).await;
+    assert_eq!(status, 200);
+    let bodies = up.bodies.lock().unwrap().clone();
+    assert_eq!(bodies.len(), 1);
+    assert_eq!(
+        bodies[0], canonical,
+        "the canonical encoding, byte for byte"
+    );
+    let used = usage(a.admin).await["signals"]["traces"]["used"].as_u64();
+    assert_eq!(used, Some(canonical.len() as u64));
     running.stop().await.unwrap();
 }

@@ -25,27 +25,55 @@ pub(in crate::policy) fn build(n: Node<'_>) -> Option<Upstreams> {
     Some(Upstreams { otlp: otlp? })
 }
 
-/// `username` and `password`, both required (upstream and ingest credentials alike).
-pub(super) fn basic_auth(n: Node<'_>) -> Option<(String, String)> {
+/// `username` and `password`, both required (upstream and ingest credentials alike); the
+/// password has at least `min_password` characters.
+pub(super) fn basic_auth(n: Node<'_>, min_password: usize) -> Option<(String, String)> {
     let mut b = n.map()?;
-    let user = with(&mut b, "username", |n| n.text());
-    let pass = with(&mut b, "password", |n| n.text());
-    let path = b.path.clone();
+    let user = required(&mut b, "username", "is required", |n| n.parse(username));
+    let pass = required(&mut b, "password", "is required", |n| {
+        n.parse(|s| secret(s, min_password))
+    });
     b.finish();
-    match (user, pass) {
-        (Some(u), Some(p)) => Some((u, p)),
-        _ => {
-            n.problems.push(&path, "needs both username and password");
-            None
-        }
+    Some((user?, pass?))
+}
+
+/// A basic-auth user name: not empty, nothing a header cannot carry. No minimum: Grafana
+/// Cloud's is an instance ID, a short number.
+fn username(s: &str) -> Result<String, String> {
+    secret(s, 1)
+}
+
+/// A credential (token or password) as the policy gives it, checked without ever being
+/// repeated in the message: not empty, no surrounding whitespace (a trailing newline from a
+/// secret file would never match, or would make the header invalid), no control characters,
+/// and at least `min` characters.
+pub(super) fn secret(s: &str, min: usize) -> Result<String, String> {
+    if s.trim().is_empty() {
+        return Err("is empty: give the credential (is its variable set?)".into());
     }
+    if s.trim() != s {
+        return Err(
+            "begins or ends with whitespace (a trailing newline from a secret file?): remove it"
+                .into(),
+        );
+    }
+    if s.chars().any(char::is_control) {
+        return Err("contains a control character, which an HTTP header cannot carry".into());
+    }
+    let len = s.chars().count();
+    if len < min {
+        return Err(format!(
+            "is too short ({len} characters): use at least {min}, e.g. the output of `openssl rand -hex 16`"
+        ));
+    }
+    Ok(s.to_string())
 }
 
 fn otlp(n: Node<'_>) -> Option<Endpoint> {
     let mut o = n.map()?;
     let endpoint = required(&mut o, "endpoint", "is required", |n| n.parse(endpoint));
-    let basic = with(&mut o, "basic_auth", basic_auth);
-    let bearer = with(&mut o, "bearer_token", |n| n.text());
+    let basic = with(&mut o, "basic_auth", |n| basic_auth(n, 1));
+    let bearer = with(&mut o, "bearer_token", |n| n.parse(|s| secret(s, 1)));
     let pass = with(&mut o, "pass_through_auth", |n| n.bool()).unwrap_or(false);
     let auth = match (basic, bearer, pass) {
         (None, None, false) => UpstreamAuth::None,
@@ -83,9 +111,17 @@ fn otlp(n: Node<'_>) -> Option<Endpoint> {
     })
 }
 
-/// A base URL the signal paths are appended to, without its trailing `/`.
+/// A base URL the signal paths are appended to, without its trailing `/`. It may not carry
+/// a user name or password: frugal prints its endpoints, and credentials have their keys.
 fn endpoint(s: &str) -> Result<String, String> {
     let s = s.trim().trim_end_matches('/');
+    if has_userinfo(s) {
+        // Not repeated here: the message would print the password.
+        return Err(
+            "must not contain a user name or password (user:password@host): put them in basic_auth: {username, password} (or bearer_token) instead"
+                .into(),
+        );
+    }
     let ok = (s.starts_with("http://") || s.starts_with("https://"))
         && s.parse::<http::Uri>().is_ok_and(|u| u.host().is_some());
     if ok {
@@ -95,6 +131,13 @@ fn endpoint(s: &str) -> Result<String, String> {
             "{s:?} is not an http:// or https:// URL (try https://otlp-gateway-prod-eu-west-2.grafana.net/otlp)"
         ))
     }
+}
+
+/// Whether a URL (or something meant to be one) has `userinfo@` before its host.
+fn has_userinfo(s: &str) -> bool {
+    let rest = s.split_once("://").map_or(s, |(_, rest)| rest);
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    rest[..authority_end].contains('@')
 }
 
 /// Extra headers: valid names and values, and never `Authorization` (which has its keys).
