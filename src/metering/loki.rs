@@ -114,7 +114,7 @@ pub fn record_bytes(r: &LogRecord) -> u64 {
 }
 
 fn pair(name: &str, value: &str) -> u64 {
-    if name == "detected_level" {
+    if name == UNBILLED {
         return 0;
     }
     (name.len() + value.len()) as u64
@@ -131,21 +131,64 @@ fn pair_if(name: &str, value: &str) -> u64 {
 /// Bytes of one attribute as structured metadata; maps are flattened into one pair per
 /// leaf, named `parent_child`.
 pub fn attribute_bytes(kv: &KeyValue) -> u64 {
-    let name = normalize_label(&kv.key);
-    value_pairs_bytes(&name, kv.value.as_ref())
+    value_pairs_bytes(&FlatName::new(&kv.key), kv.value.as_ref())
 }
 
-fn value_pairs_bytes(name: &str, value: Option<&AnyValue>) -> u64 {
+fn value_pairs_bytes(name: &FlatName, value: Option<&AnyValue>) -> u64 {
     match value.and_then(|v| v.value.as_ref()) {
         Some(any_value::Value::KvlistValue(kv)) => kv
             .values
             .iter()
-            .map(|child| {
-                let child_name = normalize_label(&format!("{name}_{}", child.key));
-                value_pairs_bytes(&child_name, child.value.as_ref())
-            })
+            .map(|child| value_pairs_bytes(&name.child(&child.key), child.value.as_ref()))
             .sum(),
-        _ => pair(name, &as_string(value)),
+        _ => name.pair_bytes(as_string(value).len() as u64),
+    }
+}
+
+/// The one structured-metadata name Loki does not bill.
+const UNBILLED: &str = "detected_level";
+
+/// A flattened name (`parent_child`, normalised) by its length, and its text only while
+/// it is short enough to be [`UNBILLED`]: writing out every nested name would copy a long
+/// parent's name once per child, a cost quadratic in the request's size.
+struct FlatName {
+    len: u64,
+    text: Option<String>,
+}
+
+impl FlatName {
+    fn new(key: &str) -> FlatName {
+        let text = normalize_label(key);
+        FlatName {
+            len: text.len() as u64,
+            text: (text.len() <= UNBILLED.len()).then_some(text),
+        }
+    }
+
+    /// `normalize_label("{parent}_{key}")`, by length when it is long.
+    fn child(&self, key: &str) -> FlatName {
+        let chars = key.chars().count();
+        if let Some(parent) = &self.text
+            && chars <= UNBILLED.len()
+        {
+            return FlatName::new(&format!("{parent}_{key}"));
+        }
+        // Each character becomes one byte. A normalised parent starts with a letter or
+        // `__`, so only under an empty one does the name start with a single `_` (when
+        // the key starts with a letter or digit) and take the `key` prefix.
+        let mut len = self.len + 1 + chars as u64;
+        if self.len == 0 && key.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+            len += "key".len() as u64;
+        }
+        FlatName { len, text: None }
+    }
+
+    fn pair_bytes(&self, value_len: u64) -> u64 {
+        if self.text.as_deref() == Some(UNBILLED) {
+            0
+        } else {
+            self.len + value_len
+        }
     }
 }
 
@@ -420,5 +463,80 @@ mod tests {
         // http_req_method=GET
         assert_eq!(attribute_bytes(&nested), 15 + 3);
         assert_eq!(attribute_bytes(&kv("detected_level", s("warn"))), 0);
+    }
+
+    fn map(values: Vec<KeyValue>) -> AnyValue {
+        AnyValue {
+            value: Some(any_value::Value::KvlistValue(KeyValueList { values })),
+        }
+    }
+
+    /// Flattening as Loki does it, writing every name out.
+    fn written_out(name: &str, value: Option<&AnyValue>) -> u64 {
+        match value.and_then(|v| v.value.as_ref()) {
+            Some(any_value::Value::KvlistValue(kv)) => kv
+                .values
+                .iter()
+                .map(|c| {
+                    let child = normalize_label(&format!("{name}_{}", c.key));
+                    written_out(&child, c.value.as_ref())
+                })
+                .sum(),
+            _ => pair(name, &as_string(value)),
+        }
+    }
+
+    #[test]
+    fn flattened_names_are_measured_without_writing_them_out() {
+        let keys = [
+            "",
+            "a",
+            "_",
+            "__",
+            "1",
+            "é",
+            "level",
+            "_level",
+            "detected",
+            "x.y",
+            "a-very-long-key-name",
+            "_a-very-long-key-name",
+            "1-very-long-key-name",
+            "__a-very-long-key-name",
+            "éééééééééééééééé",
+        ];
+        for outer in keys {
+            for inner in keys {
+                for leaf in keys {
+                    let attr = kv(
+                        outer,
+                        map(vec![
+                            kv(inner, map(vec![kv(leaf, s("v")), KeyValue::default()])),
+                            kv(leaf, s("w")),
+                        ]),
+                    );
+                    assert_eq!(
+                        attribute_bytes(&attr),
+                        written_out(&normalize_label(outer), attr.value.as_ref()),
+                        "{outer:?} {inner:?} {leaf:?}"
+                    );
+                }
+            }
+        }
+        assert_eq!(
+            attribute_bytes(&kv("detected", map(vec![kv("level", s("warn"))]))),
+            0
+        );
+    }
+
+    /// A 1 MiB name over 200,000 children: writing each child's name out copied 200 GB.
+    #[test]
+    fn a_long_name_over_many_children_costs_no_copy_per_child() {
+        let long = "k".repeat(1 << 20);
+        let attr = kv(&long, map(vec![KeyValue::default(); 200_000]));
+        #[allow(clippy::disallowed_methods)] // the test measures wall time itself
+        let started = std::time::Instant::now();
+        assert_eq!(attribute_bytes(&attr), 200_000 * ((1 << 20) + 1));
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
     }
 }
