@@ -342,6 +342,9 @@ pub fn usage_json(core: &Core) -> Value {
 }
 
 fn refresh_gauges(core: &Core) {
+    core.stats
+        .in_flight_bytes
+        .set(i64::try_from(core.in_flight.held_bytes()).unwrap_or(i64::MAX));
     let g = &core.stats.period;
     let policy = core.policy();
     let ledger = &core.ledger;

@@ -1,7 +1,7 @@
 //! The state a running frugal shares, built in one place ([`Core::build`]) for `serve`,
 //! the admin server and `frugal simulate` alike: the policy (swappable), the usage
 //! ledger, the pacer and the pacing it publishes, the trace memory, the per-second rate
-//! gates, frugal's own metrics, the upstreams and the clock.
+//! gates, the in-flight byte budget, frugal's own metrics, the upstreams and the clock.
 //!
 //! The request path ([`crate::ingest`]) reads it; the app's tasks drive it
 //! ([`Core::recompute`], [`Core::roll_and_flush`]); the simulator drives the same methods
@@ -15,6 +15,7 @@ use crate::budget::rate::RateGate;
 use crate::budget::{BudgetState, Pacer, Pacing};
 use crate::clock::SharedClock;
 use crate::forwarder::Export;
+use crate::ingest::InFlight;
 use crate::ledger::Ledger;
 use crate::model::PerSignal;
 use crate::period::Period;
@@ -35,6 +36,9 @@ pub struct Core {
     pub traces: TraceMemory,
     /// Per-second ingestion limits (`budgets.<signal>.max_rate`).
     pub rate_gates: PerSignal<Option<RateGate>>,
+    /// The memory requests in flight may hold together (`ingest.max_in_flight`), taken
+    /// by the receivers as bodies arrive and are decoded.
+    pub in_flight: InFlight,
     /// frugal's own metrics.
     pub stats: Arc<Stats>,
     /// Where data goes.
@@ -61,7 +65,12 @@ impl Core {
                 .and_then(|b| b.max_rate)
                 .map(|r| RateGate::new(r, clock.clone()))
         });
+        let in_flight = InFlight::new(policy.ingest.max_in_flight_bytes, stats.clone());
+        stats
+            .in_flight_limit_bytes
+            .set(i64::try_from(in_flight.limit_bytes()).unwrap_or(i64::MAX));
         let core = Core {
+            in_flight,
             policy: ArcSwap::new(policy),
             ledger,
             pacing: BudgetState::default(),

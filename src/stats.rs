@@ -43,6 +43,14 @@ pub struct Stats {
     pub upstream_duration: HistogramVec,
     /// Client requests that got a 503 because upstream could not take the data in time.
     pub upstream_unavailable: IntCounterVec,
+    /// Client requests answered 503 because the requests in flight held all of
+    /// `ingest.max_in_flight`, by signal and transport (`frugal_requests_shed_total`).
+    pub requests_shed: IntCounterVec,
+    /// Bytes the requests in flight hold of `ingest.max_in_flight` (bodies, decompressed
+    /// bodies, decoded estimates) (`frugal_ingest_in_flight_bytes`).
+    pub in_flight_bytes: IntGauge,
+    /// `ingest.max_in_flight` (`frugal_ingest_in_flight_limit_bytes`).
+    pub in_flight_limit_bytes: IntGauge,
     /// Flushes of the usage counters to disk, by result: `ok`, `error`
     /// (`frugal_store_flushes_total`).
     pub store_flushes: IntCounterVec,
@@ -170,6 +178,16 @@ impl Stats {
         r.register(Box::new(upstream_duration.clone()))?;
         let ready = IntGauge::new("frugal_ready", "1 when frugal accepts data.")?;
         r.register(Box::new(ready.clone()))?;
+        let in_flight_bytes = IntGauge::new(
+            "frugal_ingest_in_flight_bytes",
+            "Bytes the requests in flight hold of ingest.max_in_flight (bodies, decompressed, decoded estimates).",
+        )?;
+        r.register(Box::new(in_flight_bytes.clone()))?;
+        let in_flight_limit_bytes = IntGauge::new(
+            "frugal_ingest_in_flight_limit_bytes",
+            "ingest.max_in_flight: what the requests in flight may hold together.",
+        )?;
+        r.register(Box::new(in_flight_limit_bytes.clone()))?;
         let build_info = IntGauge::with_opts(
             Opts::new("frugal_build_info", "Always 1; the version is a label.")
                 .const_label("version", env!("CARGO_PKG_VERSION")),
@@ -340,6 +358,14 @@ impl Stats {
                 "Client requests answered 503 because upstream did not take the data before the deadline.",
                 &s,
             )?,
+            requests_shed: counter(
+                &r,
+                "frugal_requests_shed_total",
+                "Client requests answered 503 because the requests in flight held all of ingest.max_in_flight.",
+                &["signal", "transport"],
+            )?,
+            in_flight_bytes,
+            in_flight_limit_bytes,
             store_flushes: counter(
                 &r,
                 "frugal_store_flushes_total",
@@ -409,6 +435,7 @@ impl Stats {
             }
             for t in ["http", "grpc"] {
                 self.request_duration.with_label_values(&[sig, t]);
+                self.requests_shed.with_label_values(&[sig, t]);
             }
         }
         let p = &self.period;
@@ -501,12 +528,14 @@ mod tests {
             "frugal_connections_open",
             "frugal_connections_refused_total",
             "frugal_accept_errors_total",
+            "frugal_requests_shed_total",
+            "frugal_ingest_in_flight_bytes",
         ] {
             assert!(names.contains(&want), "{want} missing from a fresh scrape");
         }
         // Every registered family, except the one whose label (the status code) is open and
         // the upstreams', which each configured destination creates.
-        let registered = 36;
+        let registered = 39;
         assert_eq!(families.len(), registered - 3, "{names:?}");
         assert!(!names.contains(&"frugal_requests_total"));
         let text = stats.render();

@@ -88,9 +88,23 @@ pub fn core(policy: Policy, clock: SharedClock) -> (Arc<Core>, Arc<FakeUpstream>
 }
 
 fn text(v: &str) -> Option<AnyValue> {
-    Some(AnyValue {
+    Some(string(v))
+}
+
+/// A string value.
+pub fn string(v: &str) -> AnyValue {
+    AnyValue {
         value: Some(any_value::Value::StringValue(v.into())),
-    })
+    }
+}
+
+/// An attribute `k` of value `v`.
+pub fn kv(k: &str, v: AnyValue) -> KeyValue {
+    KeyValue {
+        key: k.into(),
+        value: Some(v),
+        ..Default::default()
+    }
 }
 
 /// A span of trace `trace`, with an error status when `error`.

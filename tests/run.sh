@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine:
-#   1. what the tests need: Python's venv module and util-linux (Debian packages, only if
-#      missing), and a Python venv in .venv with the OpenTelemetry SDK and exporters;
+#   1. what the tests need: Python's venv module, util-linux and g++ (Debian packages, only
+#      if missing), and a Python venv in .venv with the OpenTelemetry SDK and exporters;
 #   2. formatting and lints;
 #   3. Rust unit and integration tests (release profile: the simulator runs months);
-#   4. end-to-end tests: the real binary, real clients, an upstream stand-in.
+#   4. end-to-end tests: the real binary, real clients, an upstream stand-in; beside them,
+#      the fuzz targets (tests/fuzz) built and run for FUZZ_SECONDS each (default 60).
 # In CI (CI=true) a missing peer is a failure, never a skip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +15,7 @@ say() { printf '\n== %s\n' "$*"; }
 need_apt=()
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 command -v setpriv >/dev/null || need_apt+=(util-linux)
+command -v c++ >/dev/null || need_apt+=(g++)   # libFuzzer, for the fuzz targets
 if [ ${#need_apt[@]} -gt 0 ]; then
   say "installing Debian packages: ${need_apt[*]}"
   sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
@@ -42,5 +44,21 @@ cargo build --release --locked
 say "unit and integration tests"
 cargo test --release --locked
 
+# The fuzz targets are built and run at the lowest priority on one core while the
+# end-to-end tests run (they mostly wait on sockets and clocks).
+say "fuzzing (in the background: build, then ${FUZZ_SECONDS:-60} s a target)"
+mkdir -p target/fuzz
+fuzz_log=target/fuzz/run.log
+CARGO_BUILD_JOBS=1 nice -n 19 bash tests/fuzz/run.sh "${FUZZ_SECONDS:-60}" >"$fuzz_log" 2>&1 &
+fuzz_pid=$!
+
 say "end-to-end tests"
-CI="${CI:-}" FRUGAL_BIN="$PWD/target/release/frugal" "$venv/bin/python" -m pytest tests/e2e -q -p no:cacheprovider "$@"
+e2e=0
+CI="${CI:-}" FRUGAL_BIN="$PWD/target/release/frugal" "$venv/bin/python" -m pytest tests/e2e -q -p no:cacheprovider "$@" || e2e=$?
+
+say "fuzzing (waiting for it)"
+fuzz=0
+wait "$fuzz_pid" || fuzz=$?
+grep -E '^fuzz ' "$fuzz_log" || tail -n 60 "$fuzz_log"
+[ "$e2e" -eq 0 ] || { echo "end-to-end tests failed" >&2; exit "$e2e"; }
+[ "$fuzz" -eq 0 ] || { echo "fuzzing failed (log: $fuzz_log)" >&2; exit "$fuzz"; }

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::{Payload, record_drop};
+use super::{IngestError, Payload, record_drop};
 use crate::budget::controller::PacingState;
 use crate::core::Core;
 use crate::metering::Weight;
@@ -26,15 +26,25 @@ pub struct Admitted<P: Payload> {
     pub policy: Arc<Policy>,
 }
 
-/// Decides `req` at the current pacing. `None` when nothing is left to send (everything
-/// was dropped by policy: the client is answered 2xx).
-pub fn admit<P: Payload>(core: &Core, mut req: P) -> Option<Admitted<P>> {
+/// Decides `req` at the current pacing. `None` when nothing is left to send (it held no
+/// items, or everything was dropped by policy: the client is answered 2xx). Refused (413,
+/// before anything is counted or billed) when the body frugal would forward is larger than
+/// `ingest.max_request_size`.
+pub fn admit<P: Payload>(core: &Core, mut req: P) -> Result<Option<Admitted<P>>, IngestError> {
     let signal = P::SIGNAL;
     let sig = signal.as_str();
     let policy = core.policy();
     let pacing = core.pacing.load();
+    // Resources and scopes without items bill bytes for nothing: they go first, and a
+    // request of nothing else is answered without counting or forwarding anything.
+    req.prune();
+    if req.is_empty() {
+        return Ok(None);
+    }
     req.canonicalize();
-    let offered = req.weigh();
+    let (offered, encoded_len) = req.weigh_encoded();
+    let max = policy.ingest.max_request_bytes;
+    within_size(encoded_len, max)?;
     let (decisions, mut account) = {
         let remember = match pacing.signal(crate::model::Signal::Traces).state {
             PacingState::Pacing => Remember::Always,
@@ -53,6 +63,19 @@ pub fn admit<P: Payload>(core: &Core, mut req: P) -> Option<Admitted<P>> {
         let sampled = std::mem::take(&mut account.dropped[DropReason::Sampled]);
         account.dropped[DropReason::AtLimit].add(sampled);
     }
+    if !policy.shadow && account.modified {
+        req.apply(&policy, &decisions);
+    }
+    let kept = if account.modified || policy.shadow {
+        let (kept, len) = req.weigh_encoded();
+        // Marking kept spans adds to them: what goes out is held to the limit too.
+        if !req.is_empty() {
+            within_size(len, max)?;
+        }
+        kept
+    } else {
+        offered
+    };
     inc(&core.stats.received_items, &[sig], offered.items);
     if signal.budget_unit() == Unit::Bytes {
         inc(&core.stats.received_bytes, &[sig], offered.units);
@@ -65,22 +88,27 @@ pub fn admit<P: Payload>(core: &Core, mut req: P) -> Option<Admitted<P>> {
     for (reason, w) in account.dropped.iter() {
         record_drop(core, signal, reason, *w, policy.shadow);
     }
-    if !policy.shadow && account.modified {
-        req.apply(&policy, &decisions);
-    }
     if req.is_empty() {
-        return None;
+        return Ok(None);
     }
-    let kept = if account.modified || policy.shadow {
-        req.weigh()
-    } else {
-        offered
-    };
-    Some(Admitted {
+    Ok(Some(Admitted {
         req,
         decisions,
         account,
         kept,
         policy,
-    })
+    }))
+}
+
+/// Refuses a body of `len` bytes, as frugal would forward it, over `max`.
+fn within_size(len: usize, max: u64) -> Result<(), IngestError> {
+    if len as u64 > max {
+        return Err(IngestError::TooLarge(format!(
+            "the request is {} in the form frugal forwards (absent messages written out, kept \
+             spans marked), more than ingest.max_request_size ({}): send smaller batches",
+            crate::units::format_size(len as u64),
+            crate::units::format_size(max)
+        )));
+    }
+    Ok(())
 }

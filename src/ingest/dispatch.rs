@@ -5,12 +5,15 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::{Accepted, IngestError, Payload, RequestMeta, Reserved};
+use super::{Accepted, IngestError, Payload, RequestMeta, Reserved, Ticket};
 use crate::core::Core;
 use crate::forwarder::{ExportContext, Metering, Outcome};
 use crate::ledger::Charge;
 use crate::model::{RejectReason, Unit};
 use crate::stats::{Stats, inc};
+
+/// Bodies up to this size are encoded on the async worker (a millisecond or so).
+const ENCODE_INLINE_MAX: usize = 1024 * 1024;
 
 /// How long before the client's own deadline frugal answers.
 const DEADLINE_MARGIN_MS: i64 = 500;
@@ -21,15 +24,21 @@ pub async fn dispatch<P: Payload>(
     r: Reserved<P>,
     meta: RequestMeta,
 ) -> Result<Accepted, IngestError> {
-    let billing = Arc::new(Billing {
-        charge: r.charge,
-        stats: core.stats.clone(),
-    });
-    billing.count_sent();
+    let Reserved { req, charge } = r;
     // Always the canonical encoding of what was metered, never the body as received: that
     // may carry fields unknown to frugal's types, or over-long varints, and still have the
     // same length (checking its bytes would cost an encoding too; BENCHMARKS.md).
-    let body = Bytes::from(r.req.encode_to_vec());
+    let body = encode(req, meta.ticket.as_ref()).await;
+    // While upstream answers, the request holds its body (and the wire's compressed copy),
+    // no longer its decoded form.
+    if let Some(t) = &meta.ticket {
+        t.shrink_to(body.len() as u64 + body.len() as u64 / 4);
+    }
+    let billing = Arc::new(Billing {
+        charge,
+        stats: core.stats.clone(),
+    });
+    billing.count_sent();
     let deadline = meta.deadline.map(|d| {
         // Answer a little before the client gives up.
         let margin = jiff::SignedDuration::from_millis(DEADLINE_MARGIN_MS);
@@ -42,6 +51,25 @@ pub async fn dispatch<P: Payload>(
     };
     let outcome = core.upstream.export(P::DESTINATION, body, ctx).await;
     settle(&billing, &outcome)
+}
+
+/// Encodes `req`, off the async workers (and one per core at a time) when it is large: a
+/// 16 MiB body takes tens of milliseconds.
+async fn encode<P: Payload>(req: P, ticket: Option<&Ticket>) -> Bytes {
+    let len = req.encoded_len();
+    let run = move || {
+        let mut buf = Vec::with_capacity(len);
+        req.encode_raw(&mut buf);
+        Bytes::from(buf)
+    };
+    if len <= ENCODE_INLINE_MAX {
+        return run();
+    }
+    let _turn = match ticket {
+        Some(t) => t.heavy_turn().await,
+        None => None,
+    };
+    super::off_the_workers(run)
 }
 
 /// Turns upstream's answer into the client's. Attempts were billed as they went (see

@@ -18,6 +18,7 @@
 
 mod admit;
 mod dispatch;
+mod inflight;
 mod payload;
 mod reserve;
 
@@ -32,6 +33,7 @@ use crate::model::{DropReason, Signal};
 use crate::stats::inc;
 pub use admit::{Admitted, admit};
 pub use dispatch::{Billing, dispatch};
+pub use inflight::{InFlight, Ticket};
 pub use payload::Payload;
 pub use reserve::{Reserved, reserve};
 
@@ -66,6 +68,9 @@ pub struct RequestMeta {
     pub client_auth: Option<HeaderValue>,
     /// When the client stops waiting, if it said (gRPC `grpc-timeout`).
     pub deadline: Option<Timestamp>,
+    /// What the request holds of the in-flight budget: shrunk to the body sent once the
+    /// decoded request is encoded and dropped.
+    pub ticket: Option<Ticket>,
 }
 
 impl RequestMeta {
@@ -75,6 +80,7 @@ impl RequestMeta {
             transport,
             client_auth: None,
             deadline: None,
+            ticket: None,
         }
     }
 }
@@ -132,13 +138,26 @@ pub async fn handle<P: Payload>(
     req: P,
     meta: RequestMeta,
 ) -> Result<Accepted, IngestError> {
-    let Some(admitted) = admit(core, req) else {
+    let Some(admitted) = admit(core, req)? else {
         return Ok(Accepted::default());
     };
     let Some(reserved) = reserve(core, admitted) else {
         return Ok(Accepted::default());
     };
     dispatch(core, reserved, meta).await
+}
+
+/// Runs `f`, which may take long (decompressing, decoding, encoding a large request),
+/// without holding up the other tasks: on the multi-threaded runtime through
+/// `block_in_place` (the worker hands its queued tasks to another thread while this one
+/// works; the request's data stays on the thread that allocated it, warm in its cache and
+/// freed where it was allocated), elsewhere (single-threaded tests, the simulator) in
+/// place.
+pub fn off_the_workers<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
 }
 
 /// Counts items frugal dropped (or, in shadow mode, would have).

@@ -27,8 +27,15 @@ pub trait Payload: Message + Default + Clone + Send + 'static {
     fn canonicalize(&mut self) -> bool;
     /// Items and billable units of the request as it is now.
     fn weigh(&self) -> Weight;
+    /// [`Payload::weigh`] and the encoded length, computed together where that is cheaper.
+    fn weigh_encoded(&self) -> (Weight, usize) {
+        (self.weigh(), self.encoded_len())
+    }
     /// Whether nothing is left to send.
     fn is_empty(&self) -> bool;
+    /// Removes resources and scopes that hold no items (metrics without data points):
+    /// they would bill bytes for nothing. True if anything was removed.
+    fn prune(&mut self) -> bool;
     /// Decides every item at the current pacing (nothing changes yet).
     fn decide(
         policy: &Policy,
@@ -59,8 +66,20 @@ impl Payload for ExportTraceServiceRequest {
         tempo::weigh(self)
     }
 
+    fn weigh_encoded(&self) -> (Weight, usize) {
+        tempo::weigh_encoded(self)
+    }
+
     fn is_empty(&self) -> bool {
         self.resource_spans.is_empty()
+    }
+
+    fn prune(&mut self) -> bool {
+        prune(
+            &mut self.resource_spans,
+            |rs| &mut rs.scope_spans,
+            |ss| !ss.spans.is_empty(),
+        )
     }
 
     fn decide(
@@ -116,6 +135,14 @@ impl Payload for ExportLogsServiceRequest {
         self.resource_logs.is_empty()
     }
 
+    fn prune(&mut self) -> bool {
+        prune(
+            &mut self.resource_logs,
+            |rl| &mut rl.scope_logs,
+            |sl| !sl.log_records.is_empty(),
+        )
+    }
+
     fn decide(
         policy: &Policy,
         pacing: &Pacing,
@@ -163,6 +190,25 @@ impl Payload for ExportMetricsServiceRequest {
         self.resource_metrics.is_empty()
     }
 
+    fn prune(&mut self) -> bool {
+        let mut changed = false;
+        for sm in self
+            .resource_metrics
+            .iter_mut()
+            .flat_map(|rm| &mut rm.scope_metrics)
+        {
+            let n = sm.metrics.len();
+            sm.metrics.retain(|m| mimir::data_points(m) > 0);
+            changed |= sm.metrics.len() != n;
+        }
+        changed
+            | prune(
+                &mut self.resource_metrics,
+                |rm| &mut rm.scope_metrics,
+                |sm| !sm.metrics.is_empty(),
+            )
+    }
+
     fn decide(
         _policy: &Policy,
         _pacing: &Pacing,
@@ -184,4 +230,23 @@ impl Payload for ExportMetricsServiceRequest {
             self.resource_metrics.clear();
         }
     }
+}
+
+/// Keeps the scopes for which `keep` holds, and the resources left with scopes; true if
+/// anything was removed.
+fn prune<R, S>(
+    resources: &mut Vec<R>,
+    scopes: impl Fn(&mut R) -> &mut Vec<S>,
+    keep: impl Fn(&S) -> bool,
+) -> bool {
+    let before = resources.len();
+    let mut changed = false;
+    resources.retain_mut(|r| {
+        let scopes = scopes(r);
+        let n = scopes.len();
+        scopes.retain(&keep);
+        changed |= scopes.len() != n;
+        !scopes.is_empty()
+    });
+    changed || resources.len() != before
 }

@@ -30,7 +30,7 @@ async fn admit_counts_what_was_offered_and_dropped_and_removes_the_dropped() {
         "web",
         vec![span(1, 1, false), span(2, 2, true), span(3, 3, false)],
     );
-    let a = admit(&core, req).unwrap();
+    let a = admit(&core, req).unwrap().unwrap();
     assert_eq!(a.kept.items, 2);
     assert_eq!(a.kept, a.req.weigh(), "kept is what is left to send");
     let u = core.ledger.usage(Signal::Traces);
@@ -66,7 +66,7 @@ async fn past_the_target_only_priority_goes_and_at_the_limit_nothing() {
     let (core, upstream) = testkit::core(policy, clock());
     core.ledger.set_used(Signal::Traces, 50_000);
     let req = traces("web", vec![span(2, 2, true), span(3, 3, false)]);
-    let a = admit(&core, req).unwrap();
+    let a = admit(&core, req).unwrap().unwrap();
     let r = reserve(&core, a).expect("the priority span may still go");
     assert_eq!(r.req.weigh().items, 1);
     let u = core.ledger.usage(Signal::Traces);
@@ -83,7 +83,7 @@ async fn past_the_target_only_priority_goes_and_at_the_limit_nothing() {
     // At the limit, nothing goes, priority included; the client still hears 2xx.
     core.ledger.set_used(Signal::Traces, 100_000);
     let req = traces("web", vec![span(4, 4, true)]);
-    let a = admit(&core, req).unwrap();
+    let a = admit(&core, req).unwrap().unwrap();
     assert!(reserve(&core, a).is_none());
     assert_eq!(
         core.ledger.used(Signal::Traces),
@@ -202,4 +202,143 @@ async fn shadow_mode_forwards_everything_and_counts_what_it_would_drop() {
     assert_eq!(u.shadow_dropped[DropReason::Rule].items, 1);
     assert_eq!(u.shadow_dropped[DropReason::AtLimit].items, 2);
     assert_eq!(u.dropped[DropReason::Rule].items, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn containers_without_items_are_dropped_before_anything_is_counted_or_sent() {
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+    use opentelemetry_proto::tonic::metrics::v1::{
+        Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, metric,
+    };
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
+
+    let (core, upstream) =
+        testkit::core(testkit::policy("budgets: {traces: {limit: 1GB}}"), clock());
+    // Only empty containers: answered 2xx, nothing offered, billed or sent.
+    let mut empty = traces("web", vec![]);
+    empty.resource_spans.push(ResourceSpans::default());
+    assert!(admit(&core, empty.clone()).unwrap().is_none());
+    assert_eq!(
+        handle(&core, empty, RequestMeta::new(Transport::Http)).await,
+        Ok(Accepted::default())
+    );
+    assert!(upstream.received.lock().unwrap().is_empty());
+    let u = core.ledger.usage(Signal::Traces);
+    assert_eq!((u.offered[Class::Normal].units, u.used), (0, 0));
+
+    // Beside real spans, the empty ones go and the rest is billed as what is sent.
+    let mut req = traces("web", vec![span(1, 1, false)]);
+    req.resource_spans[0]
+        .scope_spans
+        .push(ScopeSpans::default());
+    req.resource_spans
+        .extend(std::iter::repeat_n(ResourceSpans::default(), 1000));
+    let raw = Bytes::from(req.encode_to_vec());
+    handle(&core, req, RequestMeta::new(Transport::Http))
+        .await
+        .unwrap();
+    let sent = upstream.received.lock().unwrap()[0].1.clone();
+    assert!(
+        sent.len() < raw.len() - 2000,
+        "{} of {}",
+        sent.len(),
+        raw.len()
+    );
+    let got = upstream.traces();
+    assert_eq!(got[0].resource_spans.len(), 1);
+    assert_eq!(got[0].resource_spans[0].scope_spans.len(), 1);
+    // Tempo's size of what was sent (one empty parent span ID: 2 bytes more).
+    assert_eq!(core.ledger.used(Signal::Traces), sent.len() as u64 + 2);
+
+    // Logs and metrics alike (a metric without points is no data).
+    let mut logs = ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            scope_logs: vec![ScopeLogs::default()],
+            ..Default::default()
+        }],
+    };
+    assert!(logs.prune() && logs.is_empty());
+    logs.resource_logs = vec![ResourceLogs {
+        scope_logs: vec![
+            ScopeLogs::default(),
+            ScopeLogs {
+                log_records: vec![LogRecord::default()],
+                ..Default::default()
+            },
+        ],
+        ..Default::default()
+    }];
+    assert!(logs.prune());
+    assert_eq!(logs.resource_logs[0].scope_logs.len(), 1);
+    assert!(!logs.prune(), "nothing more to prune");
+    let point = |points| Metric {
+        name: "m".into(),
+        data: Some(metric::Data::Gauge(Gauge {
+            data_points: vec![NumberDataPoint::default(); points],
+        })),
+        ..Default::default()
+    };
+    let mut metrics = ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            scope_metrics: vec![
+                ScopeMetrics {
+                    metrics: vec![point(0), Metric::default()],
+                    ..Default::default()
+                },
+                ScopeMetrics {
+                    metrics: vec![point(2), point(0)],
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        }],
+    };
+    assert!(metrics.prune());
+    let sm = &metrics.resource_metrics[0].scope_metrics;
+    assert_eq!((sm.len(), sm[0].metrics.len()), (1, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_size_limit_holds_for_the_body_frugal_forwards() {
+    use opentelemetry_proto::tonic::trace::v1::Span;
+    // Spans without status, resource or scope: 6 bytes more each once canonical.
+    let bare = |n: usize| {
+        let mut req = traces("web", vec![]);
+        req.resource_spans[0].resource = None;
+        req.resource_spans[0].scope_spans[0].scope = None;
+        req.resource_spans[0].scope_spans[0].spans = (0..n)
+            .map(|i| Span {
+                trace_id: vec![1; 16],
+                span_id: vec![i as u8; 8],
+                ..Default::default()
+            })
+            .collect();
+        req
+    };
+    let req = bare(1000);
+    let len = req.encoded_len();
+    let limit = len + 1000;
+    let (core, upstream) = testkit::core(
+        testkit::policy(&format!(
+            "ingest: {{max_request_size: {limit}B, max_in_flight: 1MiB}}"
+        )),
+        clock(),
+    );
+    let err = handle(&core, req, RequestMeta::new(Transport::Http))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, IngestError::TooLarge(_)), "{err:?}");
+    assert!(err.to_string().contains("ingest.max_request_size"), "{err}");
+    assert!(upstream.received.lock().unwrap().is_empty());
+    assert_eq!(
+        core.ledger.usage(Signal::Traces).offered[Class::Normal].items,
+        0
+    );
+    // A smaller one passes.
+    handle(&core, bare(100), RequestMeta::new(Transport::Http))
+        .await
+        .unwrap();
+    assert_eq!(upstream.traces().len(), 1);
 }

@@ -340,19 +340,7 @@ mod tests {
     use opentelemetry_proto::tonic::common::v1::{ArrayValue, KeyValueList};
     use opentelemetry_proto::tonic::logs::v1::{ResourceLogs, ScopeLogs};
 
-    fn s(v: &str) -> AnyValue {
-        AnyValue {
-            value: Some(any_value::Value::StringValue(v.into())),
-        }
-    }
-
-    fn kv(k: &str, v: AnyValue) -> KeyValue {
-        KeyValue {
-            key: k.into(),
-            value: Some(v),
-            ..Default::default()
-        }
-    }
+    use crate::testkit::{kv, string as s};
 
     #[test]
     fn bodies_render_as_pdata_as_string() {

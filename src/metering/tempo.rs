@@ -79,10 +79,17 @@ fn fill_any(v: &mut AnyValue) -> bool {
 
 /// Billable bytes and span count of a (canonical) trace request.
 pub fn weigh(req: &ExportTraceServiceRequest) -> Weight {
-    Weight {
+    weigh_encoded(req).0
+}
+
+/// [`weigh`] and the request's encoded length, with one walk of its encoding.
+pub fn weigh_encoded(req: &ExportTraceServiceRequest) -> (Weight, usize) {
+    let len = req.encoded_len();
+    let w = Weight {
         items: span_count(req),
-        units: req.encoded_len() as u64 + 2 * empty_ids(req),
-    }
+        units: len as u64 + 2 * empty_ids(req),
+    };
+    (w, len)
 }
 
 /// The request's encoded length plus 2 bytes for every empty ID pdata would encode.

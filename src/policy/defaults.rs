@@ -10,7 +10,7 @@ use jiff::Timestamp;
 use jiff::civil::Weekday;
 use jiff::tz::TimeZone;
 
-use super::{AtLimit, Compression, Connections, Retry, SamplingMode};
+use super::{AtLimit, Compression, Connections, MaxPerRequest, Retry, SamplingMode};
 
 // listen
 
@@ -83,6 +83,41 @@ pub const DEFAULT_MAX_REQUEST_BYTES: u64 = 16 * 1024 * 1024;
 /// in characters: the ingest credential is a machine's secret (`openssl rand -hex 16` makes
 /// 32 characters), and anyone who reaches the port may try to guess it.
 pub const MIN_INGEST_SECRET_CHARS: usize = 16;
+
+/// `ingest.max_in_flight`: what all requests in flight may hold together (bodies as
+/// received and decompressed, and the estimated size of the decoded messages; while
+/// upstream answers, only the body sent), past which new requests are answered 503 with
+/// `Retry-After`. The largest (16 MiB) protobuf request of real telemetry holds 100–125 MiB
+/// (its body, and a decoded form 5 to 7 times its size); a collector's usual batch (8,192
+/// spans, 3 MB) about 20 MiB. 256 MiB takes the largest request beside several usual ones,
+/// or a dozen usual ones being decoded at once. Under a flood of the largest requests
+/// frugal's resident set peaked at 613–745 MB with it (the allocator holds freed large
+/// buffers a while: BENCHMARKS.md), so a memory limit of this plus 512 MiB holds; 128 MiB
+/// would refuse a largest metrics request outright.
+pub const DEFAULT_MAX_IN_FLIGHT_BYTES: u64 = 256 * 1024 * 1024;
+
+/// The `ingest.max_in_flight` accepted, as a multiple of `ingest.max_request_size`: a
+/// largest body and its decompressed form must fit.
+pub const MIN_IN_FLIGHT_PER_REQUEST_SIZE: u64 = 2;
+
+/// The largest `ingest.max_in_flight` accepted (the budget counts KiB in 32 bits).
+pub const MAX_IN_FLIGHT_BYTES: u64 = 1 << 40;
+
+/// `ingest.max_per_request`: what one request may hold. Collectors and Alloy batch 8,192
+/// items by default (a single large request passes through whole), SDKs 512: these are
+/// tens of times more than any real batch and thousands of times less than a 16 MiB body
+/// of empty messages holds (8.3 million).
+pub const DEFAULT_MAX_PER_REQUEST: MaxPerRequest = MaxPerRequest {
+    resources: 50_000,
+    scopes: 100_000,
+    items: 200_000,
+    attributes: 2_000_000,
+    depth: 24,
+};
+
+/// The deepest `ingest.max_per_request.depth` accepted: a map nested deeper than this
+/// passes the protobuf decoder's own limit of 100 nested messages.
+pub const MAX_VALUE_DEPTH: u64 = 30;
 
 // upstream.otlp
 
@@ -227,6 +262,11 @@ const _: () = {
     assert!(DEFAULT_RECOMPUTE_EVERY.as_nanos() >= MIN_RECOMPUTE_EVERY.as_nanos());
     assert!(DEFAULT_RECOMPUTES_PER_PERIOD >= MIN_RECOMPUTES_PER_PERIOD);
     assert!(
+        DEFAULT_MAX_IN_FLIGHT_BYTES >= MIN_IN_FLIGHT_PER_REQUEST_SIZE * DEFAULT_MAX_REQUEST_BYTES
+    );
+    assert!(DEFAULT_MAX_IN_FLIGHT_BYTES <= MAX_IN_FLIGHT_BYTES);
+    assert!(DEFAULT_MAX_PER_REQUEST.depth as u64 <= MAX_VALUE_DEPTH);
+    assert!(
         *PRECISION_RANGE.start() <= DEFAULT_PRECISION as u64
             && DEFAULT_PRECISION as u64 <= *PRECISION_RANGE.end()
     );
@@ -256,6 +296,8 @@ mod tests {
         assert_eq!(p.listen.admin, DEFAULT_LISTEN_ADMIN);
 
         assert_eq!(p.ingest.max_request_bytes, DEFAULT_MAX_REQUEST_BYTES);
+        assert_eq!(p.ingest.max_in_flight_bytes, DEFAULT_MAX_IN_FLIGHT_BYTES);
+        assert_eq!(p.ingest.max_per_request, DEFAULT_MAX_PER_REQUEST);
         assert!(p.ingest.auth.is_none());
 
         let otlp = &p.upstream.otlp;

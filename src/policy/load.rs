@@ -292,6 +292,14 @@ mod tests {
         }
     }
 
+    /// Each problem's path and message.
+    fn problems(err: &PolicyError) -> Vec<(&str, &str)> {
+        err.problems
+            .iter()
+            .map(|p| (p.path.as_str(), p.message.as_str()))
+            .collect()
+    }
+
     fn load(text: &str) -> Result<Policy, PolicyError> {
         load_str(text, "test.yaml", &Overrides::default(), &env)
     }
@@ -332,11 +340,7 @@ mod tests {
              max_streams: 5000, max_conns: 3}}}}\n"
         ))
         .unwrap_err();
-        let got: Vec<(&str, &str)> = err
-            .problems
-            .iter()
-            .map(|p| (p.path.as_str(), p.message.as_str()))
-            .collect();
+        let got = problems(&err);
         assert_eq!(
             got,
             [
@@ -376,11 +380,7 @@ traces:
     - {name: slow, latncy_over: 2s}
 "#;
         let err = load(text).unwrap_err();
-        let got: Vec<(&str, &str)> = err
-            .problems
-            .iter()
-            .map(|p| (p.path.as_str(), p.message.as_str()))
-            .collect();
+        let got = problems(&err);
         assert_eq!(got.len(), 3, "{err}");
         assert!(got.contains(&(
             "upstream.otlp.endpoint",
@@ -414,11 +414,7 @@ shadow: sometimes
 alerts: {}
 "#;
         let err = load(text).unwrap_err();
-        let got: Vec<(&str, &str)> = err
-            .problems
-            .iter()
-            .map(|p| (p.path.as_str(), p.message.as_str()))
-            .collect();
+        let got = problems(&err);
         let want = [
             (
                 "listen.http",
@@ -457,6 +453,53 @@ alerts: {}
         for (path, message) in want {
             assert!(shown.contains(&format!("\n  {path}: {message}")), "{shown}");
         }
+    }
+
+    #[test]
+    fn ingest_limits_and_their_problems() {
+        let p = load(
+            "upstream: {otlp: {endpoint: 'http://127.0.0.1:4318'}}\n\
+             ingest: {max_request_size: 64MiB, max_per_request: {items: 500000, depth: 8}}\n",
+        )
+        .unwrap();
+        let i = &p.ingest;
+        // The in-flight budget grows with the request size: two bodies always fit.
+        assert_eq!(i.max_in_flight_bytes, 256 * 1024 * 1024);
+        let d = crate::policy::defaults::DEFAULT_MAX_PER_REQUEST;
+        assert_eq!(i.max_per_request.items, 500_000);
+        assert_eq!(i.max_per_request.depth, 8);
+        assert_eq!(i.max_per_request.resources, d.resources);
+        let p = load(
+            "upstream: {otlp: {endpoint: 'http://127.0.0.1:4318'}}\n\
+             ingest: {max_request_size: 200MiB}\n",
+        )
+        .unwrap();
+        assert_eq!(p.ingest.max_in_flight_bytes, 400 * 1024 * 1024);
+        let err = load(
+            "upstream: {otlp: {endpoint: 'http://127.0.0.1:4318'}}\n\
+             ingest: {max_in_flight: 20MiB, max_per_request: {resources: 0, depth: 31, spans: 3}}\n",
+        )
+        .unwrap_err();
+        let got = problems(&err);
+        assert_eq!(
+            got,
+            [
+                ("ingest.max_per_request.resources", "must be more than 0"),
+                (
+                    "ingest.max_per_request.depth",
+                    "must be at most 30 (deeper values pass the protobuf decoder's own nesting limit)"
+                ),
+                (
+                    "ingest.max_per_request.spans",
+                    "unknown key (allowed: resources, scopes, items, attributes, depth)"
+                ),
+                (
+                    "ingest.max_in_flight",
+                    "must be at least 33.55MB (twice max_request_size: a largest body and its decompressed form)"
+                ),
+            ],
+            "{err}"
+        );
     }
 
     #[test]

@@ -94,10 +94,32 @@ pub struct Connections {
 /// What frugal accepts from its clients.
 #[derive(Debug, Clone)]
 pub struct Ingest {
-    /// Largest request body accepted, after decompression.
+    /// Largest request body accepted, after decompression and once canonical.
     pub max_request_bytes: u64,
+    /// Bytes all requests in flight may hold together: bodies as received, decompressed,
+    /// and the decoded messages' estimated size (`max_in_flight`).
+    pub max_in_flight_bytes: u64,
+    /// What one request may hold (`max_per_request`).
+    pub max_per_request: MaxPerRequest,
     /// A credential clients must present, so frugal is not an open relay.
     pub auth: Option<IngestAuth>,
+}
+
+/// What one request may hold, counted on its encoding before it is decoded
+/// (`ingest.max_per_request`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaxPerRequest {
+    /// Resources (`ResourceSpans`, `ResourceLogs`, `ResourceMetrics`).
+    pub resources: u64,
+    /// Instrumentation scopes (`ScopeSpans`, `ScopeLogs`, `ScopeMetrics`).
+    pub scopes: u64,
+    /// Spans, log records or data points.
+    pub items: u64,
+    /// Key-value pairs anywhere (attributes, nested maps, metadata).
+    pub attributes: u64,
+    /// How deep attribute and body values nest (a plain value is 1; a list holding a map
+    /// of plain values is 3).
+    pub depth: u32,
 }
 
 /// The credential clients must present to frugal.

@@ -49,26 +49,83 @@ impl Format {
     }
 }
 
+/// Whether `encoding` (a `Content-Encoding` or `grpc-encoding`) leaves the body as it is.
+pub fn is_identity(encoding: Option<&str>) -> bool {
+    encoding.is_none_or(|e| {
+        let e = e.trim();
+        e.is_empty() || e.eq_ignore_ascii_case("identity") || e.eq_ignore_ascii_case("none")
+    })
+}
+
+/// The size `body` will have once decompressed, as its encoding announces it: its own for
+/// identity, gzip's trailer (ISIZE, the last member's size modulo 2^32), zstd's frame
+/// header when the sender wrote it. A hint only: a sender may lie, and
+/// [`decompress`] holds to its limit whatever was announced.
+pub fn announced_size(encoding: Option<&str>, body: &[u8]) -> Option<u64> {
+    if is_identity(encoding) {
+        return Some(body.len() as u64);
+    }
+    match encoding?.trim().to_ascii_lowercase().as_str() {
+        "gzip" | "x-gzip" => (body.len() >= 18 && body.starts_with(&[0x1f, 0x8b]))
+            .then(|| body[body.len() - 4..].try_into().ok())
+            .flatten()
+            .map(|b| u64::from(u32::from_le_bytes(b))),
+        "zstd" => zstd::zstd_safe::get_frame_content_size(body).ok().flatten(),
+        _ => None,
+    }
+}
+
 /// Undoes `Content-Encoding`, refusing to inflate past `limit` bytes (a gzip bomb costs
-/// at most `limit` bytes of memory).
-pub fn decompress(encoding: Option<&str>, body: Bytes, limit: u64) -> Result<Bytes, IngestError> {
+/// at most `limit` bytes of memory). `take` is asked for each step of the buffer's growth
+/// before it is allocated (the in-flight budget): the buffer starts at the size the
+/// encoding announces (gzip's trailer, zstd's frame header), if any, and doubles when that
+/// was too little.
+pub fn decompress(
+    encoding: Option<&str>,
+    body: Bytes,
+    limit: u64,
+    mut take: impl FnMut(u64) -> Result<(), IngestError>,
+) -> Result<Bytes, IngestError> {
     let too_large = || {
         IngestError::TooLarge(format!(
-            "the request is larger than {} after decompression",
+            "the request is larger than {} after decompression (ingest.max_request_size)",
             crate::units::format_size(limit)
         ))
     };
     let enc = encoding.unwrap_or("").trim().to_ascii_lowercase();
-    let read_limited = |mut r: Box<dyn std::io::Read + '_>| -> Result<Bytes, IngestError> {
-        let mut out = Vec::with_capacity((body.len() * 4).min(limit as usize));
-        let n = (&mut r)
-            .take(limit + 1)
-            .read_to_end(&mut out)
-            .map_err(|e| {
-                IngestError::BadRequest(format!("cannot decompress the body ({enc}): {e}"))
-            })?;
-        if n as u64 > limit {
-            return Err(too_large());
+    let cannot = |e: std::io::Error| {
+        IngestError::BadRequest(format!("cannot decompress the body ({enc}): {e}"))
+    };
+    // One byte past the limit tells a body at the limit from one over it.
+    let most = usize::try_from(limit.saturating_add(1)).unwrap_or(usize::MAX);
+    let read_limited = |mut r: Box<dyn std::io::Read + '_>,
+                        announced: Option<u64>,
+                        take: &mut dyn FnMut(u64) -> Result<(), IngestError>|
+     -> Result<Bytes, IngestError> {
+        // An announced size is a hint (a sender may lie); one byte more finds the end
+        // without growing.
+        let first = announced
+            .and_then(|n| usize::try_from(n.saturating_add(1)).ok())
+            .unwrap_or(body.len().saturating_mul(4))
+            .max(MIN_INFLATE_STEP)
+            .min(most);
+        take(first as u64)?;
+        let mut out: Vec<u8> = Vec::with_capacity(first);
+        loop {
+            let spare = out.capacity() - out.len();
+            let n = (&mut r)
+                .take(spare as u64)
+                .read_to_end(&mut out)
+                .map_err(cannot)?;
+            if out.len() > limit as usize {
+                return Err(too_large());
+            }
+            if n < spare {
+                break;
+            }
+            let grown = out.capacity().saturating_mul(2).min(most);
+            take((grown - out.capacity()) as u64)?;
+            out.reserve_exact(grown - out.len());
         }
         Ok(Bytes::from(out))
     };
@@ -79,19 +136,30 @@ pub fn decompress(encoding: Option<&str>, body: Bytes, limit: u64) -> Result<Byt
             }
             Ok(body)
         }
-        "gzip" | "x-gzip" => read_limited(Box::new(flate2::read::MultiGzDecoder::new(&body[..]))),
-        "deflate" => read_limited(Box::new(flate2::read::ZlibDecoder::new(&body[..]))),
+        "gzip" | "x-gzip" => read_limited(
+            Box::new(flate2::read::MultiGzDecoder::new(&body[..])),
+            announced_size(encoding, &body),
+            &mut take,
+        ),
+        "deflate" => read_limited(
+            Box::new(flate2::read::ZlibDecoder::new(&body[..])),
+            None,
+            &mut take,
+        ),
         "zstd" => {
             let d = zstd::stream::read::Decoder::new(&body[..]).map_err(|e| {
                 IngestError::BadRequest(format!("cannot decompress the body (zstd): {e}"))
             })?;
-            read_limited(Box::new(d))
+            read_limited(Box::new(d), announced_size(encoding, &body), &mut take)
         }
         other => Err(IngestError::UnsupportedMediaType(format!(
             "Content-Encoding {other:?} is not supported (use gzip, zstd, deflate or none)"
         ))),
     }
 }
+
+/// The least a decompression buffer starts with.
+const MIN_INFLATE_STEP: usize = 64 * 1024;
 
 /// Decodes an OTLP export request of type `T`.
 pub fn decode<T>(format: Format, body: &[u8]) -> Result<T, IngestError>
@@ -325,22 +393,83 @@ mod tests {
         enc.write_all(&vec![0u8; 50 * 1024 * 1024]).unwrap();
         let bomb = Bytes::from(enc.finish().unwrap());
         assert!(bomb.len() < 100 * 1024);
-        let err = decompress(Some("gzip"), bomb.clone(), 1024 * 1024).unwrap_err();
+        let err = decompress(Some("gzip"), bomb.clone(), 1024 * 1024, |_| Ok(())).unwrap_err();
         assert_eq!(crate::receivers::status::http_status(&err).as_u16(), 413);
         assert_eq!(
-            decompress(Some("gzip"), bomb, 64 * 1024 * 1024)
+            decompress(Some("gzip"), bomb, 64 * 1024 * 1024, |_| Ok(()))
                 .unwrap()
                 .len(),
             50 * 1024 * 1024
         );
+        // The buffer is asked for before it is allocated: the size gzip announces, once.
+        let mut asked = Vec::new();
+        let plain = [0x0a, 0x00].repeat(1_000_000);
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        enc.write_all(&plain).unwrap();
+        let gz = Bytes::from(enc.finish().unwrap());
+        let out = decompress(Some("gzip"), gz.clone(), 16 << 20, |n| {
+            asked.push(n);
+            Ok(())
+        })
+        .unwrap();
         assert_eq!(
-            decompress(Some("br"), Bytes::new(), 10)
+            (out.len(), asked),
+            (plain.len(), vec![plain.len() as u64 + 1])
+        );
+        // Without an announced size it grows by doubling, each step asked for first; a
+        // refusal stops it.
+        let z = Bytes::from(zstd::stream::encode_all(&plain[..], 3).unwrap());
+        let mut asked = 0;
+        let err = decompress(Some("zstd"), z, 16 << 20, |n| {
+            asked += n;
+            if asked > 1 << 20 {
+                return Err(IngestError::Unavailable {
+                    retry_after: std::time::Duration::from_secs(1),
+                    message: "spent".into(),
+                });
+            }
+            Ok(())
+        });
+        let mut deflated = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+        deflated.write_all(&plain).unwrap();
+        let mut steps = Vec::new();
+        let out = decompress(
+            Some("deflate"),
+            Bytes::from(deflated.finish().unwrap()),
+            16 << 20,
+            |n| {
+                steps.push(n);
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert_eq!(out.len(), plain.len());
+        assert!(
+            steps.len() > 3 && steps.iter().sum::<u64>() < 2 * plain.len() as u64,
+            "{steps:?}"
+        );
+        // A streamed zstd frame announces no size: it grew until the budget refused.
+        assert!(
+            matches!(err, Err(IngestError::Unavailable { .. })),
+            "{err:?}"
+        );
+        // One compressed at once does (in its frame header): one step.
+        let z = Bytes::from(zstd::bulk::compress(&plain, 3).unwrap());
+        let mut asked = Vec::new();
+        decompress(Some("zstd"), z, 16 << 20, |n| {
+            asked.push(n);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(asked, vec![plain.len() as u64 + 1]);
+        assert_eq!(
+            decompress(Some("br"), Bytes::new(), 10, |_| Ok(()))
                 .map_err(|e| crate::receivers::status::http_status(&e).as_u16())
                 .unwrap_err(),
             415
         );
         assert_eq!(
-            decompress(Some("gzip"), Bytes::from_static(b"nope"), 10)
+            decompress(Some("gzip"), Bytes::from_static(b"nope"), 10, |_| Ok(()))
                 .map_err(|e| crate::receivers::status::http_status(&e).as_u16())
                 .unwrap_err(),
             400

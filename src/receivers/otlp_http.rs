@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt as _, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
@@ -110,14 +110,17 @@ async fn handle<P: Export>(core: &Core, req: Request<Incoming>) -> Response<Body
     }
 }
 
-/// Checks, reads, decodes and ingests one request.
+/// Checks, reads, decodes and ingests one request. The credential is checked before the
+/// body is read; the body, decompressed and decoded, is held in the in-flight budget until
+/// the request is answered.
 async fn receive<P: Export>(
     core: &Core,
     req: Request<Incoming>,
     format: Option<Format>,
 ) -> Result<ingest::Accepted, IngestError> {
     let policy = core.policy();
-    let headers = req.headers().clone();
+    let (parts, body) = req.into_parts();
+    let headers = parts.headers;
     if !crate::auth::authorized(
         policy.ingest.auth.as_ref(),
         headers.get(header::AUTHORIZATION),
@@ -130,38 +133,18 @@ async fn receive<P: Export>(
             "Content-Type {ct:?} is not OTLP (use application/x-protobuf or application/json)"
         )));
     };
-    let limit = policy.ingest.max_request_bytes;
+    let ticket = core.in_flight.ticket(P::SIGNAL, Transport::Http);
+    let length = header_str(&headers, header::CONTENT_LENGTH).and_then(|v| v.parse().ok());
     // The body arrives within the request timeout of its headers, or the client hears 408
     // and the connection closes.
-    let within = policy.listen.connections.request_timeout;
-    let body = Limited::new(
-        Deadline::new(req.into_body(), within),
-        usize::try_from(limit).unwrap_or(usize::MAX),
-    )
-    .collect()
-    .await
-    .map_err(|e| {
-        if e.is::<http_body_util::LengthLimitError>() {
-            IngestError::TooLarge(format!(
-                "the request body is larger than {}",
-                crate::units::format_size(limit)
-            ))
-        } else if e.is::<connections::BodyTimedOut>() {
-            IngestError::TimedOut(e.to_string())
-        } else {
-            IngestError::BadRequest(format!("cannot read the request body: {e}"))
-        }
-    })?
-    .to_bytes();
-    let body = codec::decompress(header_str(&headers, header::CONTENT_ENCODING), body, limit)?;
-    let decoded: P = codec::decode(format, &body)?;
-    decoded.check_ids()?;
-    // The body is not kept while the request is handled: what goes upstream is the
-    // encoding of what was metered.
-    drop(body);
+    let body = Deadline::new(body, policy.listen.connections.request_timeout);
+    let body = super::read_body(body, policy.ingest.max_request_bytes, length, &ticket).await?;
+    let encoding = header_str(&headers, header::CONTENT_ENCODING).map(str::to_owned);
+    let req = super::unpack::<P>(&policy, &ticket, format, encoding.as_deref(), body).await?;
     let mut meta = RequestMeta::new(Transport::Http);
     meta.client_auth = headers.get(header::AUTHORIZATION).cloned();
-    ingest::handle(core, decoded, meta).await
+    meta.ticket = Some(ticket);
+    ingest::handle(core, req, meta).await
 }
 
 fn response(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Body> {

@@ -11,6 +11,7 @@ use frugal::model::Class;
 use frugal::policy::{Overrides, Policy, load_str};
 use frugal::receivers::Validate;
 use frugal::receivers::codec::{self, Format};
+use frugal::receivers::scan;
 use frugal::receivers::status::http_status;
 use frugal::sampling::{self, ClassProbabilities, Fate, logs::TraceSide};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
@@ -34,7 +35,7 @@ pub fn decompress(data: &[u8]) -> Option<(u8, Bytes)> {
         14 => Some("identity"),
         _ => Some("br"),
     };
-    match codec::decompress(encoding, Bytes::copy_from_slice(body), LIMIT) {
+    match codec::decompress(encoding, Bytes::copy_from_slice(body), LIMIT, |_| Ok(())) {
         Ok(out) => {
             assert!(out.len() as u64 <= LIMIT, "decompressed past the limit");
             if encoding.is_none() {
@@ -72,6 +73,10 @@ pub fn exercise(selector: u8, format: Format, body: &[u8]) {
 pub trait Otlp:
     Payload + Validate + PartialEq + std::fmt::Debug + serde::Serialize + serde::de::DeserializeOwned
 {
+    /// Resources, scopes and items (spans, log records, data points) as decoded.
+    fn containers(&self) -> (u64, u64, u64);
+    /// Resources without scopes, scopes without items (and metrics without points).
+    fn empty_containers(&self) -> u64;
     /// Checks a weight against the request it was computed on.
     fn check_weight(&self, w: Weight, encoded_len: usize);
     /// Decides and applies sampling under the example policy; checks the accounting.
@@ -79,7 +84,31 @@ pub trait Otlp:
 }
 
 fn exercise_as<P: Otlp>(format: Format, body: &[u8]) {
-    let req: P = match codec::decode(format, body) {
+    // What the body holds is counted on its encoding before it is decoded: the count must
+    // never be less than what decoding gives (the limits would be dodged), and a body the
+    // count finds malformed must not decode.
+    let limits = &frugal::policy::defaults::DEFAULT_MAX_PER_REQUEST;
+    let census = match format {
+        Format::Protobuf => scan::protobuf(P::SIGNAL, body, limits),
+        Format::Json => scan::json(P::SIGNAL, body, limits),
+    };
+    let req = codec::decode::<P>(format, body);
+    let census = match (census, &req) {
+        (Err(e), Ok(_)) => {
+            client_error(&e);
+            assert!(
+                e.to_string().contains("max_per_request.depth"),
+                "the count refuses what decodes: {e}"
+            );
+            None
+        }
+        (Err(e), Err(_)) => {
+            client_error(&e);
+            None
+        }
+        (Ok(c), _) => Some(c),
+    };
+    let req: P = match req {
         Ok(r) => r,
         Err(e) => {
             say(|| format!("refused: {e}"));
@@ -87,6 +116,36 @@ fn exercise_as<P: Otlp>(format: Format, body: &[u8]) {
             return;
         }
     };
+    if let Some(c) = census {
+        let (resources, scopes, items) = req.containers();
+        say(|| format!("counted {c:?}; decoded {resources} {scopes} {items}"));
+        assert!(c.resources >= resources, "{c:?} vs {resources} resources");
+        assert!(c.scopes >= scopes, "{c:?} vs {scopes} scopes");
+        assert!(c.items >= items, "{c:?} vs {items} items");
+        if format == Format::Protobuf && P::SIGNAL != frugal::model::Signal::Metrics {
+            // Nothing in a trace or logs request is in a oneof down to its items.
+            assert_eq!((c.resources, c.scopes, c.items), (resources, scopes, items));
+        }
+    }
+
+    // Containers without items go before anything is weighed: afterwards there are none,
+    // the items are all there, and pruning again changes nothing.
+    let mut pruned = req.clone();
+    pruned.prune();
+    assert!(!pruned.clone().prune(), "pruning is idempotent");
+    assert_eq!(pruned.weigh().items, req.weigh().items);
+    let (_, _, before) = req.containers();
+    let (r, s, after) = pruned.containers();
+    assert_eq!(before, after);
+    assert_eq!(
+        pruned.empty_containers(),
+        0,
+        "no container without items is left"
+    );
+    assert!(
+        r <= s && s <= after,
+        "{r} resources, {s} scopes, {after} items"
+    );
     say(|| format!("decoded, weighs {:?}", req.clone().weigh()));
     if let Err(e) = req.check_ids() {
         client_error(&e);
@@ -159,6 +218,27 @@ static POLICY: LazyLock<Policy> = LazyLock::new(|| {
 const PROBABILITIES: ClassProbabilities = frugal::model::PerClass::new([1.0, 0.5, 0.25]);
 
 impl Otlp for ExportTraceServiceRequest {
+    fn containers(&self) -> (u64, u64, u64) {
+        let rs = &self.resource_spans;
+        let scopes = rs.iter().flat_map(|r| &r.scope_spans);
+        (
+            rs.len() as u64,
+            scopes.clone().count() as u64,
+            scopes.map(|s| s.spans.len() as u64).sum(),
+        )
+    }
+
+    fn empty_containers(&self) -> u64 {
+        let rs = &self.resource_spans;
+        let r = rs.iter().filter(|r| r.scope_spans.is_empty()).count();
+        let s = rs
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .filter(|s| s.spans.is_empty())
+            .count();
+        (r + s) as u64
+    }
+
     fn check_weight(&self, w: Weight, encoded_len: usize) {
         assert_eq!(w.items, tempo::span_count(self));
         assert!(
@@ -192,6 +272,24 @@ impl Otlp for ExportTraceServiceRequest {
 }
 
 impl Otlp for ExportLogsServiceRequest {
+    fn containers(&self) -> (u64, u64, u64) {
+        let rl = &self.resource_logs;
+        let scopes = rl.iter().flat_map(|r| &r.scope_logs);
+        let items = scopes.clone().map(|s| s.log_records.len() as u64).sum();
+        (rl.len() as u64, scopes.count() as u64, items)
+    }
+
+    fn empty_containers(&self) -> u64 {
+        let rl = &self.resource_logs;
+        let r = rl.iter().filter(|r| r.scope_logs.is_empty()).count();
+        let s = rl
+            .iter()
+            .flat_map(|r| &r.scope_logs)
+            .filter(|s| s.log_records.is_empty())
+            .count();
+        (r + s) as u64
+    }
+
     fn check_weight(&self, w: Weight, _encoded_len: usize) {
         let records: usize = self
             .resource_logs
@@ -270,6 +368,29 @@ fn written_out(name: &str, value: Option<&AnyValue>) -> u64 {
 }
 
 impl Otlp for ExportMetricsServiceRequest {
+    fn containers(&self) -> (u64, u64, u64) {
+        let rm = &self.resource_metrics;
+        let scopes = rm.iter().flat_map(|r| &r.scope_metrics);
+        let items = scopes
+            .clone()
+            .flat_map(|s| &s.metrics)
+            .map(mimir::data_points)
+            .sum();
+        (rm.len() as u64, scopes.count() as u64, items)
+    }
+
+    fn empty_containers(&self) -> u64 {
+        let rm = &self.resource_metrics;
+        let r = rm.iter().filter(|r| r.scope_metrics.is_empty()).count();
+        let scopes = rm.iter().flat_map(|r| &r.scope_metrics);
+        let s = scopes.clone().filter(|s| s.metrics.is_empty()).count();
+        let m = scopes
+            .flat_map(|s| &s.metrics)
+            .filter(|m| mimir::data_points(m) == 0)
+            .count();
+        (r + s + m) as u64
+    }
+
     fn check_weight(&self, w: Weight, _encoded_len: usize) {
         assert_eq!(w.items, w.units);
         let points: u64 = self
