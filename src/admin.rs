@@ -341,6 +341,19 @@ pub fn usage_json(core: &Core) -> Value {
     })
 }
 
+/// When a budget with `left` bytes runs out at `rate` bytes/s, in Unix seconds: `now` if
+/// nothing is left, 0 if it lasts past the period's `end` (or nothing is being sent).
+fn run_out_at(left: f64, rate: f64, now: f64, end: f64) -> f64 {
+    if left <= 0.0 {
+        return now;
+    }
+    if rate <= 0.0 {
+        return 0.0;
+    }
+    let at = now + left / rate;
+    if at >= end { 0.0 } else { at }
+}
+
 fn refresh_gauges(core: &Core) {
     core.stats
         .in_flight_bytes
@@ -351,6 +364,11 @@ fn refresh_gauges(core: &Core) {
     let period = ledger.period();
     g.start.set(period.start.as_second() as f64);
     g.end.set(period.end.as_second() as f64);
+    let now = core.clock.now();
+    g.elapsed_ratio
+        .set((period.elapsed_seconds(now) / period.length_seconds()).clamp(0.0, 1.0));
+    let seconds = |t: jiff::Timestamp| t.as_millisecond() as f64 / 1000.0;
+    let (end, now_s) = (seconds(period.end), seconds(now));
     let pacing = core.pacing.load();
     for s in Signal::ALL {
         let sig = s.as_str();
@@ -409,6 +427,12 @@ fn refresh_gauges(core: &Core) {
         g.projected_usage_ratio
             .with_label_values(&[sig])
             .set(p.projected_used / limit);
+        g.exhaustion.with_label_values(&[sig]).set(run_out_at(
+            limit - u.used as f64,
+            p.forwarded_rate,
+            now_s,
+            end,
+        ));
         for (c, prob) in p.probabilities.iter() {
             g.keep_probability
                 .with_label_values(&[sig, c.as_str()])
@@ -426,7 +450,129 @@ fn refresh_gauges(core: &Core) {
 mod tests {
     use super::*;
     use crate::clock::ManualClock;
+    use crate::ingest::IngestError;
     use crate::testkit::{self, request, span, traces};
+
+    /// The README's metric table: each family's name and type.
+    fn readme_metrics() -> Vec<(String, String)> {
+        let readme = include_str!("../README.md");
+        let table = readme
+            .split("<!-- metrics table: start -->")
+            .nth(1)
+            .and_then(|t| t.split("<!-- metrics table: end -->").next())
+            .expect("the README has the metrics table");
+        table
+            .lines()
+            .filter_map(|l| {
+                let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+                let name = cells.get(1)?.strip_prefix('`')?.strip_suffix('`')?;
+                Some((name.to_string(), cells.get(2)?.to_string()))
+            })
+            .collect()
+    }
+
+    /// Every series frugal can export: every fixed label set, every destination, every
+    /// status code it answers with, every gauge refreshed.
+    fn every_series() -> (Arc<Core>, String) {
+        let clock = Arc::new(ManualClock::new("2026-11-16T00:00:00Z".parse().unwrap()));
+        let policy = testkit::policy(
+            "budgets: {traces: {limit: 50GB}, logs: {limit: 50GB}, \
+             metrics: {active_series: 10000}}",
+        );
+        let (core, _) = testkit::core(policy.clone(), clock.clone());
+        let shared: crate::clock::SharedClock = clock;
+        let _forwarder = crate::forwarder::Forwarder::from_policy(&policy, &shared, &core.stats);
+        for s in Signal::ALL {
+            for code in ["200", "400", "401", "408", "413", "415", "422", "503"] {
+                core.stats
+                    .requests
+                    .with_label_values(&[s.as_str(), "http", code]);
+            }
+            for e in [
+                IngestError::BadRequest(String::new()),
+                IngestError::TimedOut(String::new()),
+                IngestError::Unauthorized,
+                IngestError::Unavailable {
+                    retry_after: std::time::Duration::ZERO,
+                    message: String::new(),
+                },
+            ] {
+                let code = format!("{:?}", crate::receivers::status::grpc_code(&e));
+                core.stats
+                    .requests
+                    .with_label_values(&[s.as_str(), "grpc", &code]);
+            }
+            core.stats
+                .requests
+                .with_label_values(&[s.as_str(), "grpc", "OK"]);
+        }
+        refresh_gauges(&core);
+        let text = core.stats.render();
+        // Half of November has passed.
+        assert!(
+            text.contains("\nfrugal_period_elapsed_ratio 0.5\n"),
+            "{text}"
+        );
+        (core, text)
+    }
+
+    #[test]
+    fn the_readme_metric_table_and_the_scrape_agree_both_ways() {
+        let (core, _) = every_series();
+        let readme = readme_metrics();
+        let scraped: Vec<(String, String)> = core
+            .stats
+            .registry
+            .gather()
+            .iter()
+            .map(|f| {
+                let t = match f.get_field_type() {
+                    prometheus::proto::MetricType::COUNTER => "counter",
+                    prometheus::proto::MetricType::GAUGE => "gauge",
+                    prometheus::proto::MetricType::HISTOGRAM => "histogram",
+                    other => panic!("{other:?}"),
+                };
+                (f.name().to_string(), t.to_string())
+            })
+            .collect();
+        for m in &scraped {
+            assert!(
+                readme.contains(m),
+                "{m:?} is exported but not in the README's table"
+            );
+        }
+        for m in &readme {
+            assert!(
+                scraped.contains(m),
+                "{m:?} is in the README's table but not exported"
+            );
+        }
+        assert_eq!(readme.len(), scraped.len(), "each family once");
+    }
+
+    #[test]
+    fn frugal_exports_fewer_than_400_series_and_the_readme_says_how_many() {
+        let (_, text) = every_series();
+        let series = text
+            .lines()
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .count();
+        assert!(series < 400, "{series} series");
+        let said = format!("**{series} series**");
+        assert!(
+            include_str!("../README.md").contains(&said),
+            "the README should say {said}"
+        );
+    }
+
+    #[test]
+    fn the_run_out_time_is_now_when_spent_zero_when_it_lasts_the_period() {
+        assert_eq!(run_out_at(0.0, 10.0, 1000.0, 5000.0), 1000.0);
+        assert_eq!(run_out_at(-5.0, 0.0, 1000.0, 5000.0), 1000.0);
+        assert_eq!(run_out_at(100.0, 0.0, 1000.0, 5000.0), 0.0);
+        assert_eq!(run_out_at(100.0, 1.0, 1000.0, 5000.0), 1100.0);
+        assert_eq!(run_out_at(100_000.0, 1.0, 1000.0, 5000.0), 0.0);
+    }
 
     async fn start(policy: &str) -> (std::net::SocketAddr, Arc<Admin>) {
         let clock = Arc::new(ManualClock::new("2026-11-16T00:00:00Z".parse().unwrap()));

@@ -24,6 +24,9 @@ pub struct Stats {
     pub received_bytes: IntCounterVec,
     /// Items frugal dropped itself, by signal and reason (`frugal_dropped_items_total`).
     pub dropped_items: IntCounterVec,
+    /// Items of the priority class frugal dropped (sampled away at the limit, or past
+    /// it), by signal (`frugal_priority_dropped_items_total`).
+    pub priority_dropped_items: IntCounterVec,
     /// Billable bytes frugal dropped, by signal and reason (`frugal_dropped_bytes_total`).
     pub dropped_bytes: IntCounterVec,
     /// Items sent upstream, each attempt that may have arrived counted, by signal
@@ -119,6 +122,17 @@ pub struct PeriodGauges {
     /// The metrics budget's active-series limit; reported, not yet enforced
     /// (`frugal_budget_active_series_limit`).
     pub active_series_limit: Gauge,
+    /// Active series of the metrics frugal forwards, as Grafana counts them (a sample in
+    /// the last 20 minutes); 0 until metrics are metered by series
+    /// (`frugal_active_series`).
+    pub active_series: Gauge,
+    /// How much of the period has passed, 0 to 1: the pace line is the limit (or target)
+    /// times this (`frugal_period_elapsed_ratio`).
+    pub elapsed_ratio: Gauge,
+    /// When the budget runs out at the current forwarding rate, in Unix seconds; 0 when it
+    /// does not run out before the period ends; the current time once it has, by signal
+    /// (`frugal_budget_exhaustion_timestamp_seconds`).
+    pub exhaustion: GaugeVec,
 }
 
 fn counter(
@@ -288,6 +302,22 @@ impl Stats {
                 "frugal_budget_active_series_limit",
                 "The metrics budget's active-series limit (enforced from the metrics issue on).",
             )?,
+            active_series: gauge(
+                &r,
+                "frugal_active_series",
+                "Active series of the metrics frugal forwards (0 until metrics are metered by series).",
+            )?,
+            elapsed_ratio: gauge(
+                &r,
+                "frugal_period_elapsed_ratio",
+                "How much of the budget period has passed, 0 to 1.",
+            )?,
+            exhaustion: gauge_vec(
+                &r,
+                "frugal_budget_exhaustion_timestamp_seconds",
+                "When the budget runs out at the current forwarding rate; 0 if not before the period ends.",
+                &s,
+            )?,
         };
         Ok(Self {
             requests: counter(
@@ -314,6 +344,12 @@ impl Stats {
                 "frugal_dropped_items_total",
                 "Items frugal dropped, by reason (drop_rule, sampled, at_limit, rate_limit, upstream_decision).",
                 &["signal", "reason"],
+            )?,
+            priority_dropped_items: counter(
+                &r,
+                "frugal_priority_dropped_items_total",
+                "Items of the priority class frugal dropped (at or past the limit).",
+                &["signal"],
             )?,
             dropped_bytes: counter(
                 &r,
@@ -427,6 +463,8 @@ impl Stats {
                 c.with_label_values(&[sig]);
             }
             self.upstream_unavailable.with_label_values(&[sig]);
+            self.priority_dropped_items.with_label_values(&[sig]);
+            self.period.exhaustion.with_label_values(&[sig]);
             for r in DropReason::ALL {
                 self.dropped_items.with_label_values(&[sig, r.as_str()]);
             }
@@ -535,7 +573,7 @@ mod tests {
         }
         // Every registered family, except the one whose label (the status code) is open and
         // the upstreams', which each configured destination creates.
-        let registered = 39;
+        let registered = 43;
         assert_eq!(families.len(), registered - 3, "{names:?}");
         assert!(!names.contains(&"frugal_requests_total"));
         let text = stats.render();

@@ -6,7 +6,7 @@ use super::{IngestError, Payload, record_drop};
 use crate::budget::controller::PacingState;
 use crate::core::Core;
 use crate::metering::Weight;
-use crate::model::{DropReason, Unit};
+use crate::model::{Class, DropReason, Unit};
 use crate::policy::Policy;
 use crate::sampling::Account;
 use crate::sampling::memory::Remember;
@@ -87,6 +87,11 @@ pub fn admit<P: Payload>(core: &Core, mut req: P) -> Result<Option<Admitted<P>>,
     }
     for (reason, w) in account.dropped.iter() {
         record_drop(core, signal, reason, *w, policy.shadow);
+    }
+    if !policy.shadow {
+        let offered = account.offered[Class::Priority].items;
+        let kept = account.kept[Class::Priority].items;
+        super::record_priority_drop(core, signal, offered.saturating_sub(kept));
     }
     if req.is_empty() {
         return Ok(None);

@@ -160,6 +160,15 @@ pub fn off_the_workers<T>(f: impl FnOnce() -> T) -> T {
     }
 }
 
+/// Counts priority items frugal dropped (already counted by reason).
+fn record_priority_drop(core: &Core, signal: Signal, items: u64) {
+    inc(
+        &core.stats.priority_dropped_items,
+        &[signal.as_str()],
+        items,
+    );
+}
+
 /// Counts items frugal dropped (or, in shadow mode, would have).
 fn record_drop(core: &Core, signal: Signal, reason: DropReason, w: Weight, shadow: bool) {
     if w.is_zero() {

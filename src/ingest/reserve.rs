@@ -97,10 +97,12 @@ fn hold<P: Payload>(
             return Some(charge);
         }
         record_drop(core, signal, DropReason::AtLimit, w, false);
+        super::record_priority_drop(core, signal, w.items);
         remember_dropped(core, req.trace_ids(), &[]);
         return None;
     }
     record_drop(core, signal, DropReason::AtLimit, kept, false);
+    super::record_priority_drop(core, signal, priority.items);
     remember_dropped(core, req.trace_ids(), &[]);
     None
 }

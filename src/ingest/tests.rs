@@ -84,12 +84,20 @@ async fn past_the_target_only_priority_goes_and_at_the_limit_nothing() {
     core.ledger.set_used(Signal::Traces, 100_000);
     let req = traces("web", vec![span(4, 4, true)]);
     let a = admit(&core, req).unwrap().unwrap();
+    let priority_dropped = || {
+        core.stats
+            .priority_dropped_items
+            .with_label_values(&["traces"])
+            .get()
+    };
+    assert_eq!(priority_dropped(), 0, "past the target, priority still went");
     assert!(reserve(&core, a).is_none());
     assert_eq!(
         core.ledger.used(Signal::Traces),
         100_000,
         "never over the limit"
     );
+    assert_eq!(priority_dropped(), 1, "at the limit, priority was dropped");
 }
 
 #[tokio::test(start_paused = true)]
