@@ -90,7 +90,11 @@ async fn past_the_target_only_priority_goes_and_at_the_limit_nothing() {
             .with_label_values(&["traces"])
             .get()
     };
-    assert_eq!(priority_dropped(), 0, "past the target, priority still went");
+    assert_eq!(
+        priority_dropped(),
+        0,
+        "past the target, priority still went"
+    );
     assert!(reserve(&core, a).is_none());
     assert_eq!(
         core.ledger.used(Signal::Traces),
