@@ -273,7 +273,15 @@ def test_no_log_of_a_dropped_trace_is_kept(paced_run):
     info = [lr for lr in kept_logs if lr.severity_number < SeverityNumber.WARN.value]
     orphans = [lr for lr in info if lr.trace_id not in kept_traces]
     assert len(info) > 500
-    assert not orphans, f"{len(orphans)} of {len(info)} kept logs belong to dropped traces"
+    # Sampling judges a trace's logs and spans alike, whichever arrives first. The one
+    # exception (README, "Known limits"): a log sent before its trace's spans arrive, whose
+    # spans the traces budget's gate (target or limit, or max_rate) then stops. Orphans
+    # are allowed only up to the spans those gates dropped.
+    f = paced_run["f"]
+    gated = sum(f.metric("frugal_dropped_items_total", signal="traces", reason=r) or 0
+                for r in ("at_limit", "rate_limit"))
+    assert len(orphans) <= gated, \
+        f"{len(orphans)} of {len(info)} kept logs belong to dropped traces ({gated:.0f} spans gated)"
     # Warnings are kept regardless of their trace while the log budget allows.
     warn_kept = {lr.trace_id for lr in kept_logs if lr.severity_number >= SeverityNumber.WARN.value}
     warned = {t.to_bytes(16, "big") for t in paced_run["warn_logs"]}
