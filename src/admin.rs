@@ -585,7 +585,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let listener = Listener::new(
             listener,
-            connections::Port::Admin,
+            crate::model::Port::Admin,
             64,
             crate::policy::defaults::DEFAULT_CONNECTIONS,
             &admin.core.stats,

@@ -275,6 +275,31 @@ impl Destination {
     }
 }
 
+/// One of frugal's listening ports, as metric labels name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Port {
+    /// OTLP/HTTP.
+    Http,
+    /// OTLP/gRPC.
+    Grpc,
+    /// The admin API.
+    Admin,
+}
+
+impl Port {
+    /// Every port.
+    pub const ALL: [Port; 3] = [Port::Http, Port::Grpc, Port::Admin];
+
+    /// The `port` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Port::Http => "http",
+            Port::Grpc => "grpc",
+            Port::Admin => "admin",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

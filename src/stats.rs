@@ -517,7 +517,7 @@ impl Stats {
         for r in ["ok", "error"] {
             self.store_flushes.with_label_values(&[r]);
         }
-        for port in crate::receivers::connections::Port::ALL {
+        for port in crate::model::Port::ALL {
             let p = [port.as_str()];
             self.connections_open.with_label_values(&p);
             self.connections_refused.with_label_values(&p);

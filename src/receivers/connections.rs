@@ -40,6 +40,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, Sleep};
 
+use crate::model::Port;
 use crate::policy::Connections;
 use crate::stats::Stats;
 
@@ -70,31 +71,6 @@ const WARN_EVERY: Duration = Duration::from_secs(10);
 #[allow(clippy::disallowed_methods)] // tokio's time, as the connection deadlines run on it
 fn now() -> Instant {
     Instant::now()
-}
-
-/// One of frugal's listening ports, as metric labels name it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Port {
-    /// OTLP/HTTP.
-    Http,
-    /// OTLP/gRPC.
-    Grpc,
-    /// The admin API.
-    Admin,
-}
-
-impl Port {
-    /// Every port.
-    pub const ALL: [Port; 3] = [Port::Http, Port::Grpc, Port::Admin];
-
-    /// The `port` label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Port::Http => "http",
-            Port::Grpc => "grpc",
-            Port::Admin => "admin",
-        }
-    }
 }
 
 /// Raises the soft open-files limit to the hard limit and returns the soft limit now in

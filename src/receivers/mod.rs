@@ -58,9 +58,13 @@ pub(crate) async fn unpack<P: Export>(
     if body.len() as u64 <= INLINE_BODY_MAX && announced.is_some_and(|n| n <= INLINE_BODY_MAX) {
         // Held to that size here: one that inflates past it is redone off the workers.
         let cap = ingest.max_request_bytes.min(INLINE_BODY_MAX);
+        let held = ticket.bytes();
         match codec::decompress(encoding, body.clone(), cap, take) {
             Ok(plain) => return unpack_plain(ingest, ticket, format, plain, true),
-            Err(IngestError::TooLarge(_)) if cap < ingest.max_request_bytes => {}
+            // The partial buffer is gone: its share of the budget goes back before the redo.
+            Err(IngestError::TooLarge(_)) if cap < ingest.max_request_bytes => {
+                ticket.shrink_to(held);
+            }
             Err(e) => return Err(e),
         }
     }

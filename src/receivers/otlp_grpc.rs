@@ -234,7 +234,7 @@ fn reply<R: prost::Message>(msg: &R) -> http::Response<tonic::body::Body> {
     let mut data = BytesMut::with_capacity(PREFIX + len);
     data.put_u8(0);
     data.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
-    data.extend_from_slice(&msg.encode_to_vec());
+    msg.encode_raw(&mut data);
     let mut trailers = HeaderMap::new();
     trailers.insert(Status::GRPC_STATUS, HeaderValue::from_static("0"));
     let mut response = http::Response::new(tonic::body::Body::new(Reply {
