@@ -53,9 +53,12 @@ fuzz_log=target/fuzz/run.log
 CARGO_BUILD_JOBS=1 nice -n 19 bash tests/fuzz/run.sh "${FUZZ_SECONDS:-60}" >"$fuzz_log" 2>&1 &
 fuzz_pid=$!
 
+# Three test files at a time (pytest-xdist; a file stays on one worker): the long ones
+# (pacing a 3-minute period, Prometheus waiting out a `for: 1m`) are mostly waiting.
 say "end-to-end tests"
 e2e=0
-CI="${CI:-}" FRUGAL_BIN="$PWD/target/release/frugal" "$venv/bin/python" -m pytest tests/e2e -q -p no:cacheprovider "$@" || e2e=$?
+CI="${CI:-}" FRUGAL_BIN="$PWD/target/release/frugal" "$venv/bin/python" -m pytest tests/e2e -q -p no:cacheprovider \
+  -n 3 --dist loadfile "$@" || e2e=$?
 
 say "fuzzing (waiting for it)"
 fuzz=0
