@@ -4,5 +4,8 @@
 //!
 //! - [`rpc`]: `google.rpc.Status` and `google.rpc.RetryInfo`, the bodies of OTLP error
 //!   responses (HTTP and gRPC).
+//! - [`remote_write`]: Prometheus remote write 1.0 (`prometheus.WriteRequest`), every
+//!   field, for the remote-write receiver and destination.
 
+pub mod remote_write;
 pub mod rpc;
