@@ -195,19 +195,9 @@ impl FlatName {
 /// Loki's label-name normalisation: every character outside `[a-zA-Z0-9_]` becomes `_`;
 /// a leading digit gets `key_`, a single leading underscore gets `key`.
 pub fn normalize_label(name: &str) -> String {
-    let mut out: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if out.starts_with(|c: char| c.is_ascii_digit()) {
-        out.insert_str(0, "key_");
-    } else if out.starts_with('_') && !out.starts_with("__") {
+    // Prometheus's label-name rule, and Loki's own for a single leading underscore.
+    let mut out = super::series::label_name(name);
+    if out.starts_with('_') && !out.starts_with("__") {
         out.insert_str(0, "key");
     }
     out
