@@ -3,7 +3,8 @@
 //! live here: bodies and content types ([`codec`]), what a body holds before it is decoded
 //! ([`scan`]), and how outcomes are answered ([`status`], the one place an `IngestError`
 //! becomes an HTTP or gRPC status). Every port's connections, the admin port's too, are
-//! capped and held to deadlines by [`connections`].
+//! capped and held to deadlines by [`connections`]. [`remote_write`] reads Prometheus
+//! remote write 1.0 bodies (its route arrives with "frugal 6").
 //!
 //! Both receivers take a body apart the same way ([`unpack`]): the ingest credential first,
 //! then, holding the in-flight budget ([`crate::ingest::Ticket`]) for each step, the body
@@ -14,6 +15,7 @@ pub mod codec;
 pub mod connections;
 pub mod otlp_grpc;
 pub mod otlp_http;
+pub mod remote_write;
 pub mod scan;
 pub mod status;
 
