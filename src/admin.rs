@@ -214,7 +214,7 @@ async fn set_usage(
     let ledger = &admin.core.ledger;
     let before = ledger.used(signal);
     ledger.set_used(signal, units);
-    if let Err(e) = ledger.flush() {
+    if let Err(e) = ledger.flush(admin.core.clock.now()) {
         return json_reply(
             StatusCode::INTERNAL_SERVER_ERROR,
             &json!({"error": format!("set, but not yet flushed: {e}")}),

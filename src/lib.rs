@@ -19,6 +19,7 @@ pub mod budget;
 pub mod clock;
 pub mod core;
 pub mod forwarder;
+pub mod history;
 pub mod ingest;
 pub mod ledger;
 pub mod metering;
