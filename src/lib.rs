@@ -31,6 +31,7 @@ pub mod receivers;
 pub mod sampling;
 pub mod simulate;
 pub mod stats;
+pub mod status;
 pub mod store;
 pub mod table;
 #[cfg(test)]
