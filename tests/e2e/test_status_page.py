@@ -86,6 +86,7 @@ def test_the_status_page_draws_the_history_and_follows_it_live(standin, frugal_f
     out = subprocess.run([str(BIN), "status", "--admin", f.admin_url],
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
+    (ROOT / "target" / "frugal-status.txt").write_text(out.stdout)
     lines = out.stdout.splitlines()
     assert lines[0].startswith(f"frugal at {f.admin_url}: period ")
     traces = next(line for line in lines if line.startswith("traces "))
