@@ -94,3 +94,33 @@ def test_the_status_page_draws_the_history_and_follows_it_live(standin, frugal_f
     assert any(line.strip().startswith("projected ") for line in lines), out.stdout
     assert any(line.strip().startswith("keep priority ") for line in lines), out.stdout
     assert "metrics  0 data points (no budget)" in lines, out.stdout
+
+
+def test_the_history_survives_kill_9(standin, frugal_factory):
+    """The history is in the store with the counters: after `kill -9` and a restart, every
+    step that had passed reads as it did, and traffic goes on from there."""
+    start = (datetime.now(timezone.utc) - timedelta(seconds=2)).replace(microsecond=0)
+    period = f'period: {{every: 3m, start: "{start.isoformat().replace("+00:00", "Z")}"}}'
+    f = frugal_factory(policy_for(standin.url, extra=period, budgets="budgets: {traces: {limit: 50MB}}"))
+    rng = random.Random(3)
+    spans = OTLPSpanExporter(endpoint=f"{f.http_url}/v1/traces")
+
+    def history():
+        return requests.get(f"{f.admin_url}/api/v1/usage/history", timeout=5).json()
+
+    for _ in range(4):
+        spans.export(payloads.spans(rng, 30))
+        time.sleep(0.7)
+    used = f.used("traces")
+    # Once a step after the last export has passed (and been flushed), the steps hold it all.
+    before = wait_for(lambda: (h := history())["signals"]["traces"]["points"][-2]["used"] == used and h,
+                      what="the traffic in a passed step")
+    passed = before["signals"]["traces"]["points"][:-1]
+    f.kill9()
+    f.start()
+    after = history()["signals"]["traces"]["points"]
+    assert after[:len(passed)] == passed
+    assert after[-1]["used"] == used
+    OTLPSpanExporter(endpoint=f"{f.http_url}/v1/traces").export(payloads.spans(rng, 30))  # new ports
+    assert f.used("traces") > used
+    assert history()["signals"]["traces"]["points"][-1]["used"] == f.used("traces")
