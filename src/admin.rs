@@ -1,6 +1,8 @@
-//! The admin port: `/metrics` (Prometheus text format), `/healthz`, `/readyz`,
-//! `/api/v1/usage` (JSON: each signal's usage, limit, fraction, pacing, period), and
-//! `PUT /api/v1/usage/{signal}` (what `frugal usage set --admin` calls).
+//! The admin port: `/` (the status page, [`crate::status`]), `/metrics` (Prometheus text
+//! format), `/healthz`, `/readyz`, `/api/v1/usage` (JSON: each signal's usage, limit,
+//! fraction, pacing, period), `/api/v1/usage/history` (each signal's used amount through
+//! the period, for the page's charts), and `PUT /api/v1/usage/{signal}` (what `frugal
+//! usage set --admin` calls).
 //!
 //! Readiness means "ready to accept": the store is open and the listeners are up. It does
 //! not follow upstream health, or a Grafana outage would take frugal out of its Service
@@ -95,8 +97,35 @@ pub async fn serve(mut listener: Listener, admin: Arc<Admin>, shutdown: Cancella
 fn reply(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
     let mut r = Response::new(Full::new(body.into()));
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    r
+}
+
+/// The status page, with a fresh nonce in it and in its Content-Security-Policy: only its
+/// own inline script and style run, it may fetch only from the admin port itself, and no
+/// other site may frame it.
+fn status_page() -> Response<Body> {
+    let nonce = crate::status::nonce();
+    let mut r = reply(
+        StatusCode::OK,
+        "text/html; charset=utf-8",
+        crate::status::page(&nonce),
+    );
+    let h = r.headers_mut();
+    if let Ok(csp) = HeaderValue::from_str(&crate::status::content_security_policy(&nonce)) {
+        h.insert(header::CONTENT_SECURITY_POLICY, csp);
+    }
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
 }
 
@@ -129,12 +158,20 @@ async fn route(
             )
         }
         (Method::GET, "/api/v1/usage") => json_reply(StatusCode::OK, &usage_json(&admin.core)),
+        // Compact: the page polls it every 2 s, with up to 745 points a signal.
+        (Method::GET, "/api/v1/usage/history") => match history_json(&admin.core) {
+            Ok(v) => reply(
+                StatusCode::OK,
+                "application/json",
+                serde_json::to_vec(&v).unwrap_or_default(),
+            ),
+            Err(e) => json_reply(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &json!({"error": e.to_string()}),
+            ),
+        },
         (Method::PUT, p) if p.starts_with("/api/v1/usage/") => set_usage(admin, peer, req).await,
-        (Method::GET, "/") => reply(
-            StatusCode::OK,
-            "text/plain; charset=utf-8",
-            "frugal admin: /metrics /healthz /readyz /api/v1/usage\n",
-        ),
+        (Method::GET, "/") => status_page(),
         _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
     }
 }
@@ -214,7 +251,7 @@ async fn set_usage(
     let ledger = &admin.core.ledger;
     let before = ledger.used(signal);
     ledger.set_used(signal, units);
-    if let Err(e) = ledger.flush() {
+    if let Err(e) = ledger.flush(admin.core.clock.now()) {
         return json_reply(
             StatusCode::INTERNAL_SERVER_ERROR,
             &json!({"error": format!("set, but not yet flushed: {e}")}),
@@ -292,14 +329,24 @@ pub fn usage_json(core: &Core) -> Value {
         if policy.shadow {
             doc["would_drop"] = pairs(&u.shadow_dropped, unit);
         }
-        if limit.is_some() {
+        if let Some(l) = limit {
+            let runs_out = run_out_at(
+                l as f64 - u.used as f64,
+                p.forwarded_rate,
+                unix_seconds(now),
+                unix_seconds(period.end),
+            );
             doc["pacing"] = json!({
                 "state": p.state,
                 "keep_probability": p.probabilities,
                 "demand_per_second": p.demand,
                 "forwarded_per_second": p.forwarded_rate,
                 "projected_used": p.projected_used,
-                "projected_fraction": limit.map(|l| p.projected_used / l as f64),
+                "projected_fraction": p.projected_used / l as f64,
+                "runs_out_at": (runs_out > 0.0)
+                    .then(|| jiff::Timestamp::from_millisecond((runs_out * 1000.0) as i64).ok())
+                    .flatten()
+                    .map(|t| t.to_string()),
             });
         }
         if s == Signal::Metrics
@@ -341,6 +388,51 @@ pub fn usage_json(core: &Core) -> Value {
     })
 }
 
+/// The history document of `/api/v1/usage/history`: the period, and per signal its unit,
+/// limit, target, where the even pace to the target stands now, the projection at the
+/// period's end, the pacing state, and `points` (`t` in Unix seconds, `used`): the
+/// period's start, the end of each step passed (an hour in a month) and now.
+pub fn history_json(core: &Core) -> Result<Value, crate::store::StoreError> {
+    let policy = core.policy();
+    let now = core.clock.now();
+    let h = core.ledger.history(now)?;
+    let period = h.period;
+    let elapsed = (period.elapsed_seconds(now) / period.length_seconds()).clamp(0.0, 1.0);
+    let pacing = core.pacing.load();
+    let signals: serde_json::Map<String, Value> = Signal::ALL
+        .iter()
+        .map(|&s| {
+            let (limit, target) = limit_of(&policy, s);
+            let p = pacing.signal(s);
+            let doc = json!({
+                "unit": s.budget_unit().as_str(),
+                "limit": limit,
+                "target": target,
+                "pace": target.map(|t| t as f64 * elapsed),
+                "projected_used": limit.map(|_| p.projected_used),
+                "state": limit.map(|_| p.state),
+                "points": h.points[s],
+            });
+            (s.as_str().to_string(), doc)
+        })
+        .collect();
+    Ok(json!({
+        "period": {
+            "start": period.start.to_string(),
+            "end": period.end.to_string(),
+            "start_seconds": period.start.as_second(),
+            "end_seconds": period.end.as_second(),
+            "step_seconds": h.step_seconds,
+        },
+        "now": now.as_second(),
+        "signals": signals,
+    }))
+}
+
+fn unix_seconds(t: jiff::Timestamp) -> f64 {
+    t.as_millisecond() as f64 / 1000.0
+}
+
 /// When a budget with `left` bytes runs out at `rate` bytes/s, in Unix seconds: `now` if
 /// nothing is left, 0 if it lasts past the period's `end` (or nothing is being sent).
 fn run_out_at(left: f64, rate: f64, now: f64, end: f64) -> f64 {
@@ -367,8 +459,7 @@ fn refresh_gauges(core: &Core) {
     let now = core.clock.now();
     g.elapsed_ratio
         .set((period.elapsed_seconds(now) / period.length_seconds()).clamp(0.0, 1.0));
-    let seconds = |t: jiff::Timestamp| t.as_millisecond() as f64 / 1000.0;
-    let (end, now_s) = (seconds(period.end), seconds(now));
+    let (end, now_s) = (unix_seconds(period.end), unix_seconds(now));
     let pacing = core.pacing.load();
     for s in Signal::ALL {
         let sig = s.as_str();
@@ -621,6 +712,81 @@ mod tests {
         assert!(metrics.contains(&format!(
             "frugal_period_usage_bytes{{signal=\"traces\"}} {used}"
         )));
+    }
+
+    #[tokio::test]
+    async fn the_history_has_a_point_an_hour_and_one_now() {
+        let (addr, admin) = start("budgets: {traces: {limit: 1GB}}").await;
+        let (status, _) = request(
+            addr,
+            "PUT",
+            "/api/v1/usage/traces",
+            &[],
+            br#"{"used": "12MB"}"#,
+        )
+        .await;
+        assert_eq!(status, 200);
+        admin
+            .core
+            .ledger
+            .charge(Signal::Traces, Weight { items: 1, units: 5 }); // not flushed yet
+        let (status, body) = request(addr, "GET", "/api/v1/usage/history", &[], b"").await;
+        assert_eq!(status, 200, "{body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        let p = &v["period"];
+        assert_eq!(p["start"], json!("2026-11-01T00:00:00Z"));
+        assert_eq!(p["end"], json!("2026-12-01T00:00:00Z"));
+        assert_eq!(p["step_seconds"], json!(3600));
+        let (start, now) = (
+            p["start_seconds"].as_i64().unwrap(),
+            v["now"].as_i64().unwrap(),
+        );
+        assert_eq!(now - start, 15 * 86400, "the 16th, midnight");
+        let t = &v["signals"]["traces"];
+        assert_eq!(t["unit"], json!("bytes"));
+        assert_eq!(t["limit"], json!(1_000_000_000));
+        assert_eq!(t["target"], json!(950_000_000));
+        assert_eq!(t["pace"], json!(950_000_000.0 * 0.5));
+        let points = t["points"].as_array().unwrap();
+        assert_eq!(
+            points.len(),
+            1 + 360 + 1,
+            "the start, every hour passed, now"
+        );
+        assert_eq!(points[0], json!({"t": start, "used": 0}));
+        assert_eq!(points[1], json!({"t": start + 3600, "used": 0}));
+        assert_eq!(points[361], json!({"t": now, "used": 12_000_005}));
+        let logs = &v["signals"]["logs"];
+        assert_eq!(
+            (&logs["limit"], &logs["state"]),
+            (&Value::Null, &Value::Null)
+        );
+        assert_eq!(logs["points"].as_array().unwrap().len(), 362);
+    }
+
+    #[test]
+    fn the_status_page_allows_only_its_own_script_and_style() {
+        let r = status_page();
+        let h = r.headers();
+        assert_eq!(h[header::CONTENT_TYPE], "text/html; charset=utf-8");
+        assert_eq!(h[header::X_FRAME_OPTIONS], "DENY");
+        assert_eq!(h[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+        let csp = h[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+        let nonce = csp
+            .split("'nonce-")
+            .nth(1)
+            .and_then(|n| n.split('\'').next())
+            .unwrap()
+            .to_string();
+        assert!(csp.contains("connect-src 'self'"), "{csp}");
+        let body = r.into_body();
+        let html = futures_util::FutureExt::now_or_never(body.collect())
+            .unwrap()
+            .unwrap()
+            .to_bytes();
+        let html = String::from_utf8_lossy(&html);
+        assert!(html.contains(&format!("<script nonce=\"{nonce}\">")));
+        assert!(html.contains("api/v1/usage/history"));
     }
 
     #[tokio::test]

@@ -70,8 +70,8 @@ impl Running {
             tracing::warn!("requests still in flight after the grace period; stopping anyway");
             self.tasks.abort_all();
         }
-        let ledger = self.core.ledger.clone();
-        tokio::task::spawn_blocking(move || ledger.flush())
+        let core = self.core.clone();
+        tokio::task::spawn_blocking(move || core.ledger.flush(core.clock.now()))
             .await
             .context("flush task")?
             .context("final flush of the usage counters")?;

@@ -107,11 +107,12 @@ impl Core {
     /// counters to the store (blocking I/O: call it off the async workers). Returns the new
     /// period when one began.
     pub fn roll_and_flush(&self) -> Result<Option<Period>, StoreError> {
-        let rolled = self.ledger.roll(self.clock.now())?;
+        let now = self.clock.now();
+        let rolled = self.ledger.roll(now)?;
         if let Some(p) = rolled {
             tracing::info!(start = %p.start, end = %p.end, "a new budget period began");
         }
-        self.ledger.flush()?;
+        self.ledger.flush(now)?;
         Ok(rolled)
     }
 }

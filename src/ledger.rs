@@ -10,7 +10,9 @@
 //! limit however many requests race for the last bytes.
 //!
 //! [`Ledger::flush`] writes the deltas since the last flush to the store (the app calls it
-//! every `flush_interval`; at most that much metering is lost on a crash). When the clock
+//! every `flush_interval`; at most that much metering is lost on a crash), and with them,
+//! in the same `add`, what they moved each signal's `used` by in the hour of the flush
+//! ([`crate::history`]; [`Ledger::history`] reads it back). When the clock
 //! passes the period's end, [`Ledger::roll`] starts the next period from the store's
 //! counters for it; the finished period keeps being flushed until it is quiet, so late
 //! increments are not lost. No I/O happens on the request path.
@@ -22,6 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use arc_swap::ArcSwap;
 use jiff::Timestamp;
 
+use crate::history::{History, Movement};
 use crate::metering::Weight;
 use crate::model::{
     Class, DropReason, PerClass, PerDropReason, PerRejectReason, PerSignal, RejectReason, Signal,
@@ -141,6 +144,21 @@ impl SignalCounters {
 /// Where the time frugal began counting in a period is stored (Unix seconds).
 const SINCE_KEY: &str = "meta/since_seconds";
 
+/// What stored counters (or a flush's deltas of them) moved `signal`'s `used` by: the
+/// same sums as [`SignalCounters::used`], on the store's names.
+fn movement(counters: &Counters, signal: Signal) -> Movement {
+    let get = |name: String| counters.get(&name).copied().unwrap_or(0);
+    let rejected = RejectReason::ALL
+        .iter()
+        .map(|r| get(format!("{signal}/rejected_units/{}", r.name())))
+        .fold(0, u64::saturating_add);
+    Movement {
+        added: get(format!("{signal}/sent_units"))
+            .saturating_add(get(format!("{signal}/adjust_up_units"))),
+        subtracted: get(format!("{signal}/adjust_down_units")).saturating_add(rejected),
+    }
+}
+
 /// The counters of one period.
 #[derive(Debug)]
 struct PeriodCounters {
@@ -191,13 +209,14 @@ impl PeriodCounters {
         *self.flushed.lock().unwrap_or_else(|e| e.into_inner()) = totals.clone();
     }
 
-    /// Writes what changed since the last flush. Returns whether anything was written.
-    fn flush(&self, store: &dyn UsageStore) -> Result<bool, StoreError> {
+    /// Writes what changed since the last flush, and its history in the step of `now`.
+    /// Returns whether anything was written.
+    fn flush(&self, store: &dyn UsageStore, now_at: Timestamp) -> Result<bool, StoreError> {
         // The snapshot is taken under the lock, so two flushes cannot record an older
         // snapshot over a newer one (and write its deltas twice).
         let mut flushed = self.flushed.lock().unwrap_or_else(|e| e.into_inner());
         let now = self.snapshot();
-        let deltas: Counters = now
+        let mut deltas: Counters = now
             .iter()
             .filter_map(|(k, v)| {
                 let old = flushed.get(k).copied().unwrap_or(0);
@@ -209,6 +228,8 @@ impl PeriodCounters {
         if deltas.is_empty() {
             return Ok(false);
         }
+        let moved = PerSignal::from_fn(|s| movement(&deltas, s));
+        crate::history::record(&self.period, now_at, &moved, &mut deltas);
         store.add(&self.period.key(), &deltas)?;
         *flushed = now;
         Ok(true)
@@ -404,24 +425,41 @@ impl Ledger {
         // Whatever the finished period still holds is written now and on the next flushes
         // (kept as `previous` first, so a failed flush here is retried, not lost).
         *self.previous.lock().unwrap_or_else(|e| e.into_inner()) = Some(cur.clone());
-        cur.flush(self.store.as_ref())?;
+        cur.flush(self.store.as_ref(), now)?;
         Ok(Some(period))
     }
 
-    /// Writes every change since the last flush to the store, durably.
-    pub fn flush(&self) -> Result<(), StoreError> {
+    /// Writes every change since the last flush to the store, durably; `now` says which
+    /// hour of the history the changes fall in.
+    pub fn flush(&self, now: Timestamp) -> Result<(), StoreError> {
         let prev = self
             .previous
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         if let Some(prev) = prev
-            && !prev.flush(self.store.as_ref())?
+            && !prev.flush(self.store.as_ref(), now)?
         {
             *self.previous.lock().unwrap_or_else(|e| e.into_inner()) = None;
         }
-        self.current.load().flush(self.store.as_ref())?;
+        self.current.load().flush(self.store.as_ref(), now)?;
         Ok(())
+    }
+
+    /// The current period's history as stored (reads the store), ending with each
+    /// signal's `used` at `now`, flushed or not.
+    pub fn history(&self, now: Timestamp) -> Result<History, StoreError> {
+        let cur = self.current.load();
+        let totals = self.store.totals(&cur.period.key())?;
+        let total = PerSignal::from_fn(|s| movement(&totals, s));
+        let live = cur.signals.map(|_, c| c.used());
+        Ok(crate::history::read(
+            &cur.period,
+            &totals,
+            &total,
+            now,
+            &live,
+        ))
     }
 
     /// Counts what was offered (before sampling).
@@ -571,7 +609,7 @@ pub fn set_used_offline(
     let ledger = Ledger::open(store, spec, now)?;
     let before = ledger.used(signal);
     ledger.set_used(signal, units);
-    ledger.flush()?;
+    ledger.flush(now)?;
     Ok((before, ledger.used(signal)))
 }
 
@@ -617,7 +655,7 @@ mod tests {
         charge.not_arrived(RejectReason::Unreachable);
         assert_eq!(l.used(Signal::Traces), 0);
         let nov = l.previous().unwrap();
-        l.flush().unwrap();
+        l.flush(ts("2026-12-01T00:00:02Z")).unwrap();
         let (_, nov_after) = l.previous().unwrap().unwrap();
         assert_eq!(nov_after[Signal::Traces], 0, "{nov:?}");
         // Retries are held to the cap.
@@ -657,7 +695,7 @@ mod tests {
         l.offered(Signal::Traces, Class::Priority, w(1, 300));
         l.dropped(Signal::Traces, DropReason::Sampled, w(5, 2500));
         l.charge(Signal::Traces, w(6, 2800)).acked(0);
-        l.flush().unwrap();
+        l.flush(ts("2026-11-25T00:30:00Z")).unwrap();
         l.charge(Signal::Traces, w(1, 100)); // not flushed: lost in a crash
         drop(l);
         let l = ledger(store, "2026-11-25T01:00:00Z");
@@ -672,6 +710,103 @@ mod tests {
         assert_eq!(u.dropped[DropReason::Sampled].units, 2500);
     }
 
+    fn points(h: &History, s: Signal) -> Vec<(String, u64)> {
+        h.points[s]
+            .iter()
+            .map(|p| {
+                let t = Timestamp::from_second(p.t).unwrap().to_string();
+                (t, p.used)
+            })
+            .collect()
+    }
+
+    fn p(t: &str, used: u64) -> (String, u64) {
+        (t.to_string(), used)
+    }
+
+    #[test]
+    fn history_is_written_with_each_flush_and_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = |now: &str| {
+            let store = crate::store::SledStore::open(dir.path(), 1 << 20).unwrap();
+            Ledger::open(Arc::new(store), PeriodSpec::utc_month(), ts(now)).unwrap()
+        };
+        let l = open("2026-12-01T00:05:00Z");
+        l.charge(Signal::Traces, w(1, 1000));
+        l.flush(ts("2026-12-01T00:10:00Z")).unwrap();
+        l.charge(Signal::Traces, w(1, 500))
+            .not_arrived(RejectReason::BadRequest);
+        l.charge(Signal::Logs, w(1, 70));
+        l.flush(ts("2026-12-01T01:10:00Z")).unwrap();
+        l.set_used(Signal::Traces, 300);
+        l.flush(ts("2026-12-01T02:10:00Z")).unwrap();
+        l.charge(Signal::Traces, w(1, 1)); // not flushed: in the last point only
+        let h = l.history(ts("2026-12-01T03:30:00Z")).unwrap();
+        assert_eq!(h.step_seconds, 3600);
+        assert_eq!(
+            points(&h, Signal::Traces),
+            [
+                p("2026-12-01T00:00:00Z", 0),
+                p("2026-12-01T01:00:00Z", 1000),
+                p("2026-12-01T02:00:00Z", 1000),
+                p("2026-12-01T03:00:00Z", 300),
+                p("2026-12-01T03:30:00Z", 301),
+            ]
+        );
+        assert_eq!(points(&h, Signal::Logs)[2], p("2026-12-01T02:00:00Z", 70));
+        drop(l);
+        // Restarted (the unflushed byte is lost, as a crash loses it).
+        let l = open("2026-12-01T04:00:00Z");
+        assert_eq!(
+            l.used(Signal::Traces),
+            300,
+            "history keys leave the counters alone"
+        );
+        assert_eq!(l.used(Signal::Logs), 70);
+        let h = l.history(ts("2026-12-01T04:00:00Z")).unwrap();
+        let t = points(&h, Signal::Traces);
+        assert_eq!(t[3], p("2026-12-01T03:00:00Z", 300));
+        assert_eq!(t[4], p("2026-12-01T04:00:00Z", 300));
+        assert_eq!(t.last(), Some(&p("2026-12-01T04:00:00Z", 300)));
+    }
+
+    #[test]
+    fn the_history_of_a_busy_period_ends_at_what_the_counters_say() {
+        let store = Arc::new(MemoryStore::default());
+        let l = ledger(store.clone(), "2026-11-01T00:00:00Z");
+        let mut now = ts("2026-11-01T00:00:00Z");
+        for i in 0..2000u64 {
+            now += jiff::SignedDuration::from_secs(1234);
+            let c = l.charge(Signal::Traces, w(1, 100 + i % 7));
+            if i % 5 == 0 {
+                c.not_arrived(RejectReason::Unreachable);
+            }
+            if i % 400 == 0 {
+                l.set_used(Signal::Traces, l.used(Signal::Traces) / 2);
+            }
+            l.flush(now).unwrap();
+        }
+        // An hour on, the last step's point is what was flushed in it.
+        let h = l
+            .history(now + jiff::SignedDuration::from_hours(1))
+            .unwrap();
+        let t = &h.points[Signal::Traces];
+        assert!(t.len() <= 746, "{}", t.len());
+        let at_last_step = t[t.len() - 2];
+        assert_eq!(at_last_step.used, t[t.len() - 1].used, "all flushed");
+        assert_eq!(at_last_step.used, l.used(Signal::Traces));
+        // The next period begins empty; the late flush of the old one lands in its last hour.
+        l.charge(Signal::Traces, w(1, 9));
+        l.roll(ts("2026-12-01T00:00:01Z")).unwrap();
+        let dec = l.history(ts("2026-12-01T00:00:01Z")).unwrap();
+        assert_eq!(
+            points(&dec, Signal::Traces),
+            [p("2026-12-01T00:00:00Z", 0), p("2026-12-01T00:00:01Z", 0)]
+        );
+        let nov = store.totals("2026-11-01T00:00:00Z").unwrap();
+        assert!(nov.contains_key("history/2026-11-30T23:00:00Z/traces/added_units"));
+    }
+
     #[test]
     fn a_new_period_starts_on_its_own_and_late_counts_land_in_the_old_one() {
         let store = Arc::new(MemoryStore::default());
@@ -682,7 +817,7 @@ mod tests {
         assert_eq!(next.start, ts("2026-12-01T00:00:00Z"));
         assert_eq!(l.used(Signal::Logs), 0);
         l.charge(Signal::Logs, w(1, 5));
-        l.flush().unwrap();
+        l.flush(ts("2026-12-01T00:00:02Z")).unwrap();
         assert_eq!(
             store.totals("2026-11-01T00:00:00Z").unwrap()["logs/sent_units"],
             100
@@ -726,7 +861,7 @@ mod tests {
         l.set_used(Signal::Metrics, 7);
         assert_eq!(l.used(Signal::Metrics), 7);
         // What is flushed and read back is the same.
-        l.flush().unwrap();
+        l.flush(ts("2026-11-15T00:30:00Z")).unwrap();
         drop(l);
         let l = ledger(store, "2026-11-15T01:00:00Z");
         assert_eq!(l.used(Signal::Traces), u64::MAX);
@@ -764,7 +899,7 @@ mod tests {
         l.set_used(Signal::Traces, 500);
         assert_eq!(l.used(Signal::Traces), 500);
         assert_eq!(l.usage(Signal::Traces).adjustment, -500);
-        l.flush().unwrap();
+        l.flush(ts("2026-11-15T00:30:00Z")).unwrap();
         let (before, after) = set_used_offline(
             store,
             PeriodSpec::utc_month(),

@@ -19,6 +19,7 @@ pub mod budget;
 pub mod clock;
 pub mod core;
 pub mod forwarder;
+pub mod history;
 pub mod ingest;
 pub mod ledger;
 pub mod metering;
@@ -30,6 +31,7 @@ pub mod receivers;
 pub mod sampling;
 pub mod simulate;
 pub mod stats;
+pub mod status;
 pub mod store;
 pub mod table;
 #[cfg(test)]

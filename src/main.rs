@@ -44,6 +44,15 @@ enum Command {
     /// Show or set this period's usage.
     #[command(subcommand)]
     Usage(UsageCommand),
+    /// Status at a glance, from the running frugal: per signal a bar of the budget used
+    /// against the pace line, the projection, the run-out time and the keep probabilities.
+    Status {
+        #[command(flatten)]
+        policy: PolicyArgs,
+        /// Ask the frugal at this admin URL (e.g. http://frugal:4319).
+        #[arg(long)]
+        admin: Option<String>,
+    },
     /// Decide trace IDs (hex, one per line on stdin) at a fixed probability, as frugal
     /// would: prints `<trace id> keep|drop <tracestate>`.
     Sample(SampleArgs),
@@ -239,6 +248,24 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Simulate(args) => simulate(args),
         Command::Usage(cmd) => usage(cmd),
+        Command::Status { policy, admin } => {
+            let p = load_offline(&policy)?;
+            let urls = admin_urls(&p, admin.as_deref());
+            match ask_running(&urls, admin.is_some())? {
+                Some((url, body)) => {
+                    let source = format!("frugal at {}", frugal::forwarder::redacted(&url));
+                    print!(
+                        "{}",
+                        frugal::status::render_text(&serde_json::from_str(&body)?, &source)
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                None => bail!(
+                    "no frugal answered at {} (frugal status asks a running one; use --admin http://<host>:4319)",
+                    shown(&urls)
+                ),
+            }
+        }
         Command::Sample(a) => sample(a),
     }
 }
@@ -355,6 +382,36 @@ fn print_usage(doc: &serde_json::Value, source: &str) {
     }
 }
 
+/// Where to ask a running frugal: `admin` if given, else the address it wrote in the data
+/// directory and the policy's admin address.
+fn admin_urls(p: &Policy, admin: Option<&str>) -> Vec<String> {
+    match admin {
+        Some(url) => vec![url.trim_end_matches('/').to_string()],
+        None => frugal::admin_client::candidates(&p.store.data_dir, p.listen.admin),
+    }
+}
+
+/// The first of `urls` whose frugal answers `/api/v1/usage`, with its document; an error
+/// when `explicit` (an operator-given URL) and it did not answer.
+fn ask_running(urls: &[String], explicit: bool) -> anyhow::Result<Option<(String, String)>> {
+    for url in urls {
+        match frugal::admin_client::get(&format!("{url}/api/v1/usage")) {
+            Ok(body) => return Ok(Some((url.clone(), body))),
+            Err(e) if explicit => return Err(e),
+            Err(_) => {}
+        }
+    }
+    Ok(None)
+}
+
+/// URLs as they may be printed (without credentials).
+fn shown(urls: &[String]) -> String {
+    urls.iter()
+        .map(|u| frugal::forwarder::redacted(u))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn usage(cmd: UsageCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         UsageCommand::Show {
@@ -364,36 +421,23 @@ fn usage(cmd: UsageCommand) -> anyhow::Result<ExitCode> {
         } => {
             let p = load_offline(&policy)?;
             // A running frugal holds the store: ask it first.
-            let explicit = admin.is_some();
-            let urls = match admin {
-                Some(url) => vec![url.trim_end_matches('/').to_string()],
-                None => frugal::admin_client::candidates(&p.store.data_dir, p.listen.admin),
-            };
-            for url in &urls {
-                match frugal::admin_client::get(&format!("{url}/api/v1/usage")) {
-                    Ok(body) => {
-                        if json {
-                            println!("{body}");
-                        } else {
-                            print_usage(
-                                &serde_json::from_str(&body)?,
-                                &format!("frugal at {}", frugal::forwarder::redacted(url)),
-                            );
-                        }
-                        return Ok(ExitCode::SUCCESS);
-                    }
-                    Err(e) if explicit => return Err(e),
-                    Err(_) => {}
+            let urls = admin_urls(&p, admin.as_deref());
+            if let Some((url, body)) = ask_running(&urls, admin.is_some())? {
+                if json {
+                    println!("{body}");
+                } else {
+                    print_usage(
+                        &serde_json::from_str(&body)?,
+                        &format!("frugal at {}", frugal::forwarder::redacted(&url)),
+                    );
                 }
+                return Ok(ExitCode::SUCCESS);
             }
             let store = frugal::store::SledStore::open(&p.store.data_dir, p.store.cache_bytes)
                 .map_err(|e| {
                     anyhow::anyhow!(
                         "{e}\n(no frugal answered at {}; if one runs elsewhere, use --admin http://<host>:4319)",
-                        urls.iter()
-                            .map(|u| frugal::forwarder::redacted(u))
-                            .collect::<Vec<_>>()
-                            .join(", ")
+                        shown(&urls)
                     )
                 })?;
             let ledger =

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine:
-#   1. what the tests need: Python's venv module, util-linux, g++ and Prometheus (Debian
-#      packages, only if missing), and a Python venv in .venv with the OpenTelemetry SDK and exporters;
+#   1. what the tests need: Python's venv module, util-linux, g++, Prometheus, Chromium and
+#      Node (Debian packages, only if missing), a Python venv in .venv with the OpenTelemetry
+#      SDK and exporters, and playwright-core in tests/e2e/browser (npm ci, only when its
+#      lock file changed; it drives Debian's Chromium, never a browser of its own);
 #   2. formatting and lints;
 #   3. Rust unit and integration tests (release profile: the simulator runs months);
 #   4. end-to-end tests: the real binary, real clients, an upstream stand-in; beside them,
@@ -17,6 +19,8 @@ python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 command -v setpriv >/dev/null || need_apt+=(util-linux)
 command -v c++ >/dev/null || need_apt+=(g++)   # libFuzzer, for the fuzz targets
 command -v promtool >/dev/null || need_apt+=(prometheus)   # promtool checks the scrape
+command -v chromium >/dev/null || need_apt+=(chromium)   # the status page's browser test
+command -v node >/dev/null || need_apt+=(nodejs npm)     # ...driven by playwright-core
 if [ ${#need_apt[@]} -gt 0 ]; then
   say "installing Debian packages: ${need_apt[*]}"
   sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
@@ -33,6 +37,15 @@ if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; 
   "$venv/bin/pip" install --quiet --upgrade pip
   "$venv/bin/pip" install --quiet -r tests/e2e/requirements.txt
   echo "$want" > "$stamp"
+fi
+
+browser=tests/e2e/browser
+browser_stamp="$browser/node_modules/.package-lock.sha256"
+want=$(sha256sum "$browser/package-lock.json" | cut -d' ' -f1)
+if [ "$(cat "$browser_stamp" 2>/dev/null)" != "$want" ]; then
+  say "installing playwright-core ($browser)"
+  (cd "$browser" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
+  echo "$want" > "$browser_stamp"
 fi
 
 say "formatting and lints"

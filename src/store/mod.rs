@@ -110,6 +110,12 @@ pub(crate) mod conformance {
             .add(p2, &c(&[("traces/sent_bytes", u64::MAX)]))
             .unwrap();
         assert_eq!(big["traces/sent_bytes"], u64::MAX);
+        // History counters (`history/<hour>/<signal>/...`) are counters like any other,
+        // returned with the period's and removed with it.
+        let hour = "history/2026-12-01T05:00:00Z/traces/added_units";
+        let h = store.add(p2, &c(&[(hour, 3)])).unwrap();
+        assert_eq!((h[hour], h["traces/sent_bytes"]), (3, u64::MAX));
+        assert_eq!(store.add(p2, &c(&[(hour, 4)])).unwrap()[hour], 7);
         store.remove_period(p2).unwrap();
         assert!(store.totals(p2).unwrap().is_empty());
         assert_eq!(store.periods().unwrap(), vec![p1.to_string()]);
