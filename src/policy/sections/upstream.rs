@@ -89,7 +89,7 @@ fn otlp(n: Node<'_>) -> Option<Endpoint> {
             UpstreamAuth::None
         }
     };
-    let headers = with(&mut o, "headers", headers).unwrap_or_default();
+    let headers = with(&mut o, "headers", |n| headers(n, false)).unwrap_or_default();
     let compression = with(&mut o, "compression", |n| {
         n.choice(&[("gzip", Compression::Gzip), ("none", Compression::None)])
     })
@@ -134,14 +134,15 @@ fn endpoint(s: &str) -> Result<String, String> {
 }
 
 /// Whether a URL (or something meant to be one) has `userinfo@` before its host.
-fn has_userinfo(s: &str) -> bool {
+pub(super) fn has_userinfo(s: &str) -> bool {
     let rest = s.split_once("://").map_or(s, |(_, rest)| rest);
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     rest[..authority_end].contains('@')
 }
 
-/// Extra headers: valid names and values, and never `Authorization` (which has its keys).
-fn headers(n: Node<'_>) -> Option<Vec<(String, String)>> {
+/// Extra headers: valid names and values; `Authorization` only where `authorization` allows
+/// it (an upstream has keys of its own for it, a webhook does not).
+pub(super) fn headers(n: Node<'_>, authorization: bool) -> Option<Vec<(String, String)>> {
     let mut out = Vec::new();
     for (k, v, path) in n.entries()? {
         let value = match v {
@@ -156,7 +157,7 @@ fn headers(n: Node<'_>) -> Option<Vec<(String, String)>> {
             n.problems.push(&path, "is not a valid header name");
         } else if http::HeaderValue::from_str(&value).is_err() {
             n.problems.push(&path, "is not a valid header value");
-        } else if k.eq_ignore_ascii_case("authorization") {
+        } else if !authorization && k.eq_ignore_ascii_case("authorization") {
             n.problems
                 .push(&path, "use basic_auth or bearer_token for Authorization");
         } else {
