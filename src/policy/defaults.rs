@@ -280,6 +280,16 @@ const fn within(d: Duration, range: &RangeInclusive<Duration>) -> bool {
     range.start().as_nanos() <= d.as_nanos() && d.as_nanos() <= range.end().as_nanos()
 }
 
+// alerts
+
+/// `alerts.thresholds`: half, 80% and 95% of the limit, as the Prometheus rules in
+/// `dashboards/frugal-alerts.yaml` have them.
+pub const DEFAULT_ALERT_THRESHOLDS: [Threshold; 3] =
+    [Threshold(5_000), Threshold(8_000), Threshold(9_500)];
+
+/// `alerts.projected_overage`: notify when the projection reaches the limit.
+pub const DEFAULT_PROJECTED_OVERAGE: bool = true;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -341,13 +351,3 @@ mod tests {
         assert!(!p.shadow);
     }
 }
-
-// alerts
-
-/// `alerts.thresholds`: half, 80% and 95% of the limit, as the Prometheus rules in
-/// `dashboards/frugal-alerts.yaml` have them.
-pub const DEFAULT_ALERT_THRESHOLDS: [Threshold; 3] =
-    [Threshold(5_000), Threshold(8_000), Threshold(9_500)];
-
-/// `alerts.projected_overage`: notify when the projection reaches the limit.
-pub const DEFAULT_PROJECTED_OVERAGE: bool = true;

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 
 use serde_json::Value;
 
-use super::upstream::{has_userinfo, headers};
+use super::upstream::{BadUrl, check_http_url, headers};
 use crate::policy::defaults::{DEFAULT_ALERT_THRESHOLDS, DEFAULT_PROJECTED_OVERAGE};
 use crate::policy::tree::{Node, required, with};
 use crate::policy::{Alerts, Threshold, Webhook, WebhookFormat};
@@ -122,17 +122,12 @@ fn webhook_url(s: &str) -> Result<String, String> {
     if s.is_empty() {
         return Err("is empty (is its variable set?)".into());
     }
-    if has_userinfo(s) {
-        return Err(
+    match check_http_url(s) {
+        Ok(()) => Ok(s.to_string()),
+        Err(BadUrl::Credentials) => Err(
             "must not contain a user name or password (user:password@host): put the credential in headers (Authorization: ...) instead"
                 .into(),
-        );
-    }
-    let ok = (s.starts_with("http://") || s.starts_with("https://"))
-        && s.parse::<http::Uri>().is_ok_and(|u| u.host().is_some());
-    if ok {
-        Ok(s.to_string())
-    } else {
-        Err("is not an http:// or https:// URL".into())
+        ),
+        Err(BadUrl::NotHttp) => Err("is not an http:// or https:// URL".into()),
     }
 }

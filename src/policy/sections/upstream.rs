@@ -115,26 +115,39 @@ fn otlp(n: Node<'_>) -> Option<Endpoint> {
 /// a user name or password: frugal prints its endpoints, and credentials have their keys.
 fn endpoint(s: &str) -> Result<String, String> {
     let s = s.trim().trim_end_matches('/');
-    if has_userinfo(s) {
+    match check_http_url(s) {
+        Ok(()) => Ok(s.to_string()),
         // Not repeated here: the message would print the password.
-        return Err(
+        Err(BadUrl::Credentials) => Err(
             "must not contain a user name or password (user:password@host): put them in basic_auth: {username, password} (or bearer_token) instead"
                 .into(),
-        );
-    }
-    let ok = (s.starts_with("http://") || s.starts_with("https://"))
-        && s.parse::<http::Uri>().is_ok_and(|u| u.host().is_some());
-    if ok {
-        Ok(s.to_string())
-    } else {
-        Err(format!(
+        ),
+        Err(BadUrl::NotHttp) => Err(format!(
             "{s:?} is not an http:// or https:// URL (try https://otlp-gateway-prod-eu-west-2.grafana.net/otlp)"
-        ))
+        )),
     }
 }
 
+/// Why a URL is refused.
+pub(super) enum BadUrl {
+    /// It has `user:password@` before its host.
+    Credentials,
+    /// It is not an http:// or https:// URL with a host.
+    NotHttp,
+}
+
+/// Whether `s` is an http(s) URL with a host and without credentials in it.
+pub(super) fn check_http_url(s: &str) -> Result<(), BadUrl> {
+    if has_userinfo(s) {
+        return Err(BadUrl::Credentials);
+    }
+    let ok = (s.starts_with("http://") || s.starts_with("https://"))
+        && s.parse::<http::Uri>().is_ok_and(|u| u.host().is_some());
+    if ok { Ok(()) } else { Err(BadUrl::NotHttp) }
+}
+
 /// Whether a URL (or something meant to be one) has `userinfo@` before its host.
-pub(super) fn has_userinfo(s: &str) -> bool {
+fn has_userinfo(s: &str) -> bool {
     let rest = s.split_once("://").map_or(s, |(_, rest)| rest);
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     rest[..authority_end].contains('@')
