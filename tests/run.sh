@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine:
-#   1. what the tests need: Python's venv module, util-linux, g++ and Prometheus (Debian
-#      packages, only if missing), and a Python venv in .venv with the OpenTelemetry SDK and exporters;
+#   1. what the tests need: Python's venv module, util-linux, g++, Prometheus and
+#      Alertmanager (Debian packages, only if missing), and a Python venv in .venv with the OpenTelemetry SDK and exporters;
 #   2. formatting and lints;
 #   3. Rust unit and integration tests (release profile: the simulator runs months);
 #   4. end-to-end tests: the real binary, real clients, an upstream stand-in; beside them,
@@ -17,6 +17,7 @@ python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 command -v setpriv >/dev/null || need_apt+=(util-linux)
 command -v c++ >/dev/null || need_apt+=(g++)   # libFuzzer, for the fuzz targets
 command -v promtool >/dev/null || need_apt+=(prometheus)   # promtool checks the scrape
+command -v prometheus-alertmanager >/dev/null || need_apt+=(prometheus-alertmanager)   # receives notifications
 if [ ${#need_apt[@]} -gt 0 ]; then
   say "installing Debian packages: ${need_apt[*]}"
   sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
