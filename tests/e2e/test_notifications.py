@@ -1,7 +1,8 @@
 """Built-in notifications (the policy's `alerts`) with a real Alertmanager (Debian's
 `prometheus-alertmanager`; tests/run.sh installs it) and a generic webhook: one
 notification per threshold per period, across a `kill -9` of frugal and its restart;
-nothing below a threshold; a failed generic POST retried with the same idempotency key."""
+nothing below a threshold; a failed generic POST retried with the same idempotency key;
+alerts resolved at the period's end, and nothing carried into the next period."""
 
 from __future__ import annotations
 
@@ -213,6 +214,45 @@ alerts:
         labels = [a["labels"] for _, _, b in recorder.of("/am") for a in b["alerts"]]
         assert all(set(lab) == {"alertname", "signal", "threshold", "period_start"} for lab in labels), labels
         assert all(SECRET not in line for line in first_log + f.log)
+    finally:
+        am.stop()
+        recorder.stop()
+
+
+def test_alerts_resolve_at_the_period_end_and_the_next_period_starts_afresh(alertmanager_exe, standin,
+                                                                             frugal_factory, tmp_path):
+    recorder = Recorder()
+    am = Alertmanager(alertmanager_exe, recorder.url, tmp_path)
+    try:
+        # A one-minute period with about 40 s left: frugal re-posts every second, endsAt
+        # four seconds ahead but never past the period's end.
+        start = int(time.time()) - 20
+        policy = policy_for(standin.url, budgets=f"""
+period: {{every: 1m, start: "{datetime.fromtimestamp(start, timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')}"}}
+budgets:
+  traces: {{limit: 1GB}}
+alerts:
+  thresholds: [50%]
+  projected_overage: false
+  webhooks: [{{url: "{am.url}/api/v2/alerts", format: alertmanager}}]
+""")
+        f = frugal_factory(policy)
+        first_period = f.usage()["period"]["start"]
+        assert f.set_usage("traces", "600MB").status_code == 200
+        wait_for(lambda: firing_notifications(recorder).get("50%") == 1, timeout=15,
+                 what="Alertmanager's notification for 50%")
+        # At the period's end the alert's endsAt passes: Alertmanager resolves it and says
+        # so within a group interval.
+        end = start + 60
+        wait_for(lambda: any(b["status"] == "resolved" and b["alerts"][0]["labels"]["period_start"] == first_period
+                             for _, _, b in recorder.of("/am")),
+                 timeout=max(0.0, end - time.time()) + 15, interval=0.2, what="the alert resolved at the period's end")
+        wait_for(lambda: f.usage()["period"]["start"] != first_period, timeout=5, what="the next period")
+        assert f.used("traces") == 0
+        # The new period has used nothing: nothing fires in it (a check every 100 ms, a
+        # group wait of 1 s: three group intervals are ample).
+        stays(lambda: firing_notifications(recorder) == {"50%": 1}, 3 * GROUP_INTERVAL_S,
+              "nothing fires in the new period")
     finally:
         am.stop()
         recorder.stop()
