@@ -4,7 +4,8 @@
 //! usage store is opened — retried until it opens, never replaced by an empty one — then
 //! the ledger, pacer, upstream and receivers. Running: the flusher writes usage to disk
 //! every `flush_interval` and starts new periods; the pacer recomputes keep probabilities
-//! every `recompute_every`. Stop (SIGTERM): unready, stop accepting, let requests in
+//! every `recompute_every`; the notifier (when the policy has `alerts`) checks the budgets
+//! as often and posts to the webhooks. Stop (SIGTERM): unready, stop accepting, let requests in
 //! flight finish within the grace period, flush, return.
 
 use std::net::SocketAddr;
@@ -22,6 +23,7 @@ use crate::clock::SharedClock;
 use crate::core::Core;
 use crate::forwarder::{Export, Forwarder};
 use crate::model::Port;
+use crate::notifier::Notifier;
 use crate::policy::Policy;
 use crate::receivers::connections::{self, Listener};
 use crate::receivers::{otlp_grpc, otlp_http};
@@ -207,6 +209,13 @@ pub async fn start_with(
         new_period,
         shutdown.clone(),
     ));
+    if let Some(n) = Notifier::new(core.clone()) {
+        tasks.spawn(notifier(
+            Arc::new(n),
+            policy.pacing.recompute_every,
+            shutdown.clone(),
+        ));
+    }
     ready.store(true, Ordering::SeqCst);
     core.stats.ready.set(1);
     tracing::info!(
@@ -242,6 +251,37 @@ async fn pacer(
             () = shutdown.cancelled() => break,
         }
         core.recompute();
+    }
+}
+
+/// Checks the budgets against the policy's `alerts` every `every` (a recompute's
+/// projection is fresh), off the request path, and sends what is due. A delivery in
+/// flight at shutdown is dropped: what it had not marked delivered is sent again after
+/// the restart, with the same idempotency key.
+async fn notifier(n: Arc<Notifier>, every: Duration, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = shutdown.cancelled() => break,
+        }
+        let checker = n.clone();
+        let work = match tokio::task::spawn_blocking(move || checker.check()).await {
+            Ok(Ok(work)) => work,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "checking the budgets for notifications failed; retrying at the next check");
+                continue;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "notification check task failed");
+                continue;
+            }
+        };
+        tokio::select! {
+            () = n.deliver(work) => {}
+            () = shutdown.cancelled() => break,
+        }
     }
 }
 

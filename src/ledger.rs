@@ -412,6 +412,12 @@ impl Ledger {
         &self.spec
     }
 
+    /// The store the counters persist in. Others may keep counters of their own in a
+    /// period (the notifier's `alerts/...`): the ledger reads only its own names.
+    pub fn store(&self) -> &Arc<dyn UsageStore> {
+        &self.store
+    }
+
     /// Starts the next period if `now` has passed the current one's end. Returns the new
     /// period when it changed.
     pub fn roll(&self, now: Timestamp) -> Result<Option<Period>, StoreError> {

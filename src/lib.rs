@@ -24,6 +24,7 @@ pub mod ingest;
 pub mod ledger;
 pub mod metering;
 pub mod model;
+pub mod notifier;
 pub mod period;
 pub mod policy;
 pub mod proto;

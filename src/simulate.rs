@@ -250,6 +250,19 @@ pub struct RunReport {
     pub log_records_kept: u64,
     /// Of those, non-priority records whose trace never arrived.
     pub log_records_of_dropped_traces: u64,
+    /// When the policy's `alerts` would have notified, in order (none without `alerts`).
+    pub notifications: Vec<Notification>,
+}
+
+/// A notification the policy's `alerts` would have sent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notification {
+    /// Day of the period (1-based; a thirtieth of the period).
+    pub day: usize,
+    /// Time of that (scaled) day, `HH:MM`.
+    pub time: String,
+    /// What it says (the Slack text).
+    pub summary: String,
 }
 
 impl RunReport {
@@ -742,6 +755,11 @@ async fn simulate_async(policy: &Policy, cfg: &Config) -> anyhow::Result<RunRepo
     let mut prev_offered = 0u64;
     let mut prev_sent = 0u64;
     let mut prev_priority_kept = 0u64;
+    let mut notifications = Vec::new();
+    // The notifier checks every scaled ten minutes (a checked step's resolution is enough
+    // to say when each alert would fire), and at the last step before the period's end (at
+    // the end itself the period is over, as in production).
+    let check_every = ((length / 4320.0) / step_s).round().max(1.0) as u64;
 
     for i in 0..steps {
         let now = clock.now();
@@ -798,6 +816,28 @@ async fn simulate_async(policy: &Policy, cfg: &Config) -> anyhow::Result<RunRepo
         ));
         let now = clock.now();
         let pacing = core.recompute();
+        if let Some(alerts) = &policy.alerts
+            && (i % check_every == 0 || i + 2 == steps)
+        {
+            let snapshot = crate::notifier::snapshot(&core);
+            let d = crate::notifier::check_in(&core, alerts, &snapshot, &[], now)?;
+            // Said in the unscaled budget's figures.
+            let mut shown = snapshot.clone();
+            for b in &mut shown.budgets {
+                b.used = (b.used as f64 * cfg.scale) as u64;
+                b.limit = (b.limit as f64 * cfg.scale) as u64;
+                b.projected_used = b.projected_used.map(|p| p * cfg.scale);
+            }
+            for a in &d.fire {
+                let elapsed = period.elapsed_seconds(a.starts_at);
+                let of_day = (elapsed % day_seconds) / day_seconds * 24.0;
+                notifications.push(Notification {
+                    day: (elapsed / day_seconds) as usize + 1,
+                    time: format!("{:02}:{:02}", of_day as u32, (of_day.fract() * 60.0) as u32),
+                    summary: crate::notifier::sink::summary(a, &shown),
+                });
+            }
+        }
         let traces = pacing.signal(Signal::Traces);
         if matches!(traces.state, PacingState::Stopped) {
             days[day].budget_allowed_priority = false;
@@ -890,6 +930,7 @@ async fn simulate_async(policy: &Policy, cfg: &Config) -> anyhow::Result<RunRepo
         priority_kept: upstream.priority_spans.load(Ordering::Relaxed),
         log_records_kept: upstream.log_records.load(Ordering::Relaxed),
         log_records_of_dropped_traces: upstream.orphan_logs.load(Ordering::Relaxed),
+        notifications,
     })
 }
 
@@ -940,6 +981,13 @@ pub fn print(out: &mut dyn std::io::Write, r: &RunReport, scale: f64) -> std::io
         .collect();
     if !drops.is_empty() {
         writeln!(out, "  dropped: {}", drops.join(", "))?;
+    }
+    for n in &r.notifications {
+        writeln!(
+            out,
+            "  notification on day {:>2} at {}: {}",
+            n.day, n.time, n.summary
+        )?;
     }
     if r.log_records_kept > 0 {
         writeln!(

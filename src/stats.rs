@@ -68,6 +68,11 @@ pub struct Stats {
     /// Failed `accept`s (out of file descriptors, mostly), by port
     /// (`frugal_accept_errors_total`).
     pub accept_errors: IntCounterVec,
+    /// Notification POSTs to the policy's webhooks, by format (generic, slack,
+    /// alertmanager) and outcome: `delivered`, `retried` (an attempt failed and another
+    /// follows), `failed` (every attempt failed; tried again later)
+    /// (`frugal_notifications_total`).
+    pub notifications: IntCounterVec,
     /// 1 when frugal accepts data, else 0 (`frugal_ready`).
     pub ready: IntGauge,
     /// Always 1; the version is a label (`frugal_build_info`).
@@ -433,6 +438,12 @@ impl Stats {
                 "Failed accepts (out of file descriptors, mostly), after which the port backs off.",
                 &["port"],
             )?,
+            notifications: counter(
+                &r,
+                "frugal_notifications_total",
+                "Notification POSTs to the policy's webhooks, by format and outcome (delivered, retried, failed).",
+                &["format", "outcome"],
+            )?,
             ready,
             build_info,
             period,
@@ -517,6 +528,12 @@ impl Stats {
         for r in ["ok", "error"] {
             self.store_flushes.with_label_values(&[r]);
         }
+        for format in crate::policy::WebhookFormat::ALL {
+            for outcome in NOTIFICATION_OUTCOMES {
+                self.notifications
+                    .with_label_values(&[format.as_str(), outcome]);
+            }
+        }
         for port in crate::model::Port::ALL {
             let p = [port.as_str()];
             self.connections_open.with_label_values(&p);
@@ -536,6 +553,9 @@ impl Stats {
         String::from_utf8(buf).unwrap_or_default()
     }
 }
+
+/// The `outcome` label values of `frugal_notifications_total`.
+pub const NOTIFICATION_OUTCOMES: [&str; 3] = ["delivered", "retried", "failed"];
 
 /// Adds to a counter (label lookups on a fixed label set cannot fail).
 pub fn inc(c: &IntCounterVec, labels: &[&str], by: u64) {
@@ -573,7 +593,7 @@ mod tests {
         }
         // Every registered family, except the one whose label (the status code) is open and
         // the upstreams', which each configured destination creates.
-        let registered = 43;
+        let registered = 44;
         assert_eq!(families.len(), registered - 3, "{names:?}");
         assert!(!names.contains(&"frugal_requests_total"));
         let text = stats.render();

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine:
-#   1. what the tests need: Python's venv module, util-linux, g++, Prometheus, Chromium and
-#      Node (Debian packages, only if missing), a Python venv in .venv with the OpenTelemetry
-#      SDK and exporters, and playwright-core in tests/e2e/browser (npm ci, only when its
-#      lock file changed; it drives Debian's Chromium, never a browser of its own);
+#   1. what the tests need: Python's venv module, util-linux, g++, Prometheus,
+#      Alertmanager, Chromium and Node (Debian packages, only if missing), a Python venv in
+#      .venv with the OpenTelemetry SDK and exporters, and playwright-core in
+#      tests/e2e/browser (npm ci, only when its lock file changed; it drives Debian's
+#      Chromium, never a browser of its own);
 #   2. formatting and lints;
 #   3. Rust unit and integration tests (release profile: the simulator runs months);
 #   4. end-to-end tests: the real binary, real clients, an upstream stand-in; beside them,
@@ -21,6 +22,7 @@ command -v c++ >/dev/null || need_apt+=(g++)   # libFuzzer, for the fuzz targets
 command -v promtool >/dev/null || need_apt+=(prometheus)   # promtool checks the scrape
 command -v chromium >/dev/null || need_apt+=(chromium)   # the status page's browser test
 command -v node >/dev/null || need_apt+=(nodejs npm)     # ...driven by playwright-core
+command -v prometheus-alertmanager >/dev/null || need_apt+=(prometheus-alertmanager)   # receives notifications
 if [ ${#need_apt[@]} -gt 0 ]; then
   say "installing Debian packages: ${need_apt[*]}"
   sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"

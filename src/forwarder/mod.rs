@@ -33,7 +33,7 @@ use crate::policy::{Compression, Policy};
 use crate::stats::Stats;
 pub use otlp::OtlpWire;
 use retry::BillsAt;
-pub use upstream::HttpUpstream;
+pub use upstream::{HttpUpstream, https_client};
 
 /// How each attempt is billed.
 pub trait Metering: Send + Sync {

@@ -178,6 +178,14 @@ pub fn next(
     Next::RetryAfter(wait)
 }
 
+/// A response's `Retry-After`, if it has a readable one.
+pub fn retry_after(headers: &http::HeaderMap, now: Timestamp) -> Option<Duration> {
+    headers
+        .get(http::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| parse_retry_after(v, now))
+}
+
 /// Parses `Retry-After`: delay seconds, or an HTTP date relative to `now`.
 pub fn parse_retry_after(value: &str, now: Timestamp) -> Option<Duration> {
     let v = value.trim();

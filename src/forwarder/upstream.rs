@@ -20,6 +20,32 @@ use crate::stats::Stats;
 
 type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, SentBody>;
 
+/// A pooled keep-alive client for http:// and https:// (rustls, webpki roots, HTTP/2 when
+/// the server offers it), connecting within `connect_timeout`: the upstreams' and the
+/// notifier's.
+pub fn https_client<B>(
+    connect_timeout: Duration,
+) -> Client<hyper_rustls::HttpsConnector<HttpConnector>, B>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+{
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_keepalive(Some(Duration::from_secs(60)));
+    http.set_connect_timeout(Some(connect_timeout));
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_webpki_roots()
+        .https_or_http()
+        .enable_all_versions()
+        .wrap_connector(http);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(32)
+        .build(https)
+}
+
 /// A request body that notes when hyper first reads it: from then on the request may have
 /// reached upstream; before, it certainly did not (the connection or the TLS handshake was
 /// still being made).
@@ -74,20 +100,7 @@ impl HttpUpstream {
         clock: SharedClock,
         stats: Arc<Stats>,
     ) -> Self {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_keepalive(Some(Duration::from_secs(60)));
-        http.set_connect_timeout(Some(config.timeout));
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
-            .https_or_http()
-            .enable_all_versions()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(32)
-            .build(https);
+        let client = https_client(config.timeout);
         let auth = match &config.auth {
             UpstreamAuth::Basic { username, password } => {
                 use base64::Engine as _;
@@ -171,11 +184,7 @@ impl HttpUpstream {
         let result = tokio::time::timeout(timeout, async {
             let resp = self.client.request(req).await?;
             let status = resp.status().as_u16();
-            let retry_after = resp
-                .headers()
-                .get(header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| retry::parse_retry_after(v, self.clock.now()));
+            let retry_after = retry::retry_after(resp.headers(), self.clock.now());
             let json = resp
                 .headers()
                 .get(header::CONTENT_TYPE)
@@ -304,7 +313,6 @@ mod tests {
     use std::sync::atomic::AtomicU32;
 
     use http_body_util::Full;
-    use hyper_util::rt::TokioIo;
     use jiff::Timestamp;
 
     use super::*;
@@ -327,46 +335,34 @@ mod tests {
     }
 
     async fn server(script: Vec<Answer>) -> Server {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
         let seen = Arc::new(AtomicU32::new(0));
         let script = Arc::new(Mutex::new(VecDeque::from(script)));
         let s = seen.clone();
-        tokio::spawn(async move {
-            loop {
-                let (stream, _) = listener.accept().await.unwrap();
-                let (script, seen) = (script.clone(), s.clone());
-                let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                    let (script, seen) = (script.clone(), seen.clone());
-                    async move {
-                        let _ = req.into_body().collect().await;
-                        seen.fetch_add(1, Ordering::SeqCst);
-                        let answer = script
-                            .lock()
-                            .unwrap()
-                            .pop_front()
-                            .unwrap_or(Answer::Status(200, None));
-                        match answer {
-                            Answer::Status(code, retry_after) => {
-                                let mut r = http::Response::new(Full::new(Bytes::new()));
-                                *r.status_mut() = http::StatusCode::from_u16(code).unwrap();
-                                if let Some(v) = retry_after {
-                                    r.headers_mut()
-                                        .insert(header::RETRY_AFTER, HeaderValue::from_static(v));
-                                }
-                                Ok::<_, std::convert::Infallible>(r)
-                            }
-                            Answer::Hang => std::future::pending().await,
+        let url = crate::testkit::http_server(move |req: Request<hyper::body::Incoming>| {
+            let (script, seen) = (script.clone(), s.clone());
+            async move {
+                let _ = req.into_body().collect().await;
+                seen.fetch_add(1, Ordering::SeqCst);
+                let answer = script
+                    .lock()
+                    .unwrap()
+                    .pop_front()
+                    .unwrap_or(Answer::Status(200, None));
+                match answer {
+                    Answer::Status(code, retry_after) => {
+                        let mut r = http::Response::new(Full::new(Bytes::new()));
+                        *r.status_mut() = http::StatusCode::from_u16(code).unwrap();
+                        if let Some(v) = retry_after {
+                            r.headers_mut()
+                                .insert(header::RETRY_AFTER, HeaderValue::from_static(v));
                         }
+                        r
                     }
-                });
-                tokio::spawn(async move {
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
+                    Answer::Hang => std::future::pending().await,
+                }
             }
-        });
+        })
+        .await;
         Server { url, seen }
     }
 

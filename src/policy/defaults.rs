@@ -10,7 +10,7 @@ use jiff::Timestamp;
 use jiff::civil::Weekday;
 use jiff::tz::TimeZone;
 
-use super::{AtLimit, Compression, Connections, MaxPerRequest, Retry, SamplingMode};
+use super::{AtLimit, Compression, Connections, MaxPerRequest, Retry, SamplingMode, Threshold};
 
 // listen
 
@@ -279,6 +279,16 @@ const _: () = {
 const fn within(d: Duration, range: &RangeInclusive<Duration>) -> bool {
     range.start().as_nanos() <= d.as_nanos() && d.as_nanos() <= range.end().as_nanos()
 }
+
+// alerts
+
+/// `alerts.thresholds`: half, 80% and 95% of the limit, as the Prometheus rules in
+/// `dashboards/frugal-alerts.yaml` have them.
+pub const DEFAULT_ALERT_THRESHOLDS: [Threshold; 3] =
+    [Threshold(5_000), Threshold(8_000), Threshold(9_500)];
+
+/// `alerts.projected_overage`: notify when the projection reaches the limit.
+pub const DEFAULT_PROJECTED_OVERAGE: bool = true;
 
 #[cfg(test)]
 mod tests {

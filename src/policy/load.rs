@@ -11,7 +11,7 @@ use super::defaults::{MIN_FLUSHES_PER_PERIOD, MIN_RECOMPUTES_PER_PERIOD};
 use super::problem::{PolicyError, Problem, Problems};
 use super::sections::pacing::PacingAsWritten;
 use super::sections::{
-    budgets, ingest, listen, logs, metrics, pacing, period, store, traces, upstream,
+    alerts, budgets, ingest, listen, logs, metrics, pacing, period, store, traces, upstream,
 };
 use super::tree::{Node, required, section, with};
 use super::{Ingest, Policy, Store, UpstreamAuth, Upstreams};
@@ -216,6 +216,8 @@ fn build(root: Node<'_>, source_name: &str) -> Option<Policy> {
     let logs = section(&mut top, "logs", logs::build);
     let metrics = section(&mut top, "metrics", metrics::build);
     let shadow = with(&mut top, "shadow", |n| n.bool()).unwrap_or(false);
+    // Absent: no notifications (unlike the other sections, whose absence means defaults).
+    let alerts = with(&mut top, "alerts", alerts::build);
     let problems = top.problems();
     top.finish();
     let (pacing, store, ingest, upstream) = (pacing?, store?, ingest?, upstream?);
@@ -234,6 +236,7 @@ fn build(root: Node<'_>, source_name: &str) -> Option<Policy> {
         logs: logs?,
         metrics,
         shadow,
+        alerts,
     })
 }
 
@@ -411,7 +414,8 @@ traces: {sampling: {precision: 15}}
 logs: {priority: [{severity_at_least: LOUD, body_matches: x}]}
 metrics: {min_sample_interval: 60s}
 shadow: sometimes
-alerts: {}
+alerts: {thresholds: [150%]}
+dashboards: {}
 "#;
         let err = load(text).unwrap_err();
         let got = problems(&err);
@@ -443,13 +447,17 @@ alerts: {}
             ("metrics.min_sample_interval", "unknown key"),
             ("shadow", "expected true or false, found \"sometimes\""),
             (
-                "alerts",
-                "unknown key (allowed: listen, ingest, upstream, period, store, budgets, pacing, traces, logs, metrics, shadow)",
+                "alerts.thresholds[0]",
+                "\"150%\" is not between 0% and 100%",
+            ),
+            (
+                "dashboards",
+                "unknown key (allowed: listen, ingest, upstream, period, store, budgets, pacing, traces, logs, metrics, shadow, alerts)",
             ),
         ];
         assert_eq!(got, want, "{err}");
         let shown = err.to_string();
-        assert!(shown.starts_with("test.yaml: 12 problems"), "{shown}");
+        assert!(shown.starts_with("test.yaml: 13 problems"), "{shown}");
         for (path, message) in want {
             assert!(shown.contains(&format!("\n  {path}: {message}")), "{shown}");
         }
@@ -710,6 +718,131 @@ store: {flush_interval: 10s}
         let text = format!("{MINIMAL}logs: {{priority: [{{status_code: ERROR}}]}}\n");
         let err = load(&text).unwrap_err();
         assert_eq!(err.problems[0].path, "logs.priority[0].status_code");
+    }
+
+    #[test]
+    fn alerts_are_off_unless_written_and_default_to_the_rules_thresholds() {
+        use crate::policy::{Threshold, WebhookFormat};
+        assert!(load(MINIMAL).unwrap().alerts.is_none());
+        let a = load(&format!("{MINIMAL}alerts: {{}}\n"))
+            .unwrap()
+            .alerts
+            .unwrap();
+        let labels: Vec<String> = a.thresholds.iter().map(|t| t.label()).collect();
+        assert_eq!(labels, ["50%", "80%", "95%"]);
+        assert!(a.projected_overage && a.webhooks.is_empty());
+        let text = format!(
+            "{MINIMAL}{}",
+            r#"
+alerts:
+  thresholds: [95%, 0.5, 99.5%, 12.25%]
+  projected_overage: false
+  webhooks:
+    - {url: "${HOOK:-https://hooks.slack.com/services/T0/B0/glc_hunter2}", format: slack}
+    - {url: "http://alertmanager:9093", format: alertmanager, headers: {Authorization: Bearer hunter2}}
+"#
+        );
+        let a = load(&text).unwrap().alerts.unwrap();
+        let labels: Vec<String> = a.thresholds.iter().map(|t| t.label()).collect();
+        assert_eq!(labels, ["12.25%", "50%", "95%", "99.5%"]);
+        assert_eq!(a.thresholds[1], Threshold(5000));
+        assert!(!a.projected_overage);
+        assert_eq!(a.webhooks[0].format, WebhookFormat::Slack);
+        assert_eq!(a.webhooks[1].format, WebhookFormat::Alertmanager);
+        assert_eq!(a.webhooks[1].headers[0].0, "Authorization");
+        let shown = format!("{a:?}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("hooks.slack"),
+            "{shown}"
+        );
+        assert_eq!(a.webhooks[0].describe(), "slack webhook at hooks.slack.com");
+    }
+
+    #[test]
+    fn alert_mistakes_are_reported_with_paths_and_no_secret() {
+        let text = format!(
+            "{MINIMAL}{}",
+            r#"
+alerts:
+  thresholds: [50%, 0%, 80%, 0.8, 101%, lots, 12.345%]
+  projected_overage: sometimes
+  webhooks:
+    - {url: "https://hooks.example/glc_hunter2", format: teams}
+    - {url: "https://user:glc_hunter2@am.example", format: alertmanager}
+    - {url: "ftp://glc_hunter2.example", format: generic, header: {}}
+    - {format: generic}
+    - {url: "https://x.example/glc_hunter2", format: generic, headers: {"bad header": v}}
+    - {url: "https://y.example/glc_hunter2", format: generic}
+    - {url: "https://y.example/glc_hunter2", format: generic}
+  webhook: []
+"#
+        );
+        let err = load(&text).unwrap_err();
+        let got = problems(&err);
+        assert_eq!(
+            got,
+            [
+                ("alerts.thresholds[1]", "must be more than 0%"),
+                ("alerts.thresholds[3]", "80% is listed twice"),
+                (
+                    "alerts.thresholds[4]",
+                    "\"101%\" is not between 0% and 100%"
+                ),
+                (
+                    "alerts.thresholds[5]",
+                    "\"lots\" is not a ratio (try 95% or 0.95)"
+                ),
+                (
+                    "alerts.thresholds[6]",
+                    "give at most two decimals of a percent (99.95%)"
+                ),
+                (
+                    "alerts.projected_overage",
+                    "expected true or false, found \"sometimes\""
+                ),
+                (
+                    "alerts.webhooks[0].format",
+                    "\"teams\" is not allowed (allowed: generic, slack, alertmanager)"
+                ),
+                (
+                    "alerts.webhooks[1].url",
+                    "must not contain a user name or password (user:password@host): put the credential in headers (Authorization: ...) instead"
+                ),
+                (
+                    "alerts.webhooks[2].url",
+                    "is not an http:// or https:// URL"
+                ),
+                (
+                    "alerts.webhooks[2].header",
+                    "unknown key (did you mean headers?)"
+                ),
+                (
+                    "alerts.webhooks[3].url",
+                    "is required (usually ${SOME_VARIABLE})"
+                ),
+                (
+                    "alerts.webhooks[4].headers.bad header",
+                    "is not a valid header name"
+                ),
+                (
+                    "alerts.webhooks[6]",
+                    "the same webhook (url and format) is listed twice"
+                ),
+                ("alerts.webhook", "unknown key (did you mean webhooks?)"),
+            ],
+            "{err}"
+        );
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        let unset =
+            format!("{MINIMAL}alerts: {{webhooks: [{{url: '${{SLACK_URL}}', format: slack}}]}}\n");
+        let err = load(&unset).unwrap_err();
+        assert_eq!(
+            problems(&err),
+            [(
+                "alerts.webhooks[0].url",
+                "${SLACK_URL} is not set in the environment"
+            )]
+        );
     }
 
     #[test]

@@ -56,6 +56,117 @@ pub struct Policy {
     pub metrics: MetricPolicy,
     /// Meter and report what would be dropped, but forward everything.
     pub shadow: bool,
+    /// Built-in notifications (`alerts`); `None` when the section is absent (then nothing
+    /// is notified).
+    pub alerts: Option<Alerts>,
+}
+
+/// Built-in notifications: when each budget passes a threshold, or is projected to run out
+/// before the period ends, once per period, to these webhooks (`alerts`).
+#[derive(Debug, Clone)]
+pub struct Alerts {
+    /// Fractions of the limit (less reserved) that notify when usage reaches them,
+    /// ascending, without duplicates.
+    pub thresholds: Vec<Threshold>,
+    /// Notify when the projection at the current keep probabilities reaches the limit
+    /// before the period ends.
+    pub projected_overage: bool,
+    /// Where notifications go (none: they are only logged).
+    pub webhooks: Vec<Webhook>,
+}
+
+/// A usage threshold, in hundredths of a percent (50% is 5000), so thresholds compare
+/// and name themselves exactly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Threshold(pub u32);
+
+impl Threshold {
+    /// 100%: what a projected overage is measured against.
+    pub const LIMIT: Threshold = Threshold(10_000);
+
+    /// The threshold as a fraction of the limit.
+    pub fn ratio(self) -> f64 {
+        f64::from(self.0) / 10_000.0
+    }
+
+    /// As users write it: `50%`, `99.5%`.
+    pub fn label(self) -> String {
+        let whole = self.0 / 100;
+        match self.0 % 100 {
+            0 => format!("{whole}%"),
+            f if f % 10 == 0 => format!("{whole}.{}%", f / 10),
+            f => format!("{whole}.{f:02}%"),
+        }
+    }
+}
+
+/// One webhook notifications are POSTed to. Its URL and header values are secrets (a
+/// Slack webhook URL is its own credential): `Debug` never shows them.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Webhook {
+    /// Where to POST (Alertmanager: its base URL, or the full `/api/v2/alerts` URL).
+    pub url: String,
+    /// The body's shape.
+    pub format: WebhookFormat,
+    /// Extra headers sent with every POST (`Authorization` included).
+    pub headers: Vec<(String, String)>,
+}
+
+impl Webhook {
+    /// The webhook without its secrets, for logs: its format and host.
+    pub fn describe(&self) -> String {
+        let host = self
+            .url
+            .parse::<http::Uri>()
+            .ok()
+            .and_then(|u| u.host().map(str::to_string))
+            .unwrap_or_default();
+        format!("{} webhook at {host}", self.format.as_str())
+    }
+}
+
+impl std::fmt::Debug for Webhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let headers: Vec<String> = self
+            .headers
+            .iter()
+            .map(|(k, _)| format!("{k}: <redacted>"))
+            .collect();
+        f.debug_struct("Webhook")
+            .field("url", &"<redacted>")
+            .field("format", &self.format)
+            .field("headers", &headers)
+            .finish()
+    }
+}
+
+/// The shape of a webhook's body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WebhookFormat {
+    /// frugal's own JSON document, one POST per notification.
+    Generic,
+    /// Slack's incoming webhooks: `{"text": ...}`, one POST per notification.
+    Slack,
+    /// Alertmanager's `/api/v2/alerts`: every active alert, re-posted while it lasts.
+    Alertmanager,
+}
+
+impl WebhookFormat {
+    /// Every format, in the order the metrics list them.
+    pub const ALL: [WebhookFormat; 3] = [
+        WebhookFormat::Generic,
+        WebhookFormat::Slack,
+        WebhookFormat::Alertmanager,
+    ];
+
+    /// The name the policy and the metrics use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookFormat::Generic => "generic",
+            WebhookFormat::Slack => "slack",
+            WebhookFormat::Alertmanager => "alertmanager",
+        }
+    }
 }
 
 /// The addresses frugal listens on.

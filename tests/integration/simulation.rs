@@ -58,6 +58,32 @@ fn check(r: &RunReport) {
         pri, 1.0,
         "{label}: priority spans dropped while the budget allowed"
     );
+    // The free tier's alerts: each threshold notifies once, when usage first passes it
+    // (the notifier checks every scaled ten minutes: at the latest early the next day).
+    for t in [50u32, 80, 95] {
+        let says = format!("traces reached {t}% ");
+        let fired: Vec<_> = r
+            .notifications
+            .iter()
+            .filter(|n| n.summary.contains(&says))
+            .collect();
+        let passed = r
+            .days
+            .iter()
+            .position(|d| d.used_fraction >= f64::from(t) / 100.0);
+        match passed {
+            None => assert!(fired.is_empty(), "{label}: {t}% fired unreached: {fired:?}"),
+            Some(day) => {
+                assert_eq!(fired.len(), 1, "{label}: {t}% fired {fired:?}");
+                assert!(
+                    fired[0].day == day + 1 || fired[0].day == day + 2,
+                    "{label}: {t}% passed on day {} but fired on day {}",
+                    day + 1,
+                    fired[0].day
+                );
+            }
+        }
+    }
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! into the validated types of [`crate::policy`] and reporting what is wrong inside it.
 //! Checks that need two sections at once are `load`'s; defaults come from `defaults`.
 
+pub(super) mod alerts;
 pub(super) mod budgets;
 pub(super) mod ingest;
 pub(super) mod listen;

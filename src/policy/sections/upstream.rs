@@ -89,7 +89,7 @@ fn otlp(n: Node<'_>) -> Option<Endpoint> {
             UpstreamAuth::None
         }
     };
-    let headers = with(&mut o, "headers", headers).unwrap_or_default();
+    let headers = with(&mut o, "headers", |n| headers(n, false)).unwrap_or_default();
     let compression = with(&mut o, "compression", |n| {
         n.choice(&[("gzip", Compression::Gzip), ("none", Compression::None)])
     })
@@ -115,22 +115,35 @@ fn otlp(n: Node<'_>) -> Option<Endpoint> {
 /// a user name or password: frugal prints its endpoints, and credentials have their keys.
 fn endpoint(s: &str) -> Result<String, String> {
     let s = s.trim().trim_end_matches('/');
-    if has_userinfo(s) {
+    match check_http_url(s) {
+        Ok(()) => Ok(s.to_string()),
         // Not repeated here: the message would print the password.
-        return Err(
+        Err(BadUrl::Credentials) => Err(
             "must not contain a user name or password (user:password@host): put them in basic_auth: {username, password} (or bearer_token) instead"
                 .into(),
-        );
+        ),
+        Err(BadUrl::NotHttp) => Err(format!(
+            "{s:?} is not an http:// or https:// URL (try https://otlp-gateway-prod-eu-west-2.grafana.net/otlp)"
+        )),
+    }
+}
+
+/// Why a URL is refused.
+pub(super) enum BadUrl {
+    /// It has `user:password@` before its host.
+    Credentials,
+    /// It is not an http:// or https:// URL with a host.
+    NotHttp,
+}
+
+/// Whether `s` is an http(s) URL with a host and without credentials in it.
+pub(super) fn check_http_url(s: &str) -> Result<(), BadUrl> {
+    if has_userinfo(s) {
+        return Err(BadUrl::Credentials);
     }
     let ok = (s.starts_with("http://") || s.starts_with("https://"))
         && s.parse::<http::Uri>().is_ok_and(|u| u.host().is_some());
-    if ok {
-        Ok(s.to_string())
-    } else {
-        Err(format!(
-            "{s:?} is not an http:// or https:// URL (try https://otlp-gateway-prod-eu-west-2.grafana.net/otlp)"
-        ))
-    }
+    if ok { Ok(()) } else { Err(BadUrl::NotHttp) }
 }
 
 /// Whether a URL (or something meant to be one) has `userinfo@` before its host.
@@ -140,8 +153,9 @@ fn has_userinfo(s: &str) -> bool {
     rest[..authority_end].contains('@')
 }
 
-/// Extra headers: valid names and values, and never `Authorization` (which has its keys).
-fn headers(n: Node<'_>) -> Option<Vec<(String, String)>> {
+/// Extra headers: valid names and values; `Authorization` only where `authorization` allows
+/// it (an upstream has keys of its own for it, a webhook does not).
+pub(super) fn headers(n: Node<'_>, authorization: bool) -> Option<Vec<(String, String)>> {
     let mut out = Vec::new();
     for (k, v, path) in n.entries()? {
         let value = match v {
@@ -156,7 +170,7 @@ fn headers(n: Node<'_>) -> Option<Vec<(String, String)>> {
             n.problems.push(&path, "is not a valid header name");
         } else if http::HeaderValue::from_str(&value).is_err() {
             n.problems.push(&path, "is not a valid header value");
-        } else if k.eq_ignore_ascii_case("authorization") {
+        } else if !authorization && k.eq_ignore_ascii_case("authorization") {
             n.problems
                 .push(&path, "use basic_auth or bearer_token for Authorization");
         } else {
