@@ -9,11 +9,14 @@
 //! - [`rules`]: matching policy rules against spans and log records;
 //! - [`traces`], [`logs`]: applying decisions to a whole OTLP request, with accounting;
 //! - [`memory`]: the probability each recent trace was first judged at, so a trace's
-//!   later spans and logs get the same decision while pacing moves.
+//!   later spans and logs get the same decision while pacing moves;
+//! - [`min_interval`]: metrics' `min_sample_interval`, at most one point per series per
+//!   interval (state per series; the point's own timestamp, no clock).
 
 pub mod hash_seed;
 pub mod logs;
 pub mod memory;
+pub mod min_interval;
 pub mod rules;
 pub mod threshold;
 pub mod traces;
