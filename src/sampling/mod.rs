@@ -11,13 +11,15 @@
 //! - [`memory`]: the probability each recent trace was first judged at, so a trace's
 //!   later spans and logs get the same decision while pacing moves;
 //! - [`min_interval`]: metrics' `min_sample_interval`, at most one point per series per
-//!   interval (state per series; the point's own timestamp, no clock).
+//!   interval (state per series; the point's own timestamp, no clock);
+//! - [`selector`]: PromQL series selectors, for the metrics rules.
 
 pub mod hash_seed;
 pub mod logs;
 pub mod memory;
 pub mod min_interval;
 pub mod rules;
+pub mod selector;
 pub mod threshold;
 pub mod traces;
 pub mod tracestate;
