@@ -159,15 +159,20 @@ async fn route(
         }
         (Method::GET, "/api/v1/usage") => json_reply(StatusCode::OK, &usage_json(&admin.core)),
         // Compact: the page polls it every 2 s, with up to 745 points a signal.
-        (Method::GET, "/api/v1/usage/history") => match history_json(&admin.core) {
-            Ok(v) => reply(
+        // It scans the period's counters in the store: off the async workers.
+        (Method::GET, "/api/v1/usage/history") => match history_off_workers(&admin.core).await {
+            Ok(Ok(v)) => reply(
                 StatusCode::OK,
                 "application/json",
                 serde_json::to_vec(&v).unwrap_or_default(),
             ),
-            Err(e) => json_reply(
+            Ok(Err(e)) => json_reply(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 &json!({"error": e.to_string()}),
+            ),
+            Err(e) => json_reply(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &json!({"error": format!("reading the history failed: {e}")}),
             ),
         },
         (Method::PUT, p) if p.starts_with("/api/v1/usage/") => set_usage(admin, peer, req).await,
@@ -386,6 +391,14 @@ pub fn usage_json(core: &Core) -> Value {
         "shadow": policy.shadow,
         "signals": signals,
     })
+}
+
+/// [`history_json`] on a blocking thread (it reads the store).
+async fn history_off_workers(
+    core: &Arc<Core>,
+) -> Result<Result<Value, crate::store::StoreError>, tokio::task::JoinError> {
+    let core = core.clone();
+    tokio::task::spawn_blocking(move || history_json(&core)).await
 }
 
 /// The history document of `/api/v1/usage/history`: the period, and per signal its unit,

@@ -210,11 +210,12 @@ pub async fn start_with(
         shutdown.clone(),
     ));
     if let Some(n) = Notifier::new(core.clone()) {
-        tasks.spawn(notifier(
-            Arc::new(n),
-            policy.pacing.recompute_every,
-            shutdown.clone(),
-        ));
+        // At least as often as Alertmanager must hear an active alert again.
+        let every = policy
+            .pacing
+            .recompute_every
+            .min(frugal_notifier_repost(&core));
+        tasks.spawn(notifier(Arc::new(n), every, shutdown.clone()));
     }
     ready.store(true, Ordering::SeqCst);
     core.stats.ready.set(1);
@@ -252,6 +253,11 @@ async fn pacer(
         }
         core.recompute();
     }
+}
+
+/// How often an active alert is re-posted to Alertmanager in the current period.
+fn frugal_notifier_repost(core: &Core) -> Duration {
+    crate::notifier::decide::repost_every(&core.ledger.period())
 }
 
 /// Checks the budgets against the policy's `alerts` every `every` (a recompute's

@@ -512,8 +512,9 @@ fn load_lenient(
     path: Option<&std::path::Path>,
     data_dir: Option<PathBuf>,
 ) -> anyhow::Result<Policy> {
+    // One placeholder per variable, so two webhooks from two unset variables stay two.
     let env =
-        |k: &str| Some(std::env::var(k).unwrap_or_else(|_| "http://unset.invalid".to_string()));
+        |k: &str| Some(std::env::var(k).unwrap_or_else(|_| format!("http://unset.invalid/{k}")));
     let overrides = Overrides {
         data_dir,
         ..Default::default()

@@ -148,10 +148,16 @@ pub fn repost_every(period: &Period) -> Duration {
     Duration::from_secs_f64((period.length_seconds() / 100.0).clamp(1.0, 60.0))
 }
 
-/// How long Alertmanager keeps an alert that stops arriving: a few re-posts, but never
-/// past the period's end, where every alert of the period resolves.
+/// The least time an alert is announced ahead: longer than a check, its retries against a
+/// slow webhook (about 25 s) and a missed re-post together, so an active alert never
+/// expires in Alertmanager between two posts (and notifies again when it reappears).
+pub const MIN_ALERT_HORIZON: Duration = Duration::from_secs(180);
+
+/// How long Alertmanager keeps an alert that stops arriving: a few re-posts (at least
+/// [`MIN_ALERT_HORIZON`]), but never past the period's end, where every alert of the
+/// period resolves.
 pub fn ends_at(period: &Period, now: Timestamp) -> Timestamp {
-    crate::clock::add(now, repost_every(period) * 4).min(period.end)
+    crate::clock::add(now, (repost_every(period) * 4).max(MIN_ALERT_HORIZON)).min(period.end)
 }
 
 /// Decides what fires and what is sent at `now`. `stored` is the period's store counters
@@ -461,6 +467,17 @@ mod tests {
         // endsAt: four re-posts ahead, but never past the period's end.
         assert_eq!(ends_at(&p, t1), at(240));
         assert_eq!(ends_at(&p, ts("2026-11-30T23:59:00Z")), p.end);
+        // A 10-minute period re-posts every 6 s, but announces at least 3 minutes ahead:
+        // a slow webhook holding up a check cannot let an active alert expire.
+        let short = Period {
+            start: ts("2026-11-30T12:00:00Z"),
+            end: ts("2026-11-30T12:10:00Z"),
+        };
+        assert_eq!(repost_every(&short), Duration::from_secs(6));
+        assert_eq!(
+            ends_at(&short, ts("2026-11-30T12:01:00Z")),
+            ts("2026-11-30T12:04:00Z")
+        );
         // At and after the end nothing is decided for the old period.
         assert_eq!(
             decide(&a, &snapshot(900, None), &stored, &posted, p.end),

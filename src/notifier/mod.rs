@@ -175,7 +175,11 @@ impl Notifier {
 /// The ledger's usage and the pacer's projection of every byte budget, now.
 pub fn snapshot(core: &Core) -> Snapshot {
     let policy = core.policy();
+    let period = core.ledger.period();
     let pacing = core.pacing.load();
+    // A projection made before this period began is the last period's (the pacer has not
+    // recomputed since the roll): no projection rather than a stale one.
+    let fresh = pacing.updated.filter(|t| *t >= period.start).is_some();
     let budgets = Signal::ALL
         .into_iter()
         .filter_map(|s| {
@@ -184,14 +188,11 @@ pub fn snapshot(core: &Core) -> Snapshot {
                 signal: s,
                 used: core.ledger.used(s),
                 limit: b.effective_limit(),
-                projected_used: pacing.updated.map(|_| pacing.signal(s).projected_used),
+                projected_used: fresh.then(|| pacing.signal(s).projected_used),
             })
         })
         .collect();
-    Snapshot {
-        period: core.ledger.period(),
-        budgets,
-    }
+    Snapshot { period, budgets }
 }
 
 /// Reads what fired this period, decides, and persists the new firings before returning:

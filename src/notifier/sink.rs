@@ -191,22 +191,27 @@ impl Poster {
     }
 
     async fn attempt(&self, w: &Webhook, body: Bytes, idempotency: Option<&str>) -> Attempt {
-        let mut b = Request::post(url(w))
-            .header(header::CONTENT_TYPE, "application/json")
-            .header(
-                header::USER_AGENT,
-                concat!("frugal/", env!("CARGO_PKG_VERSION")),
-            );
-        if let Some(key) = idempotency {
-            b = b.header(IDEMPOTENCY_HEADER, key);
-        }
+        let mut b = Request::post(url(w));
         for (k, v) in &w.headers {
             b = b.header(k.as_str(), v.as_str());
         }
         // The URL and headers were validated with the policy.
-        let Ok(req) = b.body(Full::new(body)) else {
+        let Ok(mut req) = b.body(Full::new(body)) else {
             return Attempt::Rejected { status: 0 };
         };
+        // frugal's own headers replace the user's of the same name (never sent twice).
+        let h = req.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("application/json"),
+        );
+        h.insert(
+            header::USER_AGENT,
+            header::HeaderValue::from_static(concat!("frugal/", env!("CARGO_PKG_VERSION"))),
+        );
+        if let Some(key) = idempotency.and_then(|k| header::HeaderValue::from_str(k).ok()) {
+            h.insert(IDEMPOTENCY_HEADER, key);
+        }
         let result = tokio::time::timeout(ATTEMPT_TIMEOUT, async {
             let resp = self.client.request(req).await?;
             let status = resp.status().as_u16();
