@@ -48,6 +48,13 @@ impl SledStore {
         Ok(Self { db, tree })
     }
 
+    /// The active-series store in the same database (tree `series`), sharing its lock and
+    /// its flushes.
+    pub fn series_store(&self) -> Result<super::SledSeriesStore, StoreError> {
+        let tree = self.db.open_tree(super::series_sled::TREE).map_err(io)?;
+        Ok(super::SledSeriesStore::new(self.db.clone(), tree))
+    }
+
     fn key(period: &str, counter: &str) -> Vec<u8> {
         let mut k = Vec::with_capacity(period.len() + counter.len() + 1);
         k.extend_from_slice(period.as_bytes());
@@ -70,8 +77,20 @@ impl SledStore {
     }
 }
 
-fn io(e: impl std::fmt::Display) -> StoreError {
+pub(super) fn io(e: impl std::fmt::Display) -> StoreError {
     StoreError::Io(e.to_string())
+}
+
+/// A transaction's outcome, made durable: flushed when it committed.
+pub(super) fn durable(
+    db: &sled::Db,
+    result: sled::transaction::TransactionResult<(), StoreError>,
+) -> Result<(), StoreError> {
+    match result {
+        Ok(()) => db.flush().map(|_| ()).map_err(io),
+        Err(sled::transaction::TransactionError::Abort(e)) => Err(e),
+        Err(sled::transaction::TransactionError::Storage(e)) => Err(io(e)),
+    }
 }
 
 impl UsageStore for SledStore {
@@ -90,12 +109,7 @@ impl UsageStore for SledStore {
                     }
                     Ok(())
                 });
-            match result {
-                Ok(()) => {}
-                Err(sled::transaction::TransactionError::Abort(e)) => return Err(e),
-                Err(sled::transaction::TransactionError::Storage(e)) => return Err(io(e)),
-            }
-            self.db.flush().map_err(io)?;
+            durable(&self.db, result)?;
         }
         self.totals(period)
     }
