@@ -82,7 +82,7 @@ pub(super) fn io(e: impl std::fmt::Display) -> StoreError {
 }
 
 /// A transaction's outcome, made durable: flushed when it committed.
-pub(super) fn durable(
+fn durable(
     db: &sled::Db,
     result: sled::transaction::TransactionResult<(), StoreError>,
 ) -> Result<(), StoreError> {
