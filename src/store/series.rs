@@ -145,6 +145,10 @@ pub(crate) mod conformance {
         let usage = SledStore::open(dir.path(), 1 << 20).unwrap();
         let s = usage.series_store().unwrap();
         assert_eq!(s.load().unwrap().len(), 2002);
+        // Two handles on one database see each other's batches.
+        let other = usage.series_store().unwrap();
+        other.apply(&seen(&[(9, 1)])).unwrap();
+        assert_eq!(s.load().unwrap().len(), 2003);
         assert!(sorted(&s).contains(&(u64::MAX, 200)));
         assert_eq!(
             usage.periods().unwrap(),

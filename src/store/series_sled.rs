@@ -8,7 +8,7 @@
 //! minute (since the Unix epoch) as 4 big-endian bytes.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use super::StoreError;
 use super::series::{Minute, SeriesBatch, SeriesStore};
@@ -21,16 +21,13 @@ pub(super) const TREE: &str = "series";
 pub struct SledSeriesStore {
     db: sled::Db,
     tree: sled::Tree,
-    writer: Mutex<()>,
+    /// Shared by every series store of the database (`SledStore::series_store`).
+    writer: Arc<Mutex<()>>,
 }
 
 impl SledSeriesStore {
-    pub(super) fn new(db: sled::Db, tree: sled::Tree) -> Self {
-        Self {
-            db,
-            tree,
-            writer: Mutex::new(()),
-        }
+    pub(super) fn new(db: sled::Db, tree: sled::Tree, writer: Arc<Mutex<()>>) -> Self {
+        Self { db, tree, writer }
     }
 
     fn decode(key: &[u8], value: &[u8]) -> Result<(Fingerprint, Minute), StoreError> {
@@ -65,8 +62,8 @@ impl SeriesStore for SledSeriesStore {
         }
         // Reads, then one atomic `apply_batch`, under the writer lock: a sled transaction
         // keeps every key it touches in memory (gigabytes for a first batch of a million
-        // series), a batch does not; one process holds the database, so the lock is
-        // enough for the reads to stay true until the batch is applied.
+        // series), a batch does not; one process holds the database and every series
+        // store of it shares this lock, so the reads stay true until the batch is applied.
         let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         // What this batch has decided so far, over what the tree holds.
         let mut after: HashMap<Fingerprint, Option<Minute>> = HashMap::new();
