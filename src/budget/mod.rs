@@ -1,5 +1,6 @@
 //! Pacing each period's budget.
 //!
+//! - [`active_series`]: which metric series exist and how many are active per window;
 //! - [`controller`]: the pure computation of keep probabilities;
 //! - [`forecast`]: demand forecasts from the incoming rates;
 //! - [`rate`]: the per-second ingestion limit (governor);
@@ -7,6 +8,7 @@
 //!   offered counters, runs the controller, and publishes a [`Pacing`] snapshot that the
 //!   ingest path reads without locking.
 
+pub mod active_series;
 pub mod controller;
 pub mod forecast;
 pub mod rate;

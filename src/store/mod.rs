@@ -7,13 +7,24 @@
 //!
 //! Implementations: [`SledStore`] (production, one per pod) and [`MemoryStore`] (the
 //! simulator and tests). Both pass the conformance suite in this module's tests.
+//!
+//! The second seam, [`SeriesStore`] (`series.rs`), persists the active-series tracker:
+//! [`SledSeriesStore`] (a tree in the same sled database, from
+//! [`SledStore::series_store`]) and [`MemorySeriesStore`], with a conformance suite of
+//! its own.
 
 mod memory;
+pub mod series;
+mod series_memory;
+mod series_sled;
 mod sled_store;
 
 use std::collections::BTreeMap;
 
 pub use memory::MemoryStore;
+pub use series::{SeriesBatch, SeriesStore};
+pub use series_memory::MemorySeriesStore;
+pub use series_sled::SledSeriesStore;
 pub use sled_store::SledStore;
 
 /// Counter name -> value, for one period.

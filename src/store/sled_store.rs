@@ -18,6 +18,8 @@ const SEP: u8 = 0;
 pub struct SledStore {
     db: sled::Db,
     tree: sled::Tree,
+    /// Held by every series store of this database while it applies a batch.
+    series_writer: std::sync::Arc<std::sync::Mutex<()>>,
 }
 
 impl SledStore {
@@ -45,7 +47,22 @@ impl SledStore {
                 }
             })?;
         let tree = db.open_tree(TREE).map_err(|e| open_err(e.to_string()))?;
-        Ok(Self { db, tree })
+        Ok(Self {
+            db,
+            tree,
+            series_writer: Default::default(),
+        })
+    }
+
+    /// The active-series store in the same database (tree `series`), sharing its lock and
+    /// its flushes.
+    pub fn series_store(&self) -> Result<super::SledSeriesStore, StoreError> {
+        let tree = self.db.open_tree(super::series_sled::TREE).map_err(io)?;
+        Ok(super::SledSeriesStore::new(
+            self.db.clone(),
+            tree,
+            self.series_writer.clone(),
+        ))
     }
 
     fn key(period: &str, counter: &str) -> Vec<u8> {
@@ -70,8 +87,20 @@ impl SledStore {
     }
 }
 
-fn io(e: impl std::fmt::Display) -> StoreError {
+pub(super) fn io(e: impl std::fmt::Display) -> StoreError {
     StoreError::Io(e.to_string())
+}
+
+/// A transaction's outcome, made durable: flushed when it committed.
+fn durable(
+    db: &sled::Db,
+    result: sled::transaction::TransactionResult<(), StoreError>,
+) -> Result<(), StoreError> {
+    match result {
+        Ok(()) => db.flush().map(|_| ()).map_err(io),
+        Err(sled::transaction::TransactionError::Abort(e)) => Err(e),
+        Err(sled::transaction::TransactionError::Storage(e)) => Err(io(e)),
+    }
 }
 
 impl UsageStore for SledStore {
@@ -90,12 +119,7 @@ impl UsageStore for SledStore {
                     }
                     Ok(())
                 });
-            match result {
-                Ok(()) => {}
-                Err(sled::transaction::TransactionError::Abort(e)) => return Err(e),
-                Err(sled::transaction::TransactionError::Storage(e)) => return Err(io(e)),
-            }
-            self.db.flush().map_err(io)?;
+            durable(&self.db, result)?;
         }
         self.totals(period)
     }
