@@ -211,10 +211,7 @@ pub async fn start_with(
     ));
     if let Some(n) = Notifier::new(core.clone()) {
         // At least as often as Alertmanager must hear an active alert again.
-        let every = policy
-            .pacing
-            .recompute_every
-            .min(frugal_notifier_repost(&core));
+        let every = policy.pacing.recompute_every.min(repost_interval(&core));
         tasks.spawn(notifier(Arc::new(n), every, shutdown.clone()));
     }
     ready.store(true, Ordering::SeqCst);
@@ -256,7 +253,7 @@ async fn pacer(
 }
 
 /// How often an active alert is re-posted to Alertmanager in the current period.
-fn frugal_notifier_repost(core: &Core) -> Duration {
+fn repost_interval(core: &Core) -> Duration {
     crate::notifier::decide::repost_every(&core.ledger.period())
 }
 

@@ -83,15 +83,20 @@ pub struct History {
 
 /// The step `period` is cut into, in seconds.
 pub fn step_seconds(period: &Period) -> u64 {
-    let len = period.length_seconds().max(1.0).ceil() as u64;
+    let len = whole_seconds(period);
     STEPS
         .into_iter()
         .find(|s| len.div_ceil(*s) <= MAX_STEPS)
         .unwrap_or(len.div_ceil(MAX_STEPS))
 }
 
+/// The period's length in whole seconds, at least one.
+fn whole_seconds(period: &Period) -> u64 {
+    period.length_seconds().max(1.0).ceil() as u64
+}
+
 fn steps_in(period: &Period, step: u64) -> u64 {
-    (period.length_seconds().max(1.0).ceil() as u64).div_ceil(step)
+    whole_seconds(period).div_ceil(step)
 }
 
 /// The step `t` falls in (a time outside the period counts in its first or last step: a

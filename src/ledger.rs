@@ -95,12 +95,28 @@ impl SignalCounters {
             .fold(0, u64::saturating_add)
     }
 
+    /// What moved `used`: sent and adjusted up, against refused and adjusted down.
+    fn movement(&self) -> Movement {
+        let units = |p: &Pair| p.units.load(Ordering::Relaxed);
+        Movement {
+            added: units(&self.sent).saturating_add(units(&self.adjust_up)),
+            subtracted: units(&self.adjust_down).saturating_add(self.rejected_units()),
+        }
+    }
+
     fn used(&self) -> u64 {
-        let sent = self.sent.units.load(Ordering::Relaxed);
-        let up = self.adjust_up.units.load(Ordering::Relaxed);
-        let down = self.adjust_down.units.load(Ordering::Relaxed);
-        sent.saturating_add(up)
-            .saturating_sub(down.saturating_add(self.rejected_units()))
+        self.movement().used()
+    }
+
+    /// Sets every counter of signal `s` from the store's form (missing names are 0).
+    fn set_from(&self, s: Signal, totals: &Counters) {
+        let get = |k: &str| totals.get(k).copied().unwrap_or(0);
+        self.each(s, |items, units, p| {
+            p.set(Weight {
+                items: get(&items),
+                units: get(&units),
+            })
+        });
     }
 
     /// Every counter with its store name (`traces/offered_units/normal`, ...).
@@ -144,19 +160,12 @@ impl SignalCounters {
 /// Where the time frugal began counting in a period is stored (Unix seconds).
 const SINCE_KEY: &str = "meta/since_seconds";
 
-/// What stored counters (or a flush's deltas of them) moved `signal`'s `used` by: the
-/// same sums as [`SignalCounters::used`], on the store's names.
+/// What stored counters (or a flush's deltas of them) moved `signal`'s `used` by: read
+/// into counters of their own, so the sums are [`SignalCounters::movement`]'s.
 fn movement(counters: &Counters, signal: Signal) -> Movement {
-    let get = |name: String| counters.get(&name).copied().unwrap_or(0);
-    let rejected = RejectReason::ALL
-        .iter()
-        .map(|r| get(format!("{signal}/rejected_units/{}", r.name())))
-        .fold(0, u64::saturating_add);
-    Movement {
-        added: get(format!("{signal}/sent_units"))
-            .saturating_add(get(format!("{signal}/adjust_up_units"))),
-        subtracted: get(format!("{signal}/adjust_down_units")).saturating_add(rejected),
-    }
+    let c = SignalCounters::default();
+    c.set_from(signal, counters);
+    c.movement()
 }
 
 /// The counters of one period.
@@ -197,14 +206,8 @@ impl PeriodCounters {
 
     /// Sets every counter from stored totals (at start-up or when a period begins).
     fn load(&self, totals: &Counters) {
-        let get = |k: &str| totals.get(k).copied().unwrap_or(0);
         for (s, c) in self.signals.iter() {
-            c.each(s, |items, units, p| {
-                p.set(Weight {
-                    items: get(&items),
-                    units: get(&units),
-                })
-            });
+            c.set_from(s, totals);
         }
         *self.flushed.lock().unwrap_or_else(|e| e.into_inner()) = totals.clone();
     }

@@ -18,6 +18,7 @@ pub mod auth;
 pub mod budget;
 pub mod clock;
 pub mod core;
+pub mod fingerprint;
 pub mod forwarder;
 pub mod history;
 pub mod ingest;

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use crate::metering::fingerprint::Fingerprint;
+use crate::fingerprint::Fingerprint;
 use crate::policy::defaults::{
     DEFAULT_SERIES_ADMISSION_WINDOW, DEFAULT_SERIES_BILLING_WINDOW, DEFAULT_SERIES_REFRESH,
 };

@@ -3,12 +3,10 @@
 //! - traces: [`tempo`] — the canonical OTLP protobuf size of what is forwarded;
 //! - logs: [`loki`] — log line plus structured-metadata bytes, as Loki's distributor bills;
 //! - metrics: [`mimir`] — data points (series counting arrives with the metrics issue);
-//!   [`series`] — the Prometheus series Grafana makes of OTLP metrics; [`fingerprint`] —
-//!   a series' stable 64-bit identity.
+//!   [`series`] — the Prometheus series Grafana makes of OTLP metrics.
 //!
 //! Pure functions of the data; no I/O, no clock.
 
-pub mod fingerprint;
 pub mod loki;
 pub mod mimir;
 pub mod series;

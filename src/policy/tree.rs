@@ -71,6 +71,37 @@ impl<'a> Node<'a> {
         }
     }
 
+    /// Calls `f` with each element of a list and its index, each at its own path
+    /// (`key[i]`); a problem (`expected {what}`) and `false` if the value is not a list.
+    pub fn each_item(&self, what: &str, f: impl FnMut(usize, Node<'_>)) -> bool {
+        let Value::Array(items) = self.value else {
+            self.problem(format!("expected {what}"));
+            return false;
+        };
+        self.walk(items.iter(), f);
+        true
+    }
+
+    /// Like [`Node::each_item`] over [`Node::list`]: a single value counts as a list of
+    /// one, nothing as none.
+    pub fn each_listed(&self, f: impl FnMut(usize, Node<'_>)) {
+        self.walk(self.list().into_iter(), f);
+    }
+
+    fn walk(&self, items: impl Iterator<Item = &'a Value>, mut f: impl FnMut(usize, Node<'_>)) {
+        for (i, value) in items.enumerate() {
+            let path = format!("{}[{i}]", self.path);
+            f(
+                i,
+                Node {
+                    value,
+                    path: &path,
+                    problems: self.problems,
+                },
+            );
+        }
+    }
+
     /// The value as text: strings as they are, numbers and booleans as written.
     pub fn text(&self) -> Option<String> {
         match self.value {

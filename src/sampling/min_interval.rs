@@ -10,7 +10,7 @@
 //! a point older than the last one kept (out of order: upstream decides, frugal does not
 //! hide it); the first point of a series frugal has not seen (or has forgotten).
 //!
-//! State: per series (a 64-bit fingerprint of its label set) the timestamp of the last
+//! State: per series (its [`Fingerprint`]) the timestamp of the last
 //! point kept and the last value seen, in shards so callers do not contend on one lock;
 //! [`MinInterval::expire`] forgets series not seen for a while. The decision takes the
 //! point's own timestamp, never a clock.
@@ -18,6 +18,8 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::fingerprint::Fingerprint;
 
 /// The bit pattern of Prometheus's staleness marker (a NaN).
 pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
@@ -57,7 +59,7 @@ struct Last {
 #[derive(Debug)]
 pub struct MinInterval {
     interval_ms: i64,
-    shards: Vec<Mutex<HashMap<u64, Last>>>,
+    shards: Vec<Mutex<HashMap<Fingerprint, Last>>>,
     dropped: AtomicU64,
 }
 
@@ -71,9 +73,12 @@ impl MinInterval {
         }
     }
 
-    fn shard(&self, fingerprint: u64) -> std::sync::MutexGuard<'_, HashMap<u64, Last>> {
+    fn shard(
+        &self,
+        fingerprint: Fingerprint,
+    ) -> std::sync::MutexGuard<'_, HashMap<Fingerprint, Last>> {
         // The fingerprint is a hash already: its top bits pick the shard.
-        let i = (fingerprint >> 60) as usize % SHARDS;
+        let i = (fingerprint.0 >> 60) as usize % SHARDS;
         match self.shards[i].lock() {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
@@ -81,7 +86,13 @@ impl MinInterval {
     }
 
     /// Decides one point of the series `fingerprint`, at `timestamp_ms` with `value`.
-    pub fn decide(&self, fingerprint: u64, kind: Series, timestamp_ms: i64, value: f64) -> Thinned {
+    pub fn decide(
+        &self,
+        fingerprint: Fingerprint,
+        kind: Series,
+        timestamp_ms: i64,
+        value: f64,
+    ) -> Thinned {
         let mut shard = self.shard(fingerprint);
         let Some(last) = shard.get_mut(&fingerprint) else {
             shard.insert(
@@ -163,7 +174,7 @@ mod tests {
         let t = MinInterval::new(5 * S);
         let kept: Vec<(i64, f64)> = (0..60)
             .map(|i| (i * S, i as f64))
-            .filter(|(ts, v)| t.decide(7, Series::Counter, *ts, *v) == Thinned::Kept)
+            .filter(|(ts, v)| t.decide(Fingerprint(7), Series::Counter, *ts, *v) == Thinned::Kept)
             .collect();
         assert_eq!(
             kept,
@@ -179,19 +190,40 @@ mod tests {
     #[test]
     fn a_staleness_marker_and_a_counter_reset_are_always_kept() {
         let t = MinInterval::new(60 * S);
-        assert_eq!(t.decide(1, Series::Counter, 0, 100.0), Thinned::Kept);
-        assert_eq!(t.decide(1, Series::Counter, S, 101.0), Thinned::Dropped);
+        assert_eq!(
+            t.decide(Fingerprint(1), Series::Counter, 0, 100.0),
+            Thinned::Kept
+        );
+        assert_eq!(
+            t.decide(Fingerprint(1), Series::Counter, S, 101.0),
+            Thinned::Dropped
+        );
         // The counter restarted: the decrease is kept, whatever the interval.
-        assert_eq!(t.decide(1, Series::Counter, 2 * S, 3.0), Thinned::Kept);
-        assert_eq!(t.decide(1, Series::Counter, 3 * S, 4.0), Thinned::Dropped);
+        assert_eq!(
+            t.decide(Fingerprint(1), Series::Counter, 2 * S, 3.0),
+            Thinned::Kept
+        );
+        assert_eq!(
+            t.decide(Fingerprint(1), Series::Counter, 3 * S, 4.0),
+            Thinned::Dropped
+        );
         let stale = f64::from_bits(STALE_NAN_BITS);
-        assert_eq!(t.decide(1, Series::Counter, 4 * S, stale), Thinned::Kept);
+        assert_eq!(
+            t.decide(Fingerprint(1), Series::Counter, 4 * S, stale),
+            Thinned::Kept
+        );
         // A gauge going down is not a reset.
-        assert_eq!(t.decide(2, Series::Gauge, 0, 10.0), Thinned::Kept);
-        assert_eq!(t.decide(2, Series::Gauge, S, 1.0), Thinned::Dropped);
+        assert_eq!(
+            t.decide(Fingerprint(2), Series::Gauge, 0, 10.0),
+            Thinned::Kept
+        );
+        assert_eq!(
+            t.decide(Fingerprint(2), Series::Gauge, S, 1.0),
+            Thinned::Dropped
+        );
         // An ordinary NaN is a value, not a marker.
         assert_eq!(
-            t.decide(2, Series::Gauge, 2 * S, f64::NAN),
+            t.decide(Fingerprint(2), Series::Gauge, 2 * S, f64::NAN),
             Thinned::Dropped
         );
     }
@@ -199,31 +231,55 @@ mod tests {
     #[test]
     fn series_are_thinned_apart_and_out_of_order_points_pass() {
         let t = MinInterval::new(10 * S);
-        assert_eq!(t.decide(1, Series::Gauge, 100 * S, 1.0), Thinned::Kept);
-        assert_eq!(t.decide(2, Series::Gauge, 101 * S, 1.0), Thinned::Kept);
-        assert_eq!(t.decide(1, Series::Gauge, 102 * S, 1.0), Thinned::Dropped);
+        assert_eq!(
+            t.decide(Fingerprint(1), Series::Gauge, 100 * S, 1.0),
+            Thinned::Kept
+        );
+        assert_eq!(
+            t.decide(Fingerprint(2), Series::Gauge, 101 * S, 1.0),
+            Thinned::Kept
+        );
+        assert_eq!(
+            t.decide(Fingerprint(1), Series::Gauge, 102 * S, 1.0),
+            Thinned::Dropped
+        );
         // Older than the last kept: upstream's to judge.
-        assert_eq!(t.decide(1, Series::Gauge, 50 * S, 1.0), Thinned::Kept);
+        assert_eq!(
+            t.decide(Fingerprint(1), Series::Gauge, 50 * S, 1.0),
+            Thinned::Kept
+        );
         // ...and it did not move the series' clock back.
-        assert_eq!(t.decide(1, Series::Gauge, 105 * S, 1.0), Thinned::Dropped);
-        assert_eq!(t.decide(1, Series::Gauge, 110 * S, 1.0), Thinned::Kept);
+        assert_eq!(
+            t.decide(Fingerprint(1), Series::Gauge, 105 * S, 1.0),
+            Thinned::Dropped
+        );
+        assert_eq!(
+            t.decide(Fingerprint(1), Series::Gauge, 110 * S, 1.0),
+            Thinned::Kept
+        );
     }
 
     #[test]
     fn forgotten_series_start_afresh() {
         let t = MinInterval::new(60 * S);
-        t.decide(1, Series::Gauge, 0, 1.0);
-        t.decide(2, Series::Gauge, 100 * S, 1.0);
+        t.decide(Fingerprint(1), Series::Gauge, 0, 1.0);
+        t.decide(Fingerprint(2), Series::Gauge, 100 * S, 1.0);
         assert_eq!(t.expire(50 * S), 1);
         assert_eq!(t.len(), 1);
-        assert_eq!(t.decide(1, Series::Gauge, 101 * S, 1.0), Thinned::Kept);
-        assert_eq!(t.decide(2, Series::Gauge, 101 * S, 1.0), Thinned::Dropped);
+        assert_eq!(
+            t.decide(Fingerprint(1), Series::Gauge, 101 * S, 1.0),
+            Thinned::Kept
+        );
+        assert_eq!(
+            t.decide(Fingerprint(2), Series::Gauge, 101 * S, 1.0),
+            Thinned::Dropped
+        );
     }
 
     #[test]
     fn an_interval_of_zero_keeps_everything() {
         let t = MinInterval::new(0);
-        assert!((0..10).all(|i| t.decide(3, Series::Gauge, i, 1.0) == Thinned::Kept));
+        assert!((0..10).all(|i| t.decide(Fingerprint(3), Series::Gauge, i, 1.0) == Thinned::Kept));
         assert_eq!(t.dropped(), 0);
     }
 }

@@ -9,7 +9,7 @@
 //! usage store's sled database) and [`MemorySeriesStore`](super::MemorySeriesStore) (the
 //! simulator and tests). Both pass the conformance suite in this module's tests.
 
-use crate::metering::fingerprint::Fingerprint;
+use crate::fingerprint::Fingerprint;
 
 use super::StoreError;
 

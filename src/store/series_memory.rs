@@ -5,7 +5,7 @@ use std::sync::Mutex;
 
 use super::StoreError;
 use super::series::{Minute, SeriesBatch, SeriesStore};
-use crate::metering::fingerprint::Fingerprint;
+use crate::fingerprint::Fingerprint;
 
 /// Series last-seen minutes held in memory and lost on exit.
 #[derive(Debug, Default)]

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use super::StoreError;
 use super::series::{Minute, SeriesBatch, SeriesStore};
 use super::sled_store::io;
-use crate::metering::fingerprint::Fingerprint;
+use crate::fingerprint::Fingerprint;
 
 pub(super) const TREE: &str = "series";
 

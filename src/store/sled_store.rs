@@ -91,18 +91,6 @@ pub(super) fn io(e: impl std::fmt::Display) -> StoreError {
     StoreError::Io(e.to_string())
 }
 
-/// A transaction's outcome, made durable: flushed when it committed.
-fn durable(
-    db: &sled::Db,
-    result: sled::transaction::TransactionResult<(), StoreError>,
-) -> Result<(), StoreError> {
-    match result {
-        Ok(()) => db.flush().map(|_| ()).map_err(io),
-        Err(sled::transaction::TransactionError::Abort(e)) => Err(e),
-        Err(sled::transaction::TransactionError::Storage(e)) => Err(io(e)),
-    }
-}
-
 impl UsageStore for SledStore {
     fn add(&self, period: &str, deltas: &Counters) -> Result<Counters, StoreError> {
         if !deltas.is_empty() {
@@ -119,7 +107,12 @@ impl UsageStore for SledStore {
                     }
                     Ok(())
                 });
-            durable(&self.db, result)?;
+            match result {
+                Ok(()) => {}
+                Err(sled::transaction::TransactionError::Abort(e)) => return Err(e),
+                Err(sled::transaction::TransactionError::Storage(e)) => return Err(io(e)),
+            }
+            self.db.flush().map_err(io)?;
         }
         self.totals(period)
     }

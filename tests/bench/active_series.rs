@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use frugal::budget::active_series::{ActiveSeries, Windows};
-use frugal::metering::fingerprint::Fingerprint;
+use frugal::fingerprint::Fingerprint;
 use frugal::store::SledStore;
 use jiff::{SignedDuration, Timestamp};
 

@@ -4,8 +4,6 @@
 
 use std::collections::HashSet;
 
-use serde_json::Value;
-
 use super::upstream::{BadUrl, check_http_url, headers};
 use crate::policy::defaults::{DEFAULT_ALERT_THRESHOLDS, DEFAULT_PROJECTED_OVERAGE};
 use crate::policy::tree::{Node, required, with};
@@ -31,15 +29,9 @@ pub(in crate::policy) fn build(n: Node<'_>) -> Option<Alerts> {
 /// `thresholds`: percentages above 0% and at most 100%, each once; sorted.
 fn thresholds(n: Node<'_>) -> Option<Vec<Threshold>> {
     let mut out: Vec<Threshold> = Vec::new();
-    for (i, v) in n.list().into_iter().enumerate() {
-        let path = format!("{}[{i}]", n.path);
-        let item = Node {
-            value: v,
-            path: &path,
-            problems: n.problems,
-        };
+    n.each_listed(|_, item| {
         let Some(ratio) = item.parse(parse_ratio) else {
-            continue;
+            return;
         };
         let hundredths = ratio * 10_000.0;
         if ratio <= 0.0 {
@@ -54,36 +46,26 @@ fn thresholds(n: Node<'_>) -> Option<Vec<Threshold>> {
                 out.push(t);
             }
         }
-    }
+    });
     out.sort();
     Some(out)
 }
 
 /// `webhooks`: a list of `{url, format, headers}`.
 fn webhooks(n: Node<'_>) -> Option<Vec<Webhook>> {
-    let Value::Array(items) = n.value else {
-        n.problem("expected a list of {url, format} mappings");
-        return None;
-    };
     let mut out = Vec::new();
     let mut seen = HashSet::new();
-    for (i, v) in items.iter().enumerate() {
-        let path = format!("{}[{i}]", n.path);
-        let item = Node {
-            value: v,
-            path: &path,
-            problems: n.problems,
-        };
+    let listed = n.each_item("a list of {url, format} mappings", |_, item| {
         let Some(w) = webhook(item) else {
-            continue;
+            return;
         };
         if !seen.insert((w.url.clone(), w.format)) {
             item.problem("the same webhook (url and format) is listed twice");
-            continue;
+            return;
         }
         out.push(w);
-    }
-    Some(out)
+    });
+    listed.then_some(out)
 }
 
 fn webhook(n: Node<'_>) -> Option<Webhook> {

@@ -49,23 +49,13 @@ const SEVERITIES: [(&str, i32); 6] = [
 pub(super) fn rules_of(o: &mut Obj<'_>, kind: RuleKind) -> Rules {
     let list = |o: &mut Obj<'_>, key: &'static str| -> Vec<Rule> {
         with(o, key, |n| {
-            let Value::Array(items) = n.value else {
-                n.problem("expected a list of rules");
-                return None;
-            };
             let mut rules = Vec::new();
-            for (i, item) in items.iter().enumerate() {
-                let path = format!("{}[{i}]", n.path);
-                let node = Node {
-                    value: item,
-                    path: &path,
-                    problems: n.problems,
-                };
+            let listed = n.each_item("a list of rules", |i, node| {
                 if let Some(r) = rule(node, kind, &format!("{key}-{i}")) {
                     rules.push(r);
                 }
-            }
-            Some(rules)
+            });
+            listed.then_some(rules)
         })
         .unwrap_or_default()
     };

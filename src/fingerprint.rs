@@ -8,8 +8,6 @@
 //! from a crate so that nothing a dependency update does can change a stored key; its low
 //! bits are weak, so hash tables mix it again before use.
 
-use super::series::LabelSet;
-
 const OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
 const PRIME: u64 = 0x0000_0100_0000_01b3;
 const SEPARATOR: u8 = 0xFF;
@@ -19,8 +17,9 @@ const SEPARATOR: u8 = 0xFF;
 pub struct Fingerprint(pub u64);
 
 impl Fingerprint {
-    /// The fingerprint of `labels`, which must be sorted by name (as [`LabelSet`]s are).
-    pub fn of(labels: &LabelSet) -> Fingerprint {
+    /// The fingerprint of `labels`, which must be sorted by name (as
+    /// [`crate::metering::series::LabelSet`]s are).
+    pub fn of(labels: &[(String, String)]) -> Fingerprint {
         Self::of_pairs(labels.iter().map(|(n, v)| (n.as_str(), v.as_str())))
     }
 
@@ -48,7 +47,7 @@ mod tests {
     use super::*;
 
     fn fp(pairs: &[(&str, &str)]) -> u64 {
-        let labels: LabelSet = pairs
+        let labels: Vec<(String, String)> = pairs
             .iter()
             .map(|(n, v)| (n.to_string(), v.to_string()))
             .collect();
