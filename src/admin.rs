@@ -175,6 +175,15 @@ async fn route(
                 &json!({"error": format!("reading the history failed: {e}")}),
             ),
         },
+        (Method::GET, "/api/v1/series") => {
+            let top = req
+                .uri()
+                .query()
+                .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("top=")))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(DEFAULT_TOP);
+            json_reply(StatusCode::OK, &series_json(&admin.core, top))
+        }
         (Method::PUT, p) if p.starts_with("/api/v1/usage/") => set_usage(admin, peer, req).await,
         (Method::GET, "/") => status_page(),
         _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
@@ -296,6 +305,43 @@ fn pairs<K: Key, const N: usize>(t: &Table<K, Weight, N>, unit: Unit) -> Value {
     Value::Object(m)
 }
 
+/// How many metric names `/api/v1/series` lists unless asked (`?top=N`).
+const DEFAULT_TOP: usize = 20;
+
+/// The cost report of `/api/v1/series` (`frugal top`): the series counts, and the metric
+/// names holding the most series (then DPM), each with the Alloy `prometheus.relabel` rule
+/// that would drop it at the source.
+pub fn series_json(core: &Core, top: usize) -> Value {
+    let policy = core.policy();
+    let series = &core.series;
+    let counts = series.tracker.counts(core.clock.now());
+    let metrics: Vec<Value> = series
+        .top(top)
+        .into_iter()
+        .map(|c| {
+            let relabel = format!(
+                "rule {{\n  source_labels = [\"__name__\"]\n  regex         = \"{}\"\n  action        = \"drop\"\n}}",
+                regex::escape(&c.name).replace('\\', "\\\\")
+            );
+            json!({
+                "name": c.name,
+                "series": c.series,
+                "dpm": c.dpm,
+                "refused": c.refused,
+                "relabel": relabel,
+            })
+        })
+        .collect();
+    json!({
+        "total_series": series.tracker.len(),
+        "active_series": counts.billing,
+        "series_limit": policy.budgets.metrics.as_ref().and_then(|m| m.active_series),
+        "series_refused": series.refused_total(),
+        "dpm": series.dpm(),
+        "metrics": metrics,
+    })
+}
+
 /// The usage document of `/api/v1/usage`.
 pub fn usage_json(core: &Core) -> Value {
     let policy = core.policy();
@@ -354,13 +400,27 @@ pub fn usage_json(core: &Core) -> Value {
                     .map(|t| t.to_string()),
             });
         }
-        if s == Signal::Metrics
-            && let Some(m) = &policy.budgets.metrics
-        {
-            doc["active_series_limit"] = json!(m.active_series);
-            doc["note"] = json!(
-                "metrics are metered as data points; series admission arrives with the metrics issue"
-            );
+        if s == Signal::Metrics {
+            let series = &core.series;
+            let counts = series.tracker.counts(now);
+            let limit = policy
+                .budgets
+                .metrics
+                .as_ref()
+                .and_then(|m| m.active_series);
+            let dpm = series.dpm();
+            doc["active_series"] = json!(counts.billing);
+            doc["series_in_memory"] = json!(series.tracker.len());
+            doc["series_limit"] = json!(limit);
+            doc["active_series_limit"] = json!(limit);
+            doc["series_target"] = json!(policy.budgets.metrics.as_ref().map(|m| m.target));
+            doc["series_refused"] = json!(series.refused_total());
+            doc["dpm"] = json!(dpm);
+            // Grafana bills the larger of active series and DPM over the included one per
+            // series per minute.
+            doc["billed_series"] = json!(counts.billing.max(dpm));
+            doc["min_sample_interval_seconds"] =
+                json!(policy.metrics.min_sample_interval.map(|d| d.as_secs_f64()));
         }
         signals.insert(s.as_str().to_string(), doc);
     }
@@ -489,6 +549,13 @@ fn refresh_gauges(core: &Core) {
             {
                 g.active_series_limit.set(m as f64);
             }
+            let series = &core.series;
+            g.active_series
+                .set(series.tracker.counts(now).billing as f64);
+            g.series_in_memory.set(series.tracker.len() as f64);
+            let refused = g.series_refused.with_label_values(&[] as &[&str]);
+            refused.inc_by(series.refused_total().saturating_sub(refused.get()));
+            g.dpm.set(series.dpm() as f64);
             continue;
         }
         g.usage_bytes.with_label_values(&[sig]).set(u.used as f64);

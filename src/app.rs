@@ -28,6 +28,7 @@ use crate::policy::Policy;
 use crate::receivers::connections::{self, Listener};
 use crate::receivers::{otlp_grpc, otlp_http};
 use crate::stats::Stats;
+use crate::store::series::SeriesStore;
 use crate::store::{SledStore, UsageStore};
 
 /// How long requests in flight may take to finish after SIGTERM (inside Kubernetes'
@@ -142,7 +143,7 @@ pub async fn start_with(
     // than hanging).
     let not_ready = CancellationToken::new();
     let early_admin = tokio::spawn(early_admin(admin_listener, not_ready.clone()));
-    let store = open_store(&policy).await?;
+    let (store, series_store) = open_store(&policy).await?;
     not_ready.cancel();
     let admin_listener = early_admin.await.context("admin task")?;
     let http_listener = listener(
@@ -159,6 +160,17 @@ pub async fn start_with(
         Core::build(policy.clone(), store, upstream, clock, stats)
             .context("reading this period's usage from the store")?,
     );
+    // Series admitted before a restart stay admitted: the tracker is loaded before the
+    // first request is served.
+    let c = core.clone();
+    let s = series_store.clone();
+    let restored = tokio::task::spawn_blocking(move || c.series.tracker.restore(&*s))
+        .await
+        .context("series restore task")?
+        .context("reading the active series from the store")?;
+    if restored > 0 {
+        tracing::info!(series = restored, "active series restored from the store");
+    }
     // `frugal usage` finds a running frugal here (the store is locked while it runs).
     let address = admin::local_address(admin_addr).to_string();
     if let Err(e) = std::fs::write(policy.store.data_dir.join(admin::ADDRESS_FILE), address) {
@@ -201,6 +213,12 @@ pub async fn start_with(
         core.clone(),
         policy.store.flush_interval,
         new_period.clone(),
+        shutdown.clone(),
+    ));
+    tasks.spawn(series_keeper(
+        core.clone(),
+        series_store.clone(),
+        policy.store.flush_interval,
         shutdown.clone(),
     ));
     tasks.spawn(pacer(
@@ -288,17 +306,25 @@ async fn notifier(n: Arc<Notifier>, every: Duration, shutdown: CancellationToken
     }
 }
 
+/// The usage store and the series store (one sled database).
+type Stores = (Arc<dyn UsageStore>, Arc<dyn SeriesStore>);
+
 /// Opens the store, retrying every 5 s until it opens (the caller stops waiting by
 /// dropping the future, e.g. on SIGTERM).
-async fn open_store(policy: &Policy) -> anyhow::Result<Arc<dyn UsageStore>> {
+async fn open_store(policy: &Policy) -> anyhow::Result<Stores> {
     let dir = policy.store.data_dir.clone();
     let cache = policy.store.cache_bytes;
     loop {
         let d = dir.clone();
-        match tokio::task::spawn_blocking(move || SledStore::open(&d, cache)).await? {
-            Ok(s) => {
+        let opened = tokio::task::spawn_blocking(move || {
+            let usage = SledStore::open(&d, cache)?;
+            let series = usage.series_store()?;
+            Ok::<_, crate::store::StoreError>((usage, series))
+        });
+        match opened.await? {
+            Ok((usage, series)) => {
                 tracing::info!(data_dir = %dir.display(), "usage store open");
-                return Ok(Arc::new(s));
+                return Ok((Arc::new(usage), Arc::new(series)));
             }
             Err(e) => {
                 // The reason first: /readyz says it from the moment the log does.
@@ -357,6 +383,35 @@ async fn early_admin(mut listener: Listener, done: CancellationToken) -> Listene
         tokio::spawn(async move {
             let _ = builder.serve_connection(TokioIo::new(conn), service).await;
         });
+    }
+}
+
+/// Writes the series tracker's changes to the store every `every` (and once more at
+/// shutdown), and does the series state's per-minute upkeep.
+async fn series_keeper(
+    core: Arc<Core>,
+    store: Arc<dyn SeriesStore>,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    // At least once a minute, whatever the flush interval.
+    let every = every.min(Duration::from_secs(30));
+    loop {
+        let stop = tokio::select! {
+            () = tokio::time::sleep(every) => false,
+            () = shutdown.cancelled() => true,
+        };
+        let (c, s) = (core.clone(), store.clone());
+        match tokio::task::spawn_blocking(move || c.series_upkeep(Some(&*s))).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "writing the active series failed; retrying at the next interval")
+            }
+            Err(e) => tracing::error!(error = %e, "series task failed"),
+        }
+        if stop {
+            return;
+        }
     }
 }
 

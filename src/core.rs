@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 
 use crate::budget::rate::RateGate;
+use crate::budget::series::SeriesAdmission;
 use crate::budget::{BudgetState, Pacer, Pacing};
 use crate::clock::SharedClock;
 use crate::forwarder::Export;
@@ -22,6 +23,7 @@ use crate::period::Period;
 use crate::policy::Policy;
 use crate::sampling::memory::TraceMemory;
 use crate::stats::Stats;
+use crate::store::series::SeriesStore;
 use crate::store::{StoreError, UsageStore};
 
 /// Everything the request path, the admin API and the background tasks share.
@@ -34,6 +36,8 @@ pub struct Core {
     pacer: Mutex<Pacer>,
     /// The probabilities recent traces were first judged at.
     pub traces: TraceMemory,
+    /// Which series exist, admission under the series limit, the minimum interval.
+    pub series: SeriesAdmission,
     /// Per-second ingestion limits (`budgets.<signal>.max_rate`).
     pub rate_gates: PerSignal<Option<RateGate>>,
     /// The memory requests in flight may hold together (`ingest.max_in_flight`), taken
@@ -71,11 +75,12 @@ impl Core {
             .set(i64::try_from(in_flight.limit_bytes()).unwrap_or(i64::MAX));
         let core = Core {
             in_flight,
-            policy: ArcSwap::new(policy),
+            policy: ArcSwap::new(policy.clone()),
             ledger,
             pacing: BudgetState::default(),
             pacer: Mutex::new(pacer),
             traces: TraceMemory::default(),
+            series: SeriesAdmission::new(&policy.metrics),
             rate_gates,
             stats,
             upstream,
@@ -101,6 +106,31 @@ impl Core {
                 .tick(now, &policy, &self.ledger);
         self.pacing.publish(pacing);
         self.pacing.load()
+    }
+
+    /// The series state's upkeep (blocking: call it off the async workers, at least once
+    /// a minute): at each new minute moves the per-minute figures on and forgets series
+    /// past the admission window (and what the minimum interval kept of them); then writes
+    /// what changed to `store`. Returns how many series were written.
+    pub fn series_upkeep(&self, store: Option<&dyn SeriesStore>) -> Result<usize, StoreError> {
+        let now = self.clock.now();
+        let s = &self.series;
+        // Forgetting scans every series: once a minute.
+        if s.tick(now.as_second().div_euclid(60)) {
+            let forgotten = s.tracker.expire(now);
+            if let Some(thinner) = &s.thinner {
+                let window = self.policy().metrics.admission_window;
+                let before = now - jiff::SignedDuration::try_from(window).unwrap_or_default();
+                thinner.expire(before.as_millisecond());
+            }
+            if forgotten > 0 {
+                tracing::debug!(forgotten, "series past the admission window forgotten");
+            }
+        }
+        match store {
+            Some(store) => s.tracker.persist(store),
+            None => Ok(0),
+        }
     }
 
     /// Starts a new period if the clock has passed the current one's end, then writes the

@@ -53,6 +53,21 @@ enum Command {
         #[arg(long)]
         admin: Option<String>,
     },
+    /// The metric names holding the most series and data points per minute, from the
+    /// running frugal, each with the Alloy relabel rule that drops it at the source.
+    Top {
+        #[command(flatten)]
+        policy: PolicyArgs,
+        /// Ask the frugal at this admin URL (e.g. http://frugal:4319).
+        #[arg(long)]
+        admin: Option<String>,
+        /// How many metric names.
+        #[arg(long, default_value_t = 20)]
+        top: usize,
+        /// Print the JSON of /api/v1/series instead.
+        #[arg(long)]
+        json: bool,
+    },
     /// Decide trace IDs (hex, one per line on stdin) at a fixed probability, as frugal
     /// would: prints `<trace id> keep|drop <tracestate>`.
     Sample(SampleArgs),
@@ -84,6 +99,10 @@ struct ServeArgs {
     /// Upstream OTLP endpoint (overrides upstream.otlp.endpoint).
     #[arg(long)]
     upstream_otlp: Option<String>,
+    /// Upstream Prometheus remote-write URL, the full push URL (overrides
+    /// upstream.remote_write.endpoint; e.g. https://prometheus-prod-<zone>.grafana.net/api/prom/push).
+    #[arg(long)]
+    upstream_remote_write: Option<String>,
     /// Log as JSON lines instead of text.
     #[arg(long)]
     log_json: bool,
@@ -223,6 +242,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 listen_grpc: a.listen_grpc,
                 listen_admin: a.listen_admin,
                 upstream_otlp: a.upstream_otlp,
+                upstream_remote_write: a.upstream_remote_write,
                 data_dir: None,
             };
             let policy = load_policy(&a.policy, overrides)?;
@@ -262,6 +282,33 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 None => bail!(
                     "no frugal answered at {} (frugal status asks a running one; use --admin http://<host>:4319)",
+                    shown(&urls)
+                ),
+            }
+        }
+        Command::Top {
+            policy,
+            admin,
+            top,
+            json,
+        } => {
+            let p = load_offline(&policy)?;
+            let urls = admin_urls(&p, admin.as_deref());
+            let path = format!("/api/v1/series?top={top}");
+            match ask_running_at(&urls, admin.is_some(), &path)? {
+                Some((_, body)) if json => {
+                    println!("{body}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Some((_, body)) => {
+                    print!(
+                        "{}",
+                        frugal::status::render_top(&serde_json::from_str(&body)?)
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                None => bail!(
+                    "no frugal answered at {} (frugal top asks a running one; use --admin http://<host>:4319)",
                     shown(&urls)
                 ),
             }
@@ -394,8 +441,17 @@ fn admin_urls(p: &Policy, admin: Option<&str>) -> Vec<String> {
 /// The first of `urls` whose frugal answers `/api/v1/usage`, with its document; an error
 /// when `explicit` (an operator-given URL) and it did not answer.
 fn ask_running(urls: &[String], explicit: bool) -> anyhow::Result<Option<(String, String)>> {
+    ask_running_at(urls, explicit, "/api/v1/usage")
+}
+
+/// The first of `urls` that answers `path`: its URL and the body.
+fn ask_running_at(
+    urls: &[String],
+    explicit: bool,
+    path: &str,
+) -> anyhow::Result<Option<(String, String)>> {
     for url in urls {
-        match frugal::admin_client::get(&format!("{url}/api/v1/usage")) {
+        match frugal::admin_client::get(&format!("{url}{path}")) {
             Ok(body) => return Ok(Some((url.clone(), body))),
             Err(e) if explicit => return Err(e),
             Err(_) => {}

@@ -151,18 +151,24 @@ pub enum DropReason {
     /// must respect (hash_seed mode on an item already sampled with `th`).
     #[serde(rename = "upstream_decision")]
     Upstream,
+    /// A new series over the active-series budget: not admitted (metrics).
+    SeriesLimit,
+    /// A point of a series within `metrics.min_sample_interval` of the one sent before.
+    MinInterval,
 }
 
 table_key!(DropReason);
 
 impl DropReason {
     /// Every drop reason.
-    pub const ALL: [DropReason; 5] = [
+    pub const ALL: [DropReason; 7] = [
         DropReason::Rule,
         DropReason::Sampled,
         DropReason::AtLimit,
         DropReason::RateLimit,
         DropReason::Upstream,
+        DropReason::SeriesLimit,
+        DropReason::MinInterval,
     ];
 
     /// The reason's name (a metric label value and an API key).
@@ -173,6 +179,8 @@ impl DropReason {
             DropReason::AtLimit => "at_limit",
             DropReason::RateLimit => "rate_limit",
             DropReason::Upstream => "upstream_decision",
+            DropReason::SeriesLimit => "series_limit",
+            DropReason::MinInterval => "min_interval",
         }
     }
 }
@@ -235,16 +243,19 @@ pub enum Destination {
     OtlpLogs,
     /// OTLP/HTTP metrics (`/v1/metrics`).
     OtlpMetrics,
+    /// Prometheus remote write 1.0 (Grafana Cloud's `.../api/prom/push`).
+    RemoteWrite,
 }
 
 table_key!(Destination);
 
 impl Destination {
     /// Every destination.
-    pub const ALL: [Destination; 3] = [
+    pub const ALL: [Destination; 4] = [
         Destination::OtlpTraces,
         Destination::OtlpLogs,
         Destination::OtlpMetrics,
+        Destination::RemoteWrite,
     ];
 
     /// The destination's name (a metric label value).
@@ -253,6 +264,7 @@ impl Destination {
             Destination::OtlpTraces => "otlp_traces",
             Destination::OtlpLogs => "otlp_logs",
             Destination::OtlpMetrics => "otlp_metrics",
+            Destination::RemoteWrite => "remote_write",
         }
     }
 
@@ -261,8 +273,13 @@ impl Destination {
         match self {
             Destination::OtlpTraces => Signal::Traces,
             Destination::OtlpLogs => Signal::Logs,
-            Destination::OtlpMetrics => Signal::Metrics,
+            Destination::OtlpMetrics | Destination::RemoteWrite => Signal::Metrics,
         }
+    }
+
+    /// Whether it is a signal's OTLP destination (every signal has one, always configured).
+    pub fn is_otlp(self) -> bool {
+        Destination::otlp(self.signal()) == self
     }
 
     /// The OTLP destination of a signal.
@@ -317,7 +334,7 @@ mod tests {
         }
         for d in Destination::ALL {
             assert_eq!(serde_json::to_value(d).unwrap(), d.as_str());
-            assert_eq!(Destination::otlp(d.signal()), d);
+            assert_eq!(Destination::otlp(d.signal()) == d, d.is_otlp());
         }
     }
 }

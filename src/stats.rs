@@ -124,13 +124,19 @@ pub struct PeriodGauges {
     /// Rate of bytes sent upstream over the short window, in bytes/s, by signal
     /// (`frugal_forwarded_bytes_per_second`).
     pub forwarded_rate: GaugeVec,
-    /// The metrics budget's active-series limit; reported, not yet enforced
-    /// (`frugal_budget_active_series_limit`).
+    /// The metrics budget's active-series limit (`frugal_budget_active_series_limit`).
     pub active_series_limit: Gauge,
-    /// Active series of the metrics frugal forwards, as Grafana counts them (a sample in
-    /// the last 20 minutes); 0 until metrics are metered by series
-    /// (`frugal_active_series`).
+    /// Active series of the metrics frugal forwards, as Grafana bills them (a sample in
+    /// the billing window, 20 minutes) (`frugal_active_series`).
     pub active_series: Gauge,
+    /// Series in the admission window, what the series limit counts
+    /// (`frugal_series_in_memory`).
+    pub series_in_memory: Gauge,
+    /// New series refused under the series limit, counted at each refusal
+    /// (`frugal_series_refused_total`; brought up to the tracker's count at each scrape).
+    pub series_refused: IntCounterVec,
+    /// Data points sent in the last whole minute (`frugal_data_points_per_minute`).
+    pub dpm: Gauge,
     /// How much of the period has passed, 0 to 1: the pace line is the limit (or target)
     /// times this (`frugal_period_elapsed_ratio`).
     pub elapsed_ratio: Gauge,
@@ -305,12 +311,28 @@ impl Stats {
             active_series_limit: gauge(
                 &r,
                 "frugal_budget_active_series_limit",
-                "The metrics budget's active-series limit (enforced from the metrics issue on).",
+                "The metrics budget's active-series limit.",
             )?,
             active_series: gauge(
                 &r,
                 "frugal_active_series",
-                "Active series of the metrics frugal forwards (0 until metrics are metered by series).",
+                "Active series of the metrics frugal forwards, as Grafana bills them (a sample in the billing window).",
+            )?,
+            series_in_memory: gauge(
+                &r,
+                "frugal_series_in_memory",
+                "Series in the admission window: what the series limit counts.",
+            )?,
+            series_refused: counter(
+                &r,
+                "frugal_series_refused_total",
+                "New series refused under the series limit (counted at each refusal).",
+                &[],
+            )?,
+            dpm: gauge(
+                &r,
+                "frugal_data_points_per_minute",
+                "Data points of metrics sent upstream in the last whole minute.",
             )?,
             elapsed_ratio: gauge(
                 &r,
@@ -468,6 +490,7 @@ impl Stats {
                 .into_iter()
                 .filter(|s| s.budget_unit() == Unit::Bytes)
         };
+        self.period.series_refused.with_label_values(&[] as &[&str]);
         for s in Signal::ALL {
             let sig = s.as_str();
             for c in [&self.received_items, &self.sent_items, &self.acked_items] {
@@ -593,7 +616,7 @@ mod tests {
         }
         // Every registered family, except the one whose label (the status code) is open and
         // the upstreams', which each configured destination creates.
-        let registered = 44;
+        let registered = 47;
         assert_eq!(families.len(), registered - 3, "{names:?}");
         assert!(!names.contains(&"frugal_requests_total"));
         let text = stats.render();

@@ -59,6 +59,20 @@ pub fn render_text(doc: &Value, source: &str) -> String {
         }
         let unit = s["unit"].as_str().unwrap_or("bytes");
         let used = s["used"].as_u64().unwrap_or(0);
+        if let Some(series_limit) = s["series_limit"].as_u64().filter(|l| *l > 0) {
+            // Metrics are budgeted by series.
+            let in_memory = s["series_in_memory"].as_u64().unwrap_or(0);
+            let fraction = in_memory as f64 / series_limit as f64;
+            out += &format!(
+                "{name:<8} [{}] {in_memory} of {series_limit} series ({}), active {}, refused {}, {} data points/min\n",
+                bar(fraction, fraction),
+                percent(fraction),
+                s["active_series"].as_u64().unwrap_or(0),
+                s["series_refused"].as_u64().unwrap_or(0),
+                s["dpm"].as_u64().unwrap_or(0),
+            );
+            continue;
+        }
         let Some(limit) = s["limit"].as_u64().filter(|l| *l > 0) else {
             out += &format!("{name:<8} {} (no budget)\n", amount(used, unit));
             continue;
@@ -137,6 +151,46 @@ fn percent(f: f64) -> String {
     } else {
         format!("{v:.2}%")
     }
+}
+
+/// `frugal top`'s form of `/api/v1/series`: the series counts, then a table of the metric
+/// names holding the most series, and the Alloy rule that would drop the first at the
+/// source.
+pub fn render_top(v: &Value) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let num = |k: &str| v[k].as_u64().map_or("-".to_string(), |n| n.to_string());
+    let _ = writeln!(
+        out,
+        "series in memory {} (limit {}), active {}, refused {}, data points/min {}",
+        num("total_series"),
+        num("series_limit"),
+        num("active_series"),
+        num("series_refused"),
+        num("dpm")
+    );
+    let empty = Vec::new();
+    let metrics = v["metrics"].as_array().unwrap_or(&empty);
+    let _ = writeln!(out, "{:>9} {:>9} {:>9}  metric", "series", "dpm", "refused");
+    for m in metrics {
+        let _ = writeln!(
+            out,
+            "{:>9} {:>9} {:>9}  {}",
+            m["series"].as_u64().unwrap_or(0),
+            m["dpm"].as_u64().unwrap_or(0),
+            m["refused"].as_u64().unwrap_or(0),
+            m["name"].as_str().unwrap_or("")
+        );
+    }
+    if let Some(first) = metrics.first() {
+        let _ = writeln!(
+            out,
+            "\nTo drop {} at the source, add to Alloy's prometheus.relabel:\n{}",
+            first["name"].as_str().unwrap_or(""),
+            first["relabel"].as_str().unwrap_or("")
+        );
+    }
+    out
 }
 
 #[cfg(test)]

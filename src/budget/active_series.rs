@@ -11,13 +11,14 @@
 //! active in a window of W minutes while `now`'s minute minus its last-seen minute is at
 //! most W: it counts up to a minute longer than the window, never shorter.
 //!
-//! Memory: an entry is a fingerprint and two minutes (16 bytes in the map) in one of
+//! Memory: an entry is a fingerprint, two minutes and a name number (24 bytes in the map) in one of
 //! [`SHARDS`] mutex-guarded maps, picked by the fingerprint, so callers on different cores
 //! rarely meet. The counts are per-minute histograms kept up to date by every change, so
 //! [`ActiveSeries::counts`] costs O(window minutes × shards), not O(series).
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -70,7 +71,13 @@ pub enum Seen {
     New,
     /// Tracked already.
     Known,
+    /// Not tracked, and not taken: the cap given to [`ActiveSeries::admit`] was reached.
+    Refused,
 }
+
+/// A metric name's index in the caller's table of names (0: unknown, e.g. a series
+/// restored from the store before its next sample): the tracker counts series per name.
+pub type NameId = u32;
 
 /// Series active at a moment, in each window.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -128,6 +135,8 @@ struct Entry {
     last: Minute,
     /// The minute last handed out in a batch (or loaded from the store).
     stored: Minute,
+    /// The series' metric name, as the caller numbers names.
+    name: NameId,
 }
 
 /// How many series were last seen in each recent minute: a ring of `(minute, count)`
@@ -200,12 +209,24 @@ struct Shard {
 #[derive(Debug)]
 pub struct ActiveSeries {
     shards: Box<[Mutex<Shard>]>,
+    /// Series in the maps: what [`admit`](Self::admit)'s cap is held against.
+    tracked: AtomicU64,
+    /// Series in the maps per [`NameId`] (the last slot counts every id past it).
+    per_name: Box<[AtomicU64]>,
     billing: Minute,
     admission: Minute,
     refresh: Minute,
 }
 
 impl ActiveSeries {
+    /// An empty tracker counting series for names numbered below `names` (ids past it
+    /// are counted together in the last).
+    pub fn with_names(windows: Windows, names: usize) -> Self {
+        let mut s = Self::new(windows);
+        s.per_name = (0..names.max(1)).map(|_| AtomicU64::new(0)).collect();
+        s
+    }
+
     /// An empty tracker.
     pub fn new(windows: Windows) -> Self {
         let admission = minutes(windows.admission);
@@ -226,6 +247,8 @@ impl ActiveSeries {
             .collect();
         Self {
             shards,
+            tracked: AtomicU64::new(0),
+            per_name: (0..1).map(|_| AtomicU64::new(0)).collect(),
             billing: minutes(windows.billing),
             admission,
             refresh: minutes(windows.refresh),
@@ -244,8 +267,20 @@ impl ActiveSeries {
             .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
+    fn name_slot(&self, name: NameId) -> &AtomicU64 {
+        let last = self.per_name.len() - 1;
+        &self.per_name[(name as usize).min(last)]
+    }
+
     /// Records a sample of series `fp` at `now`: O(1), one shard's lock.
     pub fn observe(&self, fp: Fingerprint, now: Timestamp) -> Seen {
+        self.admit(fp, 0, now, u64::MAX)
+    }
+
+    /// Records a sample of series `fp` (metric name `name`) at `now` if the series is
+    /// tracked, or if fewer than `cap` series are: O(1), one shard's lock. Two callers
+    /// racing for the last place cannot both take it.
+    pub fn admit(&self, fp: Fingerprint, name: NameId, now: Timestamp, cap: u64) -> Seen {
         let m = minute_of(now);
         let mut guard = self.shard(fp);
         let Shard {
@@ -256,6 +291,11 @@ impl ActiveSeries {
         } = &mut *guard;
         match series.get_mut(&fp) {
             Some(e) => {
+                if e.name == 0 && name != 0 {
+                    self.name_slot(0).fetch_sub(1, Ordering::Relaxed);
+                    self.name_slot(name).fetch_add(1, Ordering::Relaxed);
+                    e.name = name;
+                }
                 if m > e.last {
                     histogram.remove(e.last);
                     histogram.add(m);
@@ -268,7 +308,23 @@ impl ActiveSeries {
                 Seen::Known
             }
             None => {
-                series.insert(fp, Entry { last: m, stored: m });
+                let taken = self
+                    .tracked
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                        (n < cap).then_some(n + 1)
+                    });
+                if taken.is_err() {
+                    return Seen::Refused;
+                }
+                series.insert(
+                    fp,
+                    Entry {
+                        last: m,
+                        stored: m,
+                        name,
+                    },
+                );
+                self.name_slot(name).fetch_add(1, Ordering::Relaxed);
                 histogram.add(m);
                 dirty.push(fp);
                 Seen::New
@@ -283,7 +339,12 @@ impl ActiveSeries {
 
     /// How many series are tracked (what [`expire`](Self::expire) has not forgotten).
     pub fn len(&self) -> usize {
-        self.each_shard().map(|s| s.series.len()).sum()
+        self.tracked.load(Ordering::Acquire) as usize
+    }
+
+    /// How many tracked series have the metric name `name` (0: not known yet).
+    pub fn series_of(&self, name: NameId) -> u64 {
+        self.name_slot(name).load(Ordering::Relaxed)
     }
 
     /// Whether no series is tracked.
@@ -323,6 +384,7 @@ impl ActiveSeries {
             series.retain(|fp, e| {
                 let keep = e.last >= cutoff;
                 if !keep {
+                    self.name_slot(e.name).fetch_sub(1, Ordering::Relaxed);
                     histogram.remove(e.last);
                     forgotten.push(*fp);
                 }
@@ -334,6 +396,7 @@ impl ActiveSeries {
             }
             gone += before - series.len();
         }
+        self.tracked.fetch_sub(gone as u64, Ordering::AcqRel);
         gone
     }
 
@@ -419,7 +482,16 @@ impl ActiveSeries {
                     e.last = last;
                 }
                 None => {
-                    series.insert(fp, Entry { last, stored: m });
+                    series.insert(
+                        fp,
+                        Entry {
+                            last,
+                            stored: m,
+                            name: 0,
+                        },
+                    );
+                    self.tracked.fetch_add(1, Ordering::AcqRel);
+                    self.name_slot(0).fetch_add(1, Ordering::Relaxed);
                     histogram.add(last);
                 }
             }

@@ -12,6 +12,7 @@ pub mod active_series;
 pub mod controller;
 pub mod forecast;
 pub mod rate;
+pub mod series;
 
 use std::sync::Arc;
 

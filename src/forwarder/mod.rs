@@ -16,6 +16,7 @@
 //! limit); one that certainly did not reach upstream is given back.
 
 mod otlp;
+mod remote_write;
 pub mod retry;
 mod upstream;
 
@@ -32,6 +33,7 @@ use crate::model::{Destination, PerDestination, RejectReason};
 use crate::policy::{Compression, Policy};
 use crate::stats::Stats;
 pub use otlp::OtlpWire;
+pub use remote_write::RemoteWriteWire;
 use retry::BillsAt;
 pub use upstream::{HttpUpstream, https_client};
 
@@ -94,6 +96,10 @@ pub trait Wire: Send + Sync + 'static {
     fn url(&self, endpoint: &str) -> String;
     /// The body's content type.
     fn content_type(&self) -> &'static str;
+    /// Headers the protocol adds to every request.
+    fn headers(&self) -> &'static [(&'static str, &'static str)] {
+        &[]
+    }
     /// The body as sent and its `Content-Encoding`, given the policy's compression.
     fn encode(&self, body: Bytes, compression: Compression) -> (Bytes, Option<&'static str>);
     /// When the backend bills what it receives (which failed attempts count).
@@ -111,8 +117,16 @@ impl Forwarder {
     /// The upstreams the policy configures.
     pub fn from_policy(policy: &Policy, clock: &SharedClock, stats: &Arc<Stats>) -> Self {
         let upstreams = PerDestination::from_fn(|d| {
-            let config = policy.upstream.otlp.clone();
-            let wire = Arc::new(OtlpWire::new(d.signal()));
+            let (config, wire): (_, Arc<dyn Wire>) = match d {
+                Destination::RemoteWrite => (
+                    policy.upstream.remote_write.clone()?,
+                    Arc::new(RemoteWriteWire),
+                ),
+                _ => (
+                    policy.upstream.otlp.clone(),
+                    Arc::new(OtlpWire::new(d.signal())),
+                ),
+            };
             Some(HttpUpstream::new(
                 config,
                 wire,
@@ -141,12 +155,25 @@ impl Export for Forwarder {
         match &self.upstreams[to] {
             Some(u) => Box::pin(u.send(body, ctx)),
             None => Box::pin(async move {
+                // Receivers refuse such requests before decoding them: this is a safety
+                // net. Nothing was sent, so nothing stays billed.
+                if let Some(m) = &ctx.metering {
+                    m.not_arrived(RejectReason::Unreachable);
+                }
                 Outcome::Unavailable {
                     retry_after: Duration::from_secs(60),
-                    message: format!("no upstream is configured for {}", to.as_str()),
+                    message: not_configured(to),
                 }
             }),
         }
+    }
+}
+
+/// What to configure for a destination the policy gives no upstream.
+pub fn not_configured(to: Destination) -> String {
+    match to {
+        Destination::RemoteWrite => "remote write is not configured: set upstream.remote_write.endpoint in the policy (the full push URL, Grafana Cloud's .../api/prom/push) or start frugal with --upstream-remote-write URL".to_string(),
+        other => format!("no upstream is configured for {}", other.as_str()),
     }
 }
 

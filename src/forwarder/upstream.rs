@@ -157,6 +157,9 @@ impl HttpUpstream {
         if let Some(a) = auth {
             b = b.header(header::AUTHORIZATION, a);
         }
+        for (k, v) in self.wire.headers() {
+            b = b.header(*k, *v);
+        }
         for (k, v) in &self.config.headers {
             b = b.header(k.as_str(), v.as_str());
         }

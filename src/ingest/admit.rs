@@ -51,8 +51,16 @@ pub fn admit<P: Payload>(core: &Core, mut req: P) -> Result<Option<Admitted<P>>,
             PacingState::Unconstrained => Remember::Logs,
             PacingState::PriorityOnly | PacingState::Stopped => Remember::Never,
         };
-        let mut memory = core.traces.session(core.clock.now(), remember);
-        P::decide(&policy, &pacing, &mut memory, &req)
+        let now = core.clock.now();
+        let mut memory = core.traces.session(now, remember);
+        let mut ctx = super::payload::Deciding {
+            policy: &policy,
+            pacing: &pacing,
+            memory: &mut memory,
+            series: &core.series,
+            now,
+        };
+        P::decide(&mut ctx, &req)
     };
     account.scale_units_to(offered.units);
     if matches!(

@@ -122,6 +122,10 @@ pub enum IngestError {
         /// Why.
         message: String,
     },
+    /// The request needs an upstream the policy does not configure (remote write without
+    /// `upstream.remote_write`): 404, saying what to set.
+    #[error("{0}")]
+    NotConfigured(String),
     /// Upstream refused the data itself (400, 413, 422): the client should not resend it.
     #[error("upstream refused the data ({status}): {message}")]
     UpstreamRejected {

@@ -7,14 +7,33 @@ use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequ
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 
+use jiff::Timestamp;
+
 use crate::budget::Pacing;
+use crate::budget::series::SeriesAdmission;
 use crate::metering::{Weight, loki, mimir, tempo};
 use crate::model::{Class, Destination, Signal};
 use crate::policy::Policy;
+use crate::proto::remote_write::WriteRequest;
 use crate::sampling::memory::Session;
 use crate::sampling::{self, Account, logs::TraceSide};
 
-/// An OTLP export request of one signal, as the pipeline handles it.
+/// What a decision may read besides the request: the policy, the pacing, the trace
+/// memory, the series state and the time.
+pub struct Deciding<'a, 'm> {
+    /// The policy in force.
+    pub policy: &'a Policy,
+    /// The keep probabilities in force.
+    pub pacing: &'a Pacing,
+    /// The trace memory (traces and logs).
+    pub memory: &'a mut Session<'m>,
+    /// The series state (metrics).
+    pub series: &'a SeriesAdmission,
+    /// Now.
+    pub now: Timestamp,
+}
+
+/// A request of one signal, as the pipeline handles it.
 pub trait Payload: Message + Default + Clone + Send + 'static {
     /// The signal whose budget it spends.
     const SIGNAL: Signal;
@@ -36,13 +55,9 @@ pub trait Payload: Message + Default + Clone + Send + 'static {
     /// Removes resources and scopes that hold no items (metrics without data points):
     /// they would bill bytes for nothing. True if anything was removed.
     fn prune(&mut self) -> bool;
-    /// Decides every item at the current pacing (nothing changes yet).
-    fn decide(
-        policy: &Policy,
-        pacing: &Pacing,
-        memory: &mut Session<'_>,
-        req: &Self,
-    ) -> (Vec<Self::Decision>, Account);
+    /// Decides every item at the current pacing (the request does not change yet; the
+    /// trace memory and the series state record what was decided).
+    fn decide(ctx: &mut Deciding<'_, '_>, req: &Self) -> (Vec<Self::Decision>, Account);
     /// Applies the decisions: removes dropped items, marks kept ones.
     fn apply(&mut self, policy: &Policy, decisions: &[Self::Decision]);
     /// Keeps only the kept items of `class`.
@@ -82,16 +97,11 @@ impl Payload for ExportTraceServiceRequest {
         )
     }
 
-    fn decide(
-        policy: &Policy,
-        pacing: &Pacing,
-        memory: &mut Session<'_>,
-        req: &Self,
-    ) -> (Vec<Self::Decision>, Account) {
+    fn decide(ctx: &mut Deciding<'_, '_>, req: &Self) -> (Vec<Self::Decision>, Account) {
         sampling::traces::decide_all(
-            &policy.traces,
-            &pacing.signals[Signal::Traces].probabilities,
-            Some(memory),
+            &ctx.policy.traces,
+            &ctx.pacing.signals[Signal::Traces].probabilities,
+            Some(ctx.memory),
             req,
         )
     }
@@ -143,12 +153,8 @@ impl Payload for ExportLogsServiceRequest {
         )
     }
 
-    fn decide(
-        policy: &Policy,
-        pacing: &Pacing,
-        memory: &mut Session<'_>,
-        req: &Self,
-    ) -> (Vec<Self::Decision>, Account) {
+    fn decide(ctx: &mut Deciding<'_, '_>, req: &Self) -> (Vec<Self::Decision>, Account) {
+        let (policy, pacing) = (ctx.policy, ctx.pacing);
         let side = TraceSide {
             probabilities: pacing.signals[Signal::Traces].probabilities,
             follow_bulk: !policy.traces.rules.drop_first.is_empty(),
@@ -159,7 +165,7 @@ impl Payload for ExportLogsServiceRequest {
             &policy.logs,
             &pacing.signals[Signal::Logs].probabilities,
             &side,
-            Some(memory),
+            Some(ctx.memory),
             req,
         )
     }
@@ -209,13 +215,25 @@ impl Payload for ExportMetricsServiceRequest {
             )
     }
 
-    fn decide(
-        _policy: &Policy,
-        _pacing: &Pacing,
-        _memory: &mut Session<'_>,
-        req: &Self,
-    ) -> (Vec<()>, Account) {
-        // Metrics are metered, not sampled, until series admission lands.
+    fn decide(ctx: &mut Deciding<'_, '_>, req: &Self) -> (Vec<()>, Account) {
+        // OTLP metrics are counted as the series Grafana's OTLP gateway makes of them, so
+        // the series budget sees them, but not refused: admission acts on remote write.
+        for labels in crate::metering::series::series_of(req) {
+            let name = labels
+                .iter()
+                .find(|(k, _)| k == "__name__")
+                .map_or("", |(_, v)| v.as_str());
+            let id = ctx.series.name_id(name);
+            ctx.series.tracker.admit(
+                crate::fingerprint::Fingerprint::of(&labels),
+                id,
+                ctx.now,
+                u64::MAX,
+            );
+            if name != "target_info" {
+                ctx.series.sent(id, 1);
+            }
+        }
         let mut account = Account::default();
         let w = mimir::weigh(req);
         account.offer(Class::Normal, w);
@@ -229,6 +247,42 @@ impl Payload for ExportMetricsServiceRequest {
         if class != Class::Normal {
             self.resource_metrics.clear();
         }
+    }
+}
+
+impl Payload for WriteRequest {
+    const SIGNAL: Signal = Signal::Metrics;
+    const DESTINATION: Destination = Destination::RemoteWrite;
+    type Decision = sampling::series::SeriesDecision;
+
+    fn canonicalize(&mut self) -> bool {
+        false
+    }
+
+    fn weigh(&self) -> Weight {
+        sampling::series::weigh(self)
+    }
+
+    /// Empty when neither series nor metadata is left (a metadata-only request is sent
+    /// on, billing nothing).
+    fn is_empty(&self) -> bool {
+        self.timeseries.is_empty() && self.metadata.is_empty()
+    }
+
+    fn prune(&mut self) -> bool {
+        false
+    }
+
+    fn decide(ctx: &mut Deciding<'_, '_>, req: &Self) -> (Vec<Self::Decision>, Account) {
+        sampling::series::decide_all(ctx.policy, ctx.series, ctx.now, req)
+    }
+
+    fn apply(&mut self, _policy: &Policy, decisions: &[Self::Decision]) {
+        sampling::series::apply(self, decisions);
+    }
+
+    fn retain_class(&mut self, decisions: &[Self::Decision], class: Class) {
+        sampling::series::retain_class(self, decisions, class);
     }
 }
 

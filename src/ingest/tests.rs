@@ -354,3 +354,202 @@ async fn the_size_limit_holds_for_the_body_frugal_forwards() {
         .unwrap();
     assert_eq!(upstream.traces().len(), 1);
 }
+
+mod remote_write {
+    use super::*;
+    use crate::proto::remote_write::{Label, MetricMetadata, Sample, TimeSeries, WriteRequest};
+
+    fn series(name: &str, id: u32, points: &[(i64, f64)]) -> TimeSeries {
+        TimeSeries {
+            labels: vec![
+                Label {
+                    name: "__name__".into(),
+                    value: name.into(),
+                },
+                Label {
+                    name: "id".into(),
+                    value: id.to_string(),
+                },
+            ],
+            samples: points
+                .iter()
+                .map(|&(timestamp, value)| Sample { value, timestamp })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    fn request(ts: Vec<TimeSeries>) -> WriteRequest {
+        WriteRequest {
+            timeseries: ts,
+            metadata: vec![],
+        }
+    }
+
+    const POLICY: &str = "
+upstream: {otlp: {endpoint: 'http://127.0.0.1:1'}, remote_write: {endpoint: 'http://127.0.0.1:1/api/v1/push'}}
+budgets: {metrics: {active_series: 20, target: 50%}}
+metrics:
+  priority: [{name: up, selector: '{__name__=\"up\"}'}]
+  drop_first: [{name: buckets, metric_matches: '.*_bucket'}]
+  drop: [{name: noisy, metric: noisy_total}]
+";
+
+    fn sent_series(upstream: &crate::testkit::FakeUpstream) -> Vec<WriteRequest> {
+        upstream
+            .received
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(d, _)| *d == crate::model::Destination::RemoteWrite)
+            .map(|(_, b)| WriteRequest::decode(b.clone()).unwrap())
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn new_series_are_admitted_by_class_under_the_caps_and_known_ones_keep_flowing() {
+        let (core, upstream) = testkit::core(testkit::policy(POLICY), clock());
+        // Normal cap: 50 % of 20 = 10; bulk: 90 % of that = 9; priority: 20.
+        let first: Vec<TimeSeries> = (0..8).map(|i| series("a", i, &[(1000, 1.0)])).collect();
+        handle(&core, request(first), RequestMeta::new(Transport::Http))
+            .await
+            .unwrap();
+        assert_eq!(core.series.tracker.len(), 8);
+        // Bulk series: one more fits under 9, the second is refused.
+        let buckets = vec![
+            series("h_bucket", 1, &[(1000, 1.0)]),
+            series("h_bucket", 2, &[(1000, 1.0)]),
+        ];
+        handle(&core, request(buckets), RequestMeta::new(Transport::Http))
+            .await
+            .unwrap();
+        assert_eq!(core.series.tracker.len(), 9);
+        // Normal: one more to 10, then refused; dropped by rule never counted.
+        let more = vec![
+            series("a", 100, &[(1000, 1.0)]),
+            series("a", 101, &[(1000, 1.0)]),
+            series("noisy_total", 1, &[(1000, 1.0)]),
+        ];
+        handle(&core, request(more), RequestMeta::new(Transport::Http))
+            .await
+            .unwrap();
+        assert_eq!(core.series.tracker.len(), 10);
+        // Priority still fits up to 20; known normal series keep flowing past the cap.
+        let mixed = vec![
+            series("up", 1, &[(2000, 1.0)]),
+            series("a", 0, &[(2000, 2.0)]),
+            series("a", 102, &[(2000, 1.0)]),
+        ];
+        handle(&core, request(mixed), RequestMeta::new(Transport::Http))
+            .await
+            .unwrap();
+        assert_eq!(core.series.tracker.len(), 11);
+        let sent = sent_series(&upstream);
+        let last: Vec<String> = sent
+            .last()
+            .unwrap()
+            .timeseries
+            .iter()
+            .map(|t| format!("{}{}", t.labels[0].value, t.labels[1].value))
+            .collect();
+        assert_eq!(last, ["up1", "a0"]);
+        let u = core.ledger.usage(Signal::Metrics);
+        assert_eq!(u.dropped[DropReason::SeriesLimit].items, 3);
+        assert_eq!(u.dropped[DropReason::Rule].items, 1);
+        assert_eq!(core.series.refused_total(), 3);
+        assert_eq!(u.used, 8 + 1 + 1 + 2, "data points sent");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_minimum_interval_keeps_one_point_per_series_per_interval_and_retries_pass() {
+        let policy = testkit::policy(&format!("{POLICY}  min_sample_interval: 5s\n"));
+        let (core, upstream) = testkit::core(policy, clock());
+        let points: Vec<(i64, f64)> = (0..12).map(|s| (1_000 * s, s as f64)).collect();
+        let req = request(vec![series("c_total", 1, &points)]);
+        handle(&core, req.clone(), RequestMeta::new(Transport::Http))
+            .await
+            .unwrap();
+        let sent = sent_series(&upstream);
+        let ts: Vec<i64> = sent[0].timeseries[0]
+            .samples
+            .iter()
+            .map(|s| s.timestamp)
+            .collect();
+        assert_eq!(ts, [0, 5000, 10000]);
+        let u = core.ledger.usage(Signal::Metrics);
+        assert_eq!(u.dropped[DropReason::MinInterval].items, 9);
+        assert_eq!(
+            u.offered[Class::Normal].items,
+            3,
+            "thinned points are not offered"
+        );
+        assert_eq!(u.used, 3);
+        // The client sends the last kept point again (it did not hear our answer): it goes.
+        let again = request(vec![series("c_total", 1, &[(10_000, 10.0)])]);
+        handle(&core, again, RequestMeta::new(Transport::Http))
+            .await
+            .unwrap();
+        assert_eq!(sent_series(&upstream).len(), 2);
+        // A counter reset is kept even within the interval.
+        let reset = request(vec![series("c_total", 1, &[(11_000, 0.5)])]);
+        handle(&core, reset, RequestMeta::new(Transport::Http))
+            .await
+            .unwrap();
+        assert_eq!(sent_series(&upstream).len(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dpm_above_the_series_count_takes_places_of_the_limit() {
+        // Normal cap 10. Two series sending 6 points a minute each: DPM 12 bills as 12
+        // series, so no new series fits although only two are in memory.
+        let (core, _) = testkit::core(testkit::policy(POLICY), clock());
+        let minute = |m: i64| (0..6).map(move |i| (m * 60_000 + i * 10_000, i as f64));
+        let busy = |m: i64| {
+            request(vec![
+                series("a", 1, &minute(m).collect::<Vec<_>>()),
+                series("a", 2, &minute(m).collect::<Vec<_>>()),
+            ])
+        };
+        handle(&core, busy(0), RequestMeta::new(Transport::Http))
+            .await
+            .unwrap();
+        core.series.tick(1);
+        handle(&core, busy(1), RequestMeta::new(Transport::Http))
+            .await
+            .unwrap();
+        core.series.tick(2);
+        assert_eq!(core.series.dpm(), 12);
+        let new = request(vec![series("a", 3, &[(130_000, 1.0)])]);
+        handle(&core, new, RequestMeta::new(Transport::Http))
+            .await
+            .unwrap();
+        assert_eq!(core.series.tracker.len(), 2, "billed as 12 of a cap of 10");
+        assert_eq!(core.series.refused_total(), 1);
+        // Priority (cap 20) still fits: 2 + 10 excess < 20.
+        let up = request(vec![series("up", 1, &[(130_000, 1.0)])]);
+        handle(&core, up, RequestMeta::new(Transport::Http))
+            .await
+            .unwrap();
+        assert_eq!(core.series.tracker.len(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_metadata_only_request_is_forwarded_without_counting_series_or_points() {
+        let (core, upstream) = testkit::core(testkit::policy(POLICY), clock());
+        let req = WriteRequest {
+            timeseries: vec![],
+            metadata: vec![MetricMetadata {
+                r#type: 1,
+                metric_family_name: "a".into(),
+                help: "A.".into(),
+                unit: String::new(),
+            }],
+        };
+        handle(&core, req.clone(), RequestMeta::new(Transport::Http))
+            .await
+            .unwrap();
+        assert_eq!(sent_series(&upstream), vec![req]);
+        assert_eq!(core.series.tracker.len(), 0);
+        assert_eq!(core.ledger.used(Signal::Metrics), 0);
+    }
+}

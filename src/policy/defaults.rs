@@ -208,7 +208,19 @@ pub const DEFAULT_RESERVED: u64 = 0;
 /// `budgets.<signal>.at_limit`: past the target, keep sending priority items.
 pub const DEFAULT_AT_LIMIT: AtLimit = AtLimit::KeepPriority;
 
-// metrics: active series (not yet policy options; the tracker's defaults)
+// metrics: active series
+
+/// The shortest `metrics.billing_window` / `admission_window`: the tracker counts whole
+/// minutes.
+pub const MIN_SERIES_WINDOW: Duration = Duration::from_secs(60);
+
+/// New `drop_first` series are admitted only while the series in memory are below this
+/// share of the normal cap (`target × active_series`): they are refused first.
+pub const BULK_SERIES_SHARE: f64 = 0.9;
+
+/// How many metric names the cost report (`/api/v1/series`) and the refused counts keep;
+/// names past it are counted under `other`.
+pub const MAX_METRIC_NAMES: usize = 10_000;
 
 /// The billing window: Grafana Cloud counts a series active while it has had a sample in
 /// the last 20 minutes.

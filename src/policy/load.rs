@@ -33,6 +33,8 @@ pub struct Overrides {
     pub listen_admin: Option<String>,
     /// `upstream.otlp.endpoint`.
     pub upstream_otlp: Option<String>,
+    /// `upstream.remote_write.endpoint`.
+    pub upstream_remote_write: Option<String>,
     /// `store.data_dir`.
     pub data_dir: Option<PathBuf>,
 }
@@ -98,11 +100,15 @@ pub fn load_str(
 /// mapping becomes one.
 fn apply_overrides(tree: &mut Value, o: &Overrides) {
     let data_dir = o.data_dir.as_ref().map(|d| d.display().to_string());
-    let given: [(&[&str], &Option<String>); 5] = [
+    let given: [(&[&str], &Option<String>); 6] = [
         (&["listen", "http"], &o.listen_http),
         (&["listen", "grpc"], &o.listen_grpc),
         (&["listen", "admin"], &o.listen_admin),
         (&["upstream", "otlp", "endpoint"], &o.upstream_otlp),
+        (
+            &["upstream", "remote_write", "endpoint"],
+            &o.upstream_remote_write,
+        ),
         (&["store", "data_dir"], &data_dir),
     ];
     for (path, value) in given {
@@ -412,7 +418,7 @@ budgets: {logs: {target: 95%}}
 pacing: {enabled: maybe}
 traces: {sampling: {precision: 15}}
 logs: {priority: [{severity_at_least: LOUD, body_matches: x}]}
-metrics: {min_sample_interval: 60s}
+metrics: {min_sample_interval: 10ms}
 shadow: sometimes
 alerts: {thresholds: [150%]}
 dashboards: {}
@@ -444,7 +450,10 @@ dashboards: {}
                 "logs.priority[0].severity_at_least",
                 "\"LOUD\" is not allowed (allowed: TRACE, DEBUG, INFO, WARN, ERROR, FATAL)",
             ),
-            ("metrics.min_sample_interval", "unknown key"),
+            (
+                "metrics.min_sample_interval",
+                "must be at least 1s (or leave it out: every point is sent)",
+            ),
             ("shadow", "expected true or false, found \"sometimes\""),
             (
                 "alerts.thresholds[0]",

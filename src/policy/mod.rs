@@ -261,6 +261,9 @@ impl std::fmt::Debug for IngestAuth {
 pub struct Upstreams {
     /// The OTLP endpoint every signal goes to.
     pub otlp: Endpoint,
+    /// Where Prometheus remote-write requests go (the full push URL); `None`: remote
+    /// write is refused with a message saying how to configure it.
+    pub remote_write: Option<Endpoint>,
 }
 
 /// An OTLP/HTTP endpoint: Grafana Cloud's OTLP gateway, or any OTLP receiver.
@@ -439,9 +442,50 @@ pub struct LogPolicy {
     pub rules: Rules,
 }
 
-/// What happens to metrics (nothing configurable yet).
+/// What happens to metrics: which series may exist, and how often a series' points go.
 #[derive(Debug, Clone)]
-pub struct MetricPolicy {}
+pub struct MetricPolicy {
+    /// At most one point per series per this interval (`None`: every point).
+    pub min_sample_interval: Option<Duration>,
+    /// A series is billed while it had a sample this recently (Grafana: 20 minutes).
+    pub billing_window: Duration,
+    /// A series counts against `budgets.metrics.active_series` this long after its last
+    /// sample (Mimir's head: up to about three hours).
+    pub admission_window: Duration,
+    /// Which new series are never admitted, admitted first, or refused first.
+    pub rules: SeriesRules,
+}
+
+impl Default for MetricPolicy {
+    fn default() -> Self {
+        Self {
+            min_sample_interval: None,
+            billing_window: defaults::DEFAULT_SERIES_BILLING_WINDOW,
+            admission_window: defaults::DEFAULT_SERIES_ADMISSION_WINDOW,
+            rules: SeriesRules::default(),
+        }
+    }
+}
+
+/// The metrics rule lists.
+#[derive(Debug, Clone, Default)]
+pub struct SeriesRules {
+    /// Series never admitted.
+    pub drop: Vec<SeriesRule>,
+    /// Series admitted up to the hard limit.
+    pub priority: Vec<SeriesRule>,
+    /// Series refused first as the limit nears.
+    pub drop_first: Vec<SeriesRule>,
+}
+
+/// A named series selector.
+#[derive(Debug, Clone)]
+pub struct SeriesRule {
+    /// The rule's name (in logs and the API).
+    pub name: String,
+    /// The series it matches.
+    pub selector: crate::sampling::selector::Selector,
+}
 
 /// How spans are sampled.
 #[derive(Debug, Clone)]

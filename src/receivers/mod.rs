@@ -77,6 +77,23 @@ pub(crate) async fn unpack<P: Export>(
     })
 }
 
+/// A header's value as text, if it is present and text.
+pub(crate) fn header_str(h: &http::HeaderMap, name: http::header::HeaderName) -> Option<&str> {
+    h.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Checks the ingest credential of an HTTP request's headers (before its body is read).
+pub(crate) fn authorize(policy: &Policy, h: &http::HeaderMap) -> Result<(), IngestError> {
+    if crate::auth::authorized(
+        policy.ingest.auth.as_ref(),
+        h.get(http::header::AUTHORIZATION),
+    ) {
+        Ok(())
+    } else {
+        Err(IngestError::Unauthorized)
+    }
+}
+
 /// At most this much is set aside up front for a body whose `Content-Length` is known.
 const RESERVE_MAX: u64 = 1024 * 1024;
 

@@ -8,7 +8,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::codec::{self, Format};
 use super::connections::{self, Deadline, Listener};
+use super::header_str;
 use super::status::{self, Export};
 use crate::core::Core;
 use crate::ingest::{self, IngestError, RequestMeta, Transport};
@@ -68,11 +69,16 @@ fn signal_of(path: &str) -> Option<Signal> {
 }
 
 async fn route(core: &Core, req: Request<Incoming>) -> Response<Body> {
-    let Some(signal) = signal_of(req.uri().path()) else {
-        return plain(
-            StatusCode::NOT_FOUND,
-            "not found: frugal receives OTLP at /v1/traces, /v1/metrics and /v1/logs (also under /otlp)\n",
-        );
+    let remote_write = super::remote_write::is_push_path(req.uri().path());
+    let signal = match signal_of(req.uri().path()) {
+        Some(s) => s,
+        None if remote_write => Signal::Metrics,
+        None => {
+            return plain(
+                StatusCode::NOT_FOUND,
+                "not found: frugal receives OTLP at /v1/traces, /v1/metrics and /v1/logs (also under /otlp), Prometheus remote write at /api/v1/push and /api/prom/push\n",
+            );
+        }
     };
     if req.method() != Method::POST {
         let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "use POST\n");
@@ -81,23 +87,23 @@ async fn route(core: &Core, req: Request<Incoming>) -> Response<Body> {
         return r;
     }
     let started = core.clock.now();
-    let resp = match signal {
-        Signal::Traces => handle::<ExportTraceServiceRequest>(core, req).await,
-        Signal::Metrics => handle::<ExportMetricsServiceRequest>(core, req).await,
-        Signal::Logs => handle::<ExportLogsServiceRequest>(core, req).await,
+    let (resp, transport) = match signal {
+        _ if remote_write => (super::remote_write::handle(core, req).await, "remote_write"),
+        Signal::Traces => (handle::<ExportTraceServiceRequest>(core, req).await, "http"),
+        Signal::Metrics => (
+            handle::<ExportMetricsServiceRequest>(core, req).await,
+            "http",
+        ),
+        Signal::Logs => (handle::<ExportLogsServiceRequest>(core, req).await, "http"),
     };
     let code = resp.status().as_u16().to_string();
     let stats = &core.stats;
-    crate::stats::inc(&stats.requests, &[signal.as_str(), "http", &code], 1);
+    crate::stats::inc(&stats.requests, &[signal.as_str(), transport, &code], 1);
     stats
         .request_duration
-        .with_label_values(&[signal.as_str(), "http"])
+        .with_label_values(&[signal.as_str(), transport])
         .observe(crate::clock::seconds_between(started, core.clock.now()).max(0.0));
     resp
-}
-
-fn header_str(h: &HeaderMap, name: header::HeaderName) -> Option<&str> {
-    h.get(name).and_then(|v| v.to_str().ok())
 }
 
 async fn handle<P: Export>(core: &Core, req: Request<Incoming>) -> Response<Body> {
@@ -121,12 +127,7 @@ async fn receive<P: Export>(
     let policy = core.policy();
     let (parts, body) = req.into_parts();
     let headers = parts.headers;
-    if !crate::auth::authorized(
-        policy.ingest.auth.as_ref(),
-        headers.get(header::AUTHORIZATION),
-    ) {
-        return Err(IngestError::Unauthorized);
-    }
+    super::authorize(&policy, &headers)?;
     let Some(format) = format else {
         let ct = header_str(&headers, header::CONTENT_TYPE).unwrap_or("none");
         return Err(IngestError::UnsupportedMediaType(format!(

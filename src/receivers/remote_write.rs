@@ -3,11 +3,105 @@
 //! against the request limit **before** anything is allocated (a snappy block states its
 //! decompressed length up front: a few bytes can announce gigabytes).
 //!
-//! Routing (`/api/prom/push`, `/api/v1/push`), counting before decoding and the
-//! destination arrive with "frugal 6"; this is the part that needs no policy.
+//! Served on the OTLP/HTTP port at `/api/prom/push` and `/api/v1/push` (Grafana Cloud's
+//! and Mimir's paths): the ingest credential and the upstream's presence are checked
+//! before the body is read; the body is read under the in-flight budget, decompressed,
+//! counted ([`crate::receivers::scan::remote_write`], held to `ingest.max_per_request`)
+//! and decoded. Answers as Mimir gives them: 200 with an empty body, errors as text.
 
-use crate::ingest::IngestError;
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+
+use super::connections::Deadline;
+use super::header_str;
+use super::status;
+use crate::core::Core;
+use crate::ingest::{self, IngestError, RequestMeta, Transport};
+use crate::model::{Destination, Signal};
 use crate::proto::remote_write::WriteRequest;
+
+/// Whether `path` is a remote-write push path.
+pub fn is_push_path(path: &str) -> bool {
+    matches!(
+        path.trim_end_matches('/'),
+        "/api/prom/push" | "/api/v1/push"
+    )
+}
+
+/// Answers one remote-write request.
+pub async fn handle(core: &Core, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    match receive(core, req).await {
+        Ok(_) => {
+            let mut r = Response::new(Full::new(Bytes::new()));
+            *r.status_mut() = StatusCode::OK;
+            r
+        }
+        Err(e) => failure(&e),
+    }
+}
+
+async fn receive(core: &Core, req: Request<Incoming>) -> Result<ingest::Accepted, IngestError> {
+    let policy = core.policy();
+    let (parts, body) = req.into_parts();
+    let headers = parts.headers;
+    super::authorize(&policy, &headers)?;
+    if policy.upstream.remote_write.is_none() {
+        return Err(IngestError::NotConfigured(
+            crate::forwarder::not_configured(Destination::RemoteWrite),
+        ));
+    }
+    check_headers(
+        header_str(&headers, header::CONTENT_TYPE),
+        header_str(&headers, header::CONTENT_ENCODING),
+    )?;
+    let ticket = core.in_flight.ticket(Signal::Metrics, Transport::Http);
+    let length = header_str(&headers, header::CONTENT_LENGTH).and_then(|v| v.parse().ok());
+    let body = Deadline::new(body, policy.listen.connections.request_timeout);
+    let max = policy.ingest.max_request_bytes;
+    let body = super::read_body(body, max, length, &ticket).await?;
+    let limit = usize::try_from(max).unwrap_or(usize::MAX);
+    let unpack = || -> Result<WriteRequest, IngestError> {
+        // What the block announces is held before it is allocated (over the limit, it is
+        // refused by `decompress` instead, before either).
+        let len = snap::raw::decompress_len(&body).unwrap_or(0);
+        if len <= limit {
+            ticket.take(len as u64, "decompressed")?;
+        }
+        let plain = decompress(&body, limit)?;
+        let census = super::scan::remote_write(&plain)?;
+        census.check(&policy.ingest.max_per_request, Signal::Metrics)?;
+        ticket.take(census.decoded_bytes, "decoded")?;
+        decode(&plain)
+    };
+    let req = if body.len() > 256 * 1024 {
+        let _turn = ticket.heavy_turn().await;
+        ingest::off_the_workers(unpack)?
+    } else {
+        unpack()?
+    };
+    let mut meta = RequestMeta::new(Transport::Http);
+    meta.client_auth = headers.get(header::AUTHORIZATION).cloned();
+    meta.ticket = Some(ticket);
+    ingest::handle(core, req, meta).await
+}
+
+/// An error as Mimir answers it: the status and a line of text; `Retry-After` on 503.
+fn failure(e: &IngestError) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(format!("{e}\n"))));
+    *r.status_mut() = status::http_status(e);
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    if let Some(wait) = status::retry_after(e)
+        && let Ok(v) = HeaderValue::from_str(&wait.as_secs().to_string())
+    {
+        r.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    r
+}
 
 /// The content type remote write 2.0 names (`io.prometheus.write.v2.Request`).
 const V2_PROTO: &str = "io.prometheus.write.v2.request";

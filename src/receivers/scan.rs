@@ -733,6 +733,87 @@ fn string_end(body: &[u8], start: usize) -> Option<usize> {
     None
 }
 
+/// Counts what a Prometheus remote-write 1.0 `WriteRequest` holds without decoding it:
+/// series as resources, samples and native histogram samples as items, labels (exemplars'
+/// too) and metadata entries as attributes; and the memory its decoded form takes.
+/// Malformed encodings are refused (400) as soon as they are met.
+pub fn remote_write(body: &[u8]) -> Result<Census, IngestError> {
+    use crate::proto::remote_write as rw;
+    use std::mem::size_of;
+    let malformed =
+        |m: String| IngestError::BadRequest(format!("malformed remote-write protobuf: {m}"));
+    let mut c = Census {
+        depth: 1,
+        ..Census::default()
+    };
+    // Elements of repeated fields, by their in-memory size.
+    let mut in_vectors: u64 = 0;
+    let walk = |c: &mut Census, in_vectors: &mut u64| -> Result<(), Refusal> {
+        let mut buf = body;
+        while !buf.is_empty() {
+            let (tag, wire) = key(&mut buf)?;
+            match (tag, wire) {
+                (1, 2) => {
+                    let mut ts = length_delimited(&mut buf)?;
+                    c.resources += 1;
+                    *in_vectors += size_of::<rw::TimeSeries>() as u64;
+                    while !ts.is_empty() {
+                        let (tag, wire) = key(&mut ts)?;
+                        match (tag, wire) {
+                            (1, 2) => {
+                                length_delimited(&mut ts)?;
+                                c.attributes += 1;
+                                *in_vectors += size_of::<rw::Label>() as u64;
+                            }
+                            (2, 2) => {
+                                length_delimited(&mut ts)?;
+                                c.items += 1;
+                                *in_vectors += size_of::<rw::Sample>() as u64;
+                            }
+                            (3, 2) => {
+                                let mut ex = length_delimited(&mut ts)?;
+                                *in_vectors += size_of::<rw::Exemplar>() as u64;
+                                while !ex.is_empty() {
+                                    let (tag, wire) = key(&mut ex)?;
+                                    if (tag, wire) == (1, 2) {
+                                        c.attributes += 1;
+                                        *in_vectors += size_of::<rw::Label>() as u64;
+                                    }
+                                    skip(wire, tag, &mut ex, 0)?;
+                                }
+                            }
+                            (4, 2) => {
+                                let h = length_delimited(&mut ts)?;
+                                c.items += 1;
+                                // Spans and buckets decode to at most 8 bytes per byte.
+                                *in_vectors +=
+                                    size_of::<rw::Histogram>() as u64 + 8 * h.len() as u64;
+                            }
+                            _ => skip(wire, tag, &mut ts, 0)?,
+                        }
+                    }
+                }
+                (3, 2) => {
+                    length_delimited(&mut buf)?;
+                    c.attributes += 1;
+                    *in_vectors += size_of::<rw::MetricMetadata>() as u64;
+                }
+                _ => skip(wire, tag, &mut buf, 0)?,
+            }
+        }
+        Ok(())
+    };
+    walk(&mut c, &mut in_vectors).map_err(|e| match e {
+        Refusal::Malformed(m) => malformed(m),
+        Refusal::TooDeep => malformed("nested too deep".into()),
+    })?;
+    // Vectors grow by doubling as the decoder pushes; strings are copied out of the body.
+    c.decoded_bytes = in_vectors
+        .saturating_mul(2)
+        .saturating_add(body.len() as u64);
+    Ok(c)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1121,5 +1202,37 @@ mod tests {
         // Escaped keys are the keys they spell.
         let text = br#"{"resource\u0053pans": [{}, {}], "x": "a\"b", "n": [1, 2.5e3, null]}"#;
         assert_eq!(json(Signal::Traces, text, &LIMITS).unwrap().resources, 2);
+    }
+
+    #[test]
+    fn a_remote_write_body_is_counted_before_decoding_and_bad_bytes_refused() {
+        use crate::proto::remote_write::{Label, MetricMetadata, Sample, TimeSeries, WriteRequest};
+        let ts = |n: usize| TimeSeries {
+            labels: (0..3)
+                .map(|i| Label {
+                    name: format!("l{i}"),
+                    value: "v".into(),
+                })
+                .collect(),
+            samples: (0..n)
+                .map(|i| Sample {
+                    value: i as f64,
+                    timestamp: i as i64,
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let req = WriteRequest {
+            timeseries: vec![ts(2), ts(5)],
+            metadata: vec![MetricMetadata::default()],
+        };
+        let body = prost::Message::encode_to_vec(&req);
+        let c = remote_write(&body).unwrap();
+        assert_eq!((c.resources, c.items, c.attributes), (2, 7, 7));
+        assert!(c.decoded_bytes >= body.len() as u64);
+        assert!(matches!(
+            remote_write(b"\x0a\xff\xff"),
+            Err(IngestError::BadRequest(_))
+        ));
     }
 }

@@ -36,6 +36,7 @@ pub fn http_status(e: &IngestError) -> StatusCode {
         IngestError::TooLarge(_) => 413,
         IngestError::TimedOut(_) => 408,
         IngestError::Unauthorized => 401,
+        IngestError::NotConfigured(_) => 404,
         IngestError::Unavailable { .. } => 503,
         IngestError::UpstreamRejected { status, .. } => *status,
     };
@@ -50,6 +51,7 @@ pub fn grpc_code(e: &IngestError) -> tonic::Code {
         | IngestError::TooLarge(_) => tonic::Code::InvalidArgument,
         IngestError::TimedOut(_) => tonic::Code::DeadlineExceeded,
         IngestError::Unauthorized => tonic::Code::Unauthenticated,
+        IngestError::NotConfigured(_) => tonic::Code::Unimplemented,
         IngestError::Unavailable { .. } => tonic::Code::Unavailable,
         IngestError::UpstreamRejected { status, .. } => match status {
             401 => tonic::Code::Unauthenticated,

@@ -108,7 +108,10 @@ impl MinInterval {
         let stale = value.to_bits() == STALE_NAN_BITS;
         let reset = kind == Series::Counter && value < last.value;
         let out_of_order = timestamp_ms < last.kept_ms;
-        let due = timestamp_ms.saturating_sub(last.kept_ms) >= self.interval_ms;
+        // The point kept last, sent again (a client retrying a request frugal could not
+        // deliver) is kept again.
+        let due = timestamp_ms.saturating_sub(last.kept_ms) >= self.interval_ms
+            || timestamp_ms == last.kept_ms;
         if !stale {
             last.value = value;
         }

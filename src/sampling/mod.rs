@@ -20,6 +20,7 @@ pub mod memory;
 pub mod min_interval;
 pub mod rules;
 pub mod selector;
+pub mod series;
 pub mod threshold;
 pub mod traces;
 pub mod tracestate;
@@ -88,9 +89,11 @@ impl Account {
     /// per-item sizes leave out the resource and scope wrappers, which are shared out in
     /// proportion.
     pub fn scale_units_to(&mut self, total: u64) {
+        // Items dropped before competing for the budget are not offered in a class.
         let sum: u64 = self.offered.values().map(|w| w.units).sum::<u64>()
             + self.dropped[DropReason::Rule].units
-            + self.dropped[DropReason::Upstream].units;
+            + self.dropped[DropReason::Upstream].units
+            + self.dropped[DropReason::MinInterval].units;
         if sum == 0 || sum == total {
             return;
         }

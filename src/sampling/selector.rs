@@ -33,6 +33,34 @@ pub struct Matcher {
 }
 
 impl Matcher {
+    /// `name="value"`.
+    pub fn equal(name: &str, value: &str) -> Matcher {
+        Matcher {
+            name: name.to_string(),
+            op: Op::Equal,
+            value: value.to_string(),
+            regex: None,
+        }
+    }
+
+    /// A matcher; a regular expression (anchored at both ends) that does not compile is
+    /// an error naming the label.
+    pub fn new(name: String, op: Op, value: String) -> Result<Matcher, String> {
+        let regex = match op {
+            Op::Matches | Op::NotMatches => Some(
+                Regex::new(&format!("^(?:{value})$"))
+                    .map_err(|e| format!("{name}: not a regular expression: {e}"))?,
+            ),
+            Op::Equal | Op::NotEqual => None,
+        };
+        Ok(Matcher {
+            name,
+            op,
+            value,
+            regex,
+        })
+    }
+
     /// Whether a label's value (`""` when the series lacks it) matches.
     pub fn matches(&self, value: &str) -> bool {
         match (self.op, &self.regex) {
@@ -55,13 +83,19 @@ pub struct Selector {
 impl Selector {
     /// Whether a series (its label set, any order) is selected.
     pub fn matches(&self, labels: &[(String, String)]) -> bool {
-        self.matchers.iter().all(|m| {
-            let value = labels
+        self.matches_with(|name| {
+            labels
                 .iter()
-                .find(|(k, _)| *k == m.name)
-                .map_or("", |(_, v)| v.as_str());
-            m.matches(value)
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
         })
+    }
+
+    /// Whether the series whose label values `get` looks up is selected.
+    pub fn matches_with<'a>(&self, get: impl Fn(&str) -> Option<&'a str>) -> bool {
+        self.matchers
+            .iter()
+            .all(|m| m.matches(get(&m.name).unwrap_or("")))
     }
 }
 
@@ -174,19 +208,7 @@ pub fn parse(s: &str) -> Result<Selector, String> {
                 return Err(format!("expected =, !=, =~ or !~ after {label}"));
             };
             let value = p.string()?;
-            let regex = match op {
-                Op::Matches | Op::NotMatches => Some(
-                    Regex::new(&format!("^(?:{value})$"))
-                        .map_err(|e| format!("{label}: not a regular expression: {e}"))?,
-                ),
-                Op::Equal | Op::NotEqual => None,
-            };
-            matchers.push(Matcher {
-                name: label,
-                op,
-                value,
-                regex,
-            });
+            matchers.push(Matcher::new(label, op, value)?);
             if !p.eat(",") {
                 if p.eat("}") {
                     break;

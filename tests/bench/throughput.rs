@@ -3,7 +3,9 @@
 //!
 //! The load generator and the sink run in this process; frugal runs as its own process,
 //! so its CPU time (from /proc) is frugal's alone. Requests carry 1,000 spans of 358
-//! encoded bytes each. Reported: spans/s and MB/s of wall time, spans per CPU-second of
+//! encoded bytes each; the remote-write case, 2,000 series of one sample and six labels
+//! (as a Prometheus scrape sends them, snappy). Reported: items (spans or samples)/s and
+//! MB/s of wall time, items per CPU-second of
 //! frugal's own CPU, latency p50/p99 through frugal and directly to the sink at a fixed
 //! moderate rate, and frugal's peak resident memory. Any request not answered 200 fails
 //! the run; `-- --smoke` runs each case for a second (the test suite does, to keep the
@@ -120,6 +122,41 @@ fn body(mark_half: bool) -> (Bytes, usize) {
     (Bytes::from(req.encode_to_vec()), req.encoded_len())
 }
 
+const SERIES_PER_REQUEST: usize = 2000;
+
+/// A remote-write request of 2,000 series of a node-exporter-like shape, one sample each,
+/// snappy-compressed; and its uncompressed length.
+fn remote_write_body() -> (Bytes, usize) {
+    use frugal::proto::remote_write::{Label, Sample, TimeSeries, WriteRequest};
+    let label = |n: &str, v: String| Label {
+        name: n.into(),
+        value: v,
+    };
+    let req = WriteRequest {
+        timeseries: (0..SERIES_PER_REQUEST)
+            .map(|i| TimeSeries {
+                labels: vec![
+                    label("__name__", format!("node_cpu_seconds_total_{}", i % 20)),
+                    label("cpu", (i % 64).to_string()),
+                    label("instance", format!("node-{}:9100", i / 64)),
+                    label("job", "node".into()),
+                    label("mode", ["idle", "user", "system", "iowait"][i % 4].into()),
+                    label("namespace", "monitoring".into()),
+                ],
+                samples: vec![Sample {
+                    value: i as f64 * 1.5,
+                    timestamp: 1_764_633_600_000,
+                }],
+                ..Default::default()
+            })
+            .collect(),
+        metadata: vec![],
+    };
+    let raw = req.encode_to_vec();
+    let block = snap::raw::Encoder::new().compress_vec(&raw).unwrap();
+    (Bytes::from(block), raw.len())
+}
+
 fn gzip(b: &[u8]) -> Bytes {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     e.write_all(b).unwrap();
@@ -167,8 +204,9 @@ impl Frugal {
         std::fs::write(
             &policy,
             format!(
-                "upstream: {{otlp: {{endpoint: 'http://{upstream}', compression: {compression}}}}}\n\
-                 budgets: {{traces: {{limit: 50000TB, target: 95%}}}}\n\
+                "upstream: {{otlp: {{endpoint: 'http://{upstream}', compression: {compression}}},\n\
+                 remote_write: {{endpoint: 'http://{upstream}/api/v1/write'}}}}\n\
+                 budgets: {{traces: {{limit: 50000TB, target: 95%}}, metrics: {{active_series: 10000000}}}}\n\
                  pacing: {{enabled: false}}\n\
                  traces: {{priority: [{{name: errors, status_code: ERROR}}, {{name: slow, latency_over: 2s}}],\n\
                  drop: [{{name: bench, attributes: {{server.address: mastodon.dropme.}}}}]}}\n"
@@ -243,6 +281,8 @@ async fn post(client: &HttpClient, url: &str, body: Bytes, gzip: bool) -> u16 {
     let mut b = http::Request::post(url).header("content-type", "application/x-protobuf");
     if gzip {
         b = b.header("content-encoding", "gzip");
+    } else if url.ends_with("/push") || url.ends_with("/write") {
+        b = b.header("content-encoding", "snappy");
     }
     let resp = client
         .request(b.body(Full::new(body)).unwrap())
@@ -328,13 +368,18 @@ pub fn run(smoke: bool, args: &[String]) {
     let (raw, encoded) = body(false);
     let (half, _) = body(true);
     let zipped = gzip(&raw);
+    let (rw, rw_len) = remote_write_body();
     println!(
         "frugal throughput: {SPANS_PER_REQUEST} spans of 358 bytes a request ({encoded} bytes; {} gzipped), {seconds}s a run",
         zipped.len()
     );
     println!(
+        "remote write: {SERIES_PER_REQUEST} series of one sample a request ({rw_len} bytes; {} snappy)",
+        rw.len()
+    );
+    println!(
         "{:<40} {:>10} {:>9} {:>14} {:>9} {:>9} {:>9} {:>9} {:>8}",
-        "case", "spans/s", "MB/s", "spans/cpu-s", "cpu", "p50 ms", "p99 ms", "direct", "rss MB"
+        "case", "items/s", "MB/s", "items/cpu-s", "cpu", "p50 ms", "p99 ms", "direct", "rss MB"
     );
     // `--compare <binary>`: each case runs this build and the other one alternately,
     // `--rounds` times each, so both see the same machine (a before/after measurement).
@@ -357,7 +402,9 @@ pub fn run(smoke: bool, args: &[String]) {
         ("uncompressed in/out", "none", false, false),
         ("gzip in/out", "gzip", true, false),
         ("half dropped, re-encoded", "none", false, true),
+        ("remote write, 2,000 known series", "none", false, false),
     ] {
+        let remote_write = name.starts_with("remote write");
         for round in 0..rounds {
             for (which, bin) in &bins {
                 let label = if bins.len() > 1 {
@@ -369,26 +416,45 @@ pub fn run(smoke: bool, args: &[String]) {
                     let dir = tempfile::tempdir().unwrap();
                     let upstream = sink().await;
                     let f = Frugal::start(bin, upstream, compression, dir.path());
-                    let url = format!("http://{}/v1/traces", f.http);
+                    let path = if remote_write {
+                        "/api/v1/push"
+                    } else {
+                        "/v1/traces"
+                    };
+                    let url = format!("http://{}{path}", f.http);
                     let body = match (gz, half_dropped) {
+                        _ if remote_write => rw.clone(),
                         (true, _) => zipped.clone(),
                         (false, true) => half.clone(),
                         (false, false) => raw.clone(),
+                    };
+                    let (items, item_bytes) = if remote_write {
+                        (
+                            SERIES_PER_REQUEST,
+                            rw_len as f64 / SERIES_PER_REQUEST as f64,
+                        )
+                    } else {
+                        (SPANS_PER_REQUEST, 358.0)
                     };
                     // Warm up connections and the allocator.
                     saturate(&url, body.clone(), gz, 4, seconds.min(1.0)).await;
                     let cpu0 = f.cpu_seconds();
                     let done = saturate(&url, body.clone(), gz, 8, seconds).await;
                     let cpu = f.cpu_seconds() - cpu0;
-                    let spans = done as f64 * SPANS_PER_REQUEST as f64;
+                    let spans = done as f64 * items as f64;
                     let through = latencies(&url, body.clone(), gz, samples, 50.0).await;
-                    let direct_url = format!("http://{upstream}/v1/traces");
+                    let direct_path = if remote_write {
+                        "/api/v1/write"
+                    } else {
+                        "/v1/traces"
+                    };
+                    let direct_url = format!("http://{upstream}{direct_path}");
                     let direct = latencies(&direct_url, body.clone(), gz, samples, 50.0).await;
                     println!(
                         "{:<40} {:>10.0} {:>9.1} {:>14.0} {:>8.2}s {:>9.2} {:>9.2} {:>9.2} {:>8.1}",
                         label,
                         spans / seconds,
-                        spans * 358.0 / seconds / 1e6,
+                        spans * item_bytes / seconds / 1e6,
                         spans / cpu.max(1e-9),
                         cpu,
                         pct(&through, 0.5),

@@ -8,10 +8,8 @@ a threshold with `frugal usage set` and stay quiet below it."""
 
 from __future__ import annotations
 
-import os
 import random
 import re
-import shutil
 import subprocess
 import threading
 import time
@@ -27,6 +25,7 @@ from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 
 import dashboard
 import payloads
+import promstack
 from conftest import BIN, free_port, policy_for, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,15 +33,6 @@ RULES = ROOT / "dashboards" / "frugal-alerts.yaml"
 JOB = "frugal-under-test"
 LIMIT = 1_000_000_000  # bytes, traces and logs alike: the load below is a few MB
 RATE_INTERVAL = "10s"  # $__rate_interval for a 1 s scrape
-
-
-def prometheus_binary() -> str:
-    exe = shutil.which("prometheus")
-    if not exe:
-        if os.environ.get("CI"):
-            pytest.fail("prometheus is missing: apt-get install prometheus (tests/run.sh does)")
-        pytest.skip("prometheus is missing (apt-get install prometheus); CI=true makes this a failure")
-    return exe
 
 
 class Prometheus:
@@ -55,7 +45,7 @@ class Prometheus:
             "scrape_configs": [{"job_name": JOB, "static_configs": [{"targets": [target]}]}],
         }))
         self.proc = subprocess.Popen(
-            [prometheus_binary(), f"--config.file={cfg}", f"--storage.tsdb.path={tmp / 'tsdb'}",
+            [promstack.prometheus_binary(), f"--config.file={cfg}", f"--storage.tsdb.path={tmp / 'tsdb'}",
              f"--web.listen-address=127.0.0.1:{self.port}"],
             stdout=subprocess.DEVNULL, stderr=open(tmp / "prometheus.log", "w"))
         self.log = tmp / "prometheus.log"
@@ -150,12 +140,13 @@ pacing: {{recompute_every: 1s}}
 budgets:
   traces: {{limit: {LIMIT}, target: 95%, at_limit: keep_priority}}
   logs: {{limit: {LIMIT}, target: 95%, at_limit: keep_priority}}
+  metrics: {{active_series: 20}}
 """, extra="""
 traces:
   priority: [{name: errors, status_code: ERROR}]
 logs:
   priority: [{name: warnings, severity_at_least: WARN}]
-"""))
+"""), extra_args=["--upstream-remote-write", f"{standin.url}/api/v1/push"])
     prom = prom_factory(f"127.0.0.1:{f.admin_port}")
     wait_for(prom.ready, timeout=30, what="prometheus ready")
     wait_for(lambda: prom.query(f'frugal_build_info{{job="{JOB}"}}'), timeout=30, what="the first scrape")
@@ -192,6 +183,12 @@ logs:
                  what="clients told to retry")
         load.metrics.clear()
         standin.start()
+        # Remote write past the series limit (20, new series refused from 19): some refused.
+        now = int(time.time() * 1000)
+        promstack.push(f"{f.http_url}/api/v1/push", promstack.write_request(
+            [({"__name__": "live_series", "n": str(i)}, [(1.0, now)]) for i in range(40)]))
+        wait_for(lambda: (f.metric("frugal_series_refused_total") or 0) > 0, timeout=20,
+                 what="new series refused")
         r = requests.post(f"{f.http_url}/v1/traces", data=b"\xff\xff", timeout=5,
                           headers={"Content-Type": "application/x-protobuf"})
         assert r.status_code == 400

@@ -1,5 +1,6 @@
 //! The `upstream` section: where frugal sends what it keeps (the OTLP endpoint, its
-//! credentials, headers, compression, timeout and retries).
+//! credentials, headers, compression, timeout and retries; optionally a Prometheus
+//! remote-write endpoint, whose URL is the full push URL and whose body is always snappy).
 
 use serde_json::Value;
 
@@ -19,10 +20,35 @@ pub(in crate::policy) fn build(n: Node<'_>) -> Option<Upstreams> {
         &mut o,
         "otlp",
         "is required (the OTLP endpoint to send to)",
-        otlp,
+        |n| http_endpoint(n, Protocol::Otlp),
     );
+    // An empty endpoint (`${GRAFANA_CLOUD_PROM_URL:-}` unset) means no remote write.
+    let remote_write = with(&mut o, "remote_write", |n| {
+        let empty = n
+            .value
+            .get("endpoint")
+            .and_then(Value::as_str)
+            .is_some_and(|e| e.trim().is_empty());
+        if empty {
+            Some(None)
+        } else {
+            http_endpoint(n, Protocol::RemoteWrite).map(Some)
+        }
+    })
+    .flatten();
     o.finish();
-    Some(Upstreams { otlp: otlp? })
+    Some(Upstreams {
+        otlp: otlp?,
+        remote_write,
+    })
+}
+
+/// What an endpoint speaks: OTLP takes a base URL and a compression; remote write a full
+/// push URL, always snappy.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    Otlp,
+    RemoteWrite,
 }
 
 /// `username` and `password`, both required (upstream and ingest credentials alike); the
@@ -69,12 +95,18 @@ pub(super) fn secret(s: &str, min: usize) -> Result<String, String> {
     Ok(s.to_string())
 }
 
-fn otlp(n: Node<'_>) -> Option<Endpoint> {
+fn http_endpoint(n: Node<'_>, protocol: Protocol) -> Option<Endpoint> {
     let mut o = n.map()?;
     let endpoint = required(&mut o, "endpoint", "is required", |n| n.parse(endpoint));
     let basic = with(&mut o, "basic_auth", |n| basic_auth(n, 1));
     let bearer = with(&mut o, "bearer_token", |n| n.parse(|s| secret(s, 1)));
     let pass = with(&mut o, "pass_through_auth", |n| n.bool()).unwrap_or(false);
+    if pass && protocol == Protocol::RemoteWrite {
+        o.problems().push(
+            &o.child_path("pass_through_auth"),
+            "is for OTLP only: give remote_write its own basic_auth or bearer_token",
+        );
+    }
     let auth = match (basic, bearer, pass) {
         (None, None, false) => UpstreamAuth::None,
         (Some((username, password)), None, false) => UpstreamAuth::Basic { username, password },
@@ -90,10 +122,14 @@ fn otlp(n: Node<'_>) -> Option<Endpoint> {
         }
     };
     let headers = with(&mut o, "headers", |n| headers(n, false)).unwrap_or_default();
-    let compression = with(&mut o, "compression", |n| {
-        n.choice(&[("gzip", Compression::Gzip), ("none", Compression::None)])
-    })
-    .unwrap_or(DEFAULT_COMPRESSION);
+    let compression = match protocol {
+        Protocol::Otlp => with(&mut o, "compression", |n| {
+            n.choice(&[("gzip", Compression::Gzip), ("none", Compression::None)])
+        })
+        .unwrap_or(DEFAULT_COMPRESSION),
+        // Remote write is snappy-compressed by definition: no `compression` key.
+        Protocol::RemoteWrite => Compression::None,
+    };
     let timeout = with(&mut o, "timeout", |n| n.parse(parse_duration)).unwrap_or(DEFAULT_TIMEOUT);
     let retry = with(&mut o, "retry", retry).unwrap_or(DEFAULT_RETRY);
     if timeout.is_zero() || timeout > *TIMEOUT_RANGE.end() {

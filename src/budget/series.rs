@@ -1,0 +1,357 @@
+//! Series admission: which new series may exist under `budgets.metrics.active_series`,
+//! and the state it needs — the active-series tracker, the `min_sample_interval` thinner,
+//! metric names numbered for per-name counts (series, points sent, series refused) and
+//! the points-per-minute figures the cost report and the usage API show.
+//!
+//! Admission is decided per new series: a series already tracked always flows; a new one
+//! is taken while the series in memory (the admission window) are under its class's cap:
+//! `target × active_series` for normal series, `active_series` for priority ones (and
+//! frugal's own, `frugal_*`, which are never refused), [`BULK_SERIES_SHARE`] of the
+//! normal cap for `drop_first` ones. The cap is held by the tracker atomically, so
+//! concurrent requests never take more places than there are. What counts against it is
+//! the billed figure: the larger of the series in memory and DPM (data points per minute
+//! sent, one per series included), so DPM above the series count lowers every cap.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock};
+
+use crate::budget::active_series::{ActiveSeries, NameId, Windows};
+use crate::model::Class;
+use crate::policy::defaults::{BULK_SERIES_SHARE, DEFAULT_SERIES_REFRESH, MAX_METRIC_NAMES};
+use crate::policy::{MetricPolicy, MetricsBudget, SeriesRules};
+use crate::sampling::min_interval::MinInterval;
+
+/// The name slot counting every metric name past [`MAX_METRIC_NAMES`].
+const OTHER: NameId = MAX_METRIC_NAMES as NameId + 1;
+
+/// How a new series is judged before its cap is checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Judged {
+    /// A `drop` rule matched: never admitted.
+    Dropped,
+    /// Admitted within this class's cap.
+    Class(Class),
+    /// frugal's own series: always admitted.
+    Own,
+}
+
+/// Puts a series (its metric name and a lookup of its labels) in a class by the rules:
+/// `drop` first, then `priority`, then `drop_first`.
+pub fn judge<'a>(rules: &SeriesRules, name: &str, get: impl Fn(&str) -> Option<&'a str>) -> Judged {
+    if name.starts_with("frugal_") {
+        return Judged::Own;
+    }
+    let any =
+        |list: &[crate::policy::SeriesRule]| list.iter().any(|r| r.selector.matches_with(&get));
+    if any(&rules.drop) {
+        Judged::Dropped
+    } else if any(&rules.priority) {
+        Judged::Class(Class::Priority)
+    } else if any(&rules.drop_first) {
+        Judged::Class(Class::Bulk)
+    } else {
+        Judged::Class(Class::Normal)
+    }
+}
+
+/// The most series in memory at which a new series of `judged` is still admitted.
+pub fn cap(budget: Option<&MetricsBudget>, judged: &Judged) -> u64 {
+    let Some(limit) = budget.and_then(|b| b.active_series) else {
+        return u64::MAX;
+    };
+    let target = budget.map_or(1.0, |b| b.target);
+    let normal = (limit as f64 * target).floor() as u64;
+    match judged {
+        Judged::Dropped => 0,
+        Judged::Own => u64::MAX,
+        Judged::Class(Class::Priority) => limit,
+        Judged::Class(Class::Normal) => normal,
+        Judged::Class(Class::Bulk) => (normal as f64 * BULK_SERIES_SHARE).floor() as u64,
+    }
+}
+
+/// Per-name counters, indexed by [`NameId`].
+struct Counters(Box<[AtomicU64]>);
+
+impl Counters {
+    fn new() -> Self {
+        Self((0..=OTHER).map(|_| AtomicU64::new(0)).collect())
+    }
+
+    fn add(&self, id: NameId, n: u64) {
+        self.0[(id as usize).min(OTHER as usize)].fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn get(&self, id: NameId) -> u64 {
+        self.0[(id as usize).min(OTHER as usize)].load(Ordering::Relaxed)
+    }
+
+    fn snapshot(&self) -> Vec<u64> {
+        self.0.iter().map(|c| c.load(Ordering::Relaxed)).collect()
+    }
+}
+
+/// Points sent per name in the last whole minute.
+#[derive(Default)]
+struct PerMinute {
+    minute: i64,
+    at_start: Vec<u64>,
+    last: Vec<u64>,
+}
+
+/// One metric name's costs, for the cost report.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct NameCost {
+    /// The metric name (`other` for names past the table, `unknown` for series restored
+    /// from the store that have not had a sample since).
+    pub name: String,
+    /// Series of it in memory (the admission window).
+    pub series: u64,
+    /// Data points of it sent in the last whole minute.
+    pub dpm: u64,
+    /// New series of it refused.
+    pub refused: u64,
+}
+
+/// The series state of a running frugal (see the module documentation).
+pub struct SeriesAdmission {
+    /// Which series exist and when each was last seen.
+    pub tracker: ActiveSeries,
+    /// At most one point per series per interval (`metrics.min_sample_interval`).
+    pub thinner: Option<MinInterval>,
+    names: RwLock<HashMap<Box<str>, NameId>>,
+    list: RwLock<Vec<Box<str>>>,
+    sent: Counters,
+    refused: Counters,
+    refused_total: AtomicU64,
+    per_minute: Mutex<PerMinute>,
+    /// Data points sent in the last whole minute, all names.
+    dpm: AtomicU64,
+}
+
+impl SeriesAdmission {
+    /// Empty state with the policy's windows and interval.
+    pub fn new(metrics: &MetricPolicy) -> Self {
+        let windows = Windows {
+            billing: metrics.billing_window,
+            admission: metrics.admission_window,
+            refresh: DEFAULT_SERIES_REFRESH.min(metrics.billing_window / 4),
+        };
+        let thinner = metrics
+            .min_sample_interval
+            .map(|d| MinInterval::new(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)));
+        Self {
+            tracker: ActiveSeries::with_names(windows, OTHER as usize + 1),
+            thinner,
+            names: RwLock::new(HashMap::new()),
+            list: RwLock::new(vec!["unknown".into()]),
+            sent: Counters::new(),
+            refused: Counters::new(),
+            refused_total: AtomicU64::new(0),
+            per_minute: Mutex::new(PerMinute::default()),
+            dpm: AtomicU64::new(0),
+        }
+    }
+
+    /// The number of a metric name (names past the table share one).
+    pub fn name_id(&self, name: &str) -> NameId {
+        if let Some(id) = self
+            .names
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+        {
+            return *id;
+        }
+        let mut names = self.names.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(id) = names.get(name) {
+            return *id;
+        }
+        let mut list = self.list.write().unwrap_or_else(|e| e.into_inner());
+        if list.len() > MAX_METRIC_NAMES {
+            return OTHER;
+        }
+        let id = list.len() as NameId;
+        list.push(name.into());
+        names.insert(name.into(), id);
+        id
+    }
+
+    /// Counts `points` of name `id` sent.
+    pub fn sent(&self, id: NameId, points: u64) {
+        self.sent.add(id, points);
+    }
+
+    /// Counts a new series of name `id` refused.
+    pub fn refused(&self, id: NameId) {
+        self.refused.add(id, 1);
+        self.refused_total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// New series refused so far.
+    pub fn refused_total(&self) -> u64 {
+        self.refused_total.load(Ordering::Relaxed)
+    }
+
+    /// Moves the per-minute figures on when `unix_minute` is a new minute (called at
+    /// least once a minute, off the request path); true if it was.
+    pub fn tick(&self, unix_minute: i64) -> bool {
+        let mut pm = self.per_minute.lock().unwrap_or_else(|e| e.into_inner());
+        if pm.minute == unix_minute {
+            return false;
+        }
+        let now = self.sent.snapshot();
+        if pm.minute == unix_minute - 1 {
+            pm.last = now
+                .iter()
+                .zip(pm.at_start.iter().chain(std::iter::repeat(&0)))
+                .map(|(a, b)| a.saturating_sub(*b))
+                .collect();
+        } else {
+            // More than a minute passed without a tick (or the first): no whole minute.
+            pm.last = Vec::new();
+        }
+        pm.at_start = now;
+        pm.minute = unix_minute;
+        self.dpm.store(pm.last.iter().sum(), Ordering::Relaxed);
+        true
+    }
+
+    /// Data points sent in the last whole minute, all names.
+    pub fn dpm(&self) -> u64 {
+        self.dpm.load(Ordering::Relaxed)
+    }
+
+    /// How far DPM runs above the series in memory: Grafana bills the larger of active
+    /// series and DPM (one data point per series per minute included), so points beyond
+    /// one a minute per series take places of the series limit too.
+    pub fn dpm_excess(&self) -> u64 {
+        self.dpm().saturating_sub(self.tracker.len() as u64)
+    }
+
+    /// The metric names holding the most series (then DPM), at most `top`.
+    pub fn top(&self, top: usize) -> Vec<NameCost> {
+        let list = self.list.read().unwrap_or_else(|e| e.into_inner());
+        let pm = self.per_minute.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<NameCost> = (0..=OTHER)
+            .filter_map(|id| {
+                let name = match list.get(id as usize) {
+                    Some(n) => n.to_string(),
+                    None if id == OTHER => "other".to_string(),
+                    None => return None,
+                };
+                let cost = NameCost {
+                    name,
+                    series: self.tracker.series_of(id),
+                    dpm: pm.last.get(id as usize).copied().unwrap_or(0),
+                    refused: self.refused.get(id),
+                };
+                (cost.series + cost.dpm + cost.refused > 0).then_some(cost)
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            (b.series, b.dpm, b.refused)
+                .cmp(&(a.series, a.dpm, a.refused))
+                .then_with(|| a.name.cmp(&b.name))
+        });
+        out.truncate(top);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::SeriesRule;
+    use crate::sampling::selector;
+
+    fn rule(name: &str, sel: &str) -> SeriesRule {
+        SeriesRule {
+            name: name.into(),
+            selector: selector::parse(sel).unwrap(),
+        }
+    }
+
+    #[test]
+    fn rules_put_series_in_classes_and_caps_follow_them() {
+        let rules = SeriesRules {
+            drop: vec![rule("noisy", r#"{__name__="noisy_total"}"#)],
+            priority: vec![rule("up", "up")],
+            drop_first: vec![rule("buckets", r#"{__name__=~".*_bucket"}"#)],
+        };
+        let none = |_: &str| None;
+        let named = |n: &'static str| move |k: &str| (k == "__name__").then_some(n);
+        assert_eq!(
+            judge(&rules, "noisy_total", named("noisy_total")),
+            Judged::Dropped
+        );
+        assert_eq!(
+            judge(&rules, "up", |k| (k == "__name__").then_some("up")),
+            Judged::Class(Class::Priority)
+        );
+        assert_eq!(
+            judge(&rules, "x_bucket", |k| (k == "__name__")
+                .then_some("x_bucket")),
+            Judged::Class(Class::Bulk)
+        );
+        assert_eq!(judge(&rules, "frugal_up", none), Judged::Own);
+        assert_eq!(
+            judge(&rules, "y", |k| (k == "__name__").then_some("y")),
+            Judged::Class(Class::Normal)
+        );
+        let b = MetricsBudget {
+            active_series: Some(200),
+            target: 0.95,
+        };
+        assert_eq!(cap(Some(&b), &Judged::Class(Class::Normal)), 190);
+        assert_eq!(cap(Some(&b), &Judged::Class(Class::Priority)), 200);
+        assert_eq!(cap(Some(&b), &Judged::Class(Class::Bulk)), 171);
+        assert_eq!(cap(Some(&b), &Judged::Dropped), 0);
+        assert_eq!(cap(Some(&b), &Judged::Own), u64::MAX);
+        assert_eq!(cap(None, &Judged::Class(Class::Normal)), u64::MAX);
+    }
+
+    #[test]
+    fn names_are_numbered_and_costs_reported_per_name() {
+        let s = SeriesAdmission::new(&MetricPolicy::default());
+        let a = s.name_id("a_total");
+        assert_eq!(s.name_id("a_total"), a);
+        let b = s.name_id("b");
+        assert_ne!(a, b);
+        let now: jiff::Timestamp = "2026-12-01T10:00:00Z".parse().unwrap();
+        for i in 0..3 {
+            s.tracker
+                .admit(crate::fingerprint::Fingerprint(i), a, now, u64::MAX);
+        }
+        s.tracker
+            .admit(crate::fingerprint::Fingerprint(9), b, now, u64::MAX);
+        s.tick(100);
+        s.sent(a, 30);
+        s.refused(b);
+        s.tick(101);
+        let top = s.top(10);
+        assert_eq!(
+            top[0],
+            NameCost {
+                name: "a_total".into(),
+                series: 3,
+                dpm: 30,
+                refused: 0
+            }
+        );
+        assert_eq!(
+            top[1],
+            NameCost {
+                name: "b".into(),
+                series: 1,
+                dpm: 0,
+                refused: 1
+            }
+        );
+        assert_eq!(s.dpm(), 30);
+        assert_eq!(s.refused_total(), 1);
+        s.tick(103);
+        assert_eq!(s.dpm(), 0, "no whole minute measured");
+    }
+}
