@@ -319,10 +319,7 @@ pub fn series_json(core: &Core, top: usize) -> Value {
         .top(top)
         .into_iter()
         .map(|c| {
-            let relabel = format!(
-                "rule {{\n  source_labels = [\"__name__\"]\n  regex         = \"{}\"\n  action        = \"drop\"\n}}",
-                regex::escape(&c.name).replace('\\', "\\\\")
-            );
+            let relabel = relabel_rule(&c.name).unwrap_or_default();
             json!({
                 "name": c.name,
                 "series": c.series,
@@ -340,6 +337,28 @@ pub fn series_json(core: &Core, top: usize) -> Value {
         "dpm": series.dpm(),
         "metrics": metrics,
     })
+}
+
+/// The Alloy `prometheus.relabel` rule dropping metric `name` at the source; none for
+/// the pseudo-names (`other`, `unknown`), which are no metric.
+fn relabel_rule(name: &str) -> Option<String> {
+    if name == "other" || name == "unknown" {
+        return None;
+    }
+    // The regex, written as an Alloy (River) string literal.
+    let mut lit = String::new();
+    for ch in regex::escape(name).chars() {
+        match ch {
+            '\\' => lit.push_str("\\\\"),
+            '"' => lit.push_str("\\\""),
+            '\n' => lit.push_str("\\n"),
+            c if c.is_control() => lit.push_str(&format!("\\u{:04x}", c as u32)),
+            c => lit.push(c),
+        }
+    }
+    Some(format!(
+        "rule {{\n  source_labels = [\"__name__\"]\n  regex         = \"{lit}\"\n  action        = \"drop\"\n}}"
+    ))
 }
 
 /// The usage document of `/api/v1/usage`.
@@ -620,6 +639,20 @@ fn refresh_gauges(core: &Core) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn relabel_rules_quote_what_alloy_needs_and_skip_pseudo_names() {
+        let r = relabel_rule("node_cpu_seconds_total").unwrap();
+        assert!(
+            r.contains(r#"regex         = "node_cpu_seconds_total""#),
+            "{r}"
+        );
+        assert!(r.contains(r#"action        = "drop""#));
+        let odd = relabel_rule("a.b\"c").unwrap();
+        assert!(odd.contains(r#"regex         = "a\\.b\"c""#), "{odd}");
+        assert_eq!(relabel_rule("other"), None);
+        assert_eq!(relabel_rule("unknown"), None);
+    }
     use crate::clock::ManualClock;
     use crate::ingest::IngestError;
     use crate::testkit::{self, request, span, traces};

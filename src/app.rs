@@ -56,11 +56,12 @@ pub struct Running {
     admin_shutdown: CancellationToken,
     tasks: JoinSet<()>,
     ready: Arc<AtomicBool>,
+    series_store: Arc<dyn SeriesStore>,
 }
 
 impl Running {
     /// Stops accepting, lets requests in flight finish (up to [`GRACE_PERIOD`]), flushes
-    /// the usage counters.
+    /// the usage counters and writes the active series.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         self.ready.store(false, Ordering::SeqCst);
         self.core.stats.ready.set(0);
@@ -78,6 +79,12 @@ impl Running {
             .await
             .context("flush task")?
             .context("final flush of the usage counters")?;
+        // Series admitted while requests drained are written too.
+        let (core, store) = (self.core.clone(), self.series_store.clone());
+        tokio::task::spawn_blocking(move || core.series_upkeep(Some(&*store)))
+            .await
+            .context("series task")?
+            .context("final write of the active series")?;
         self.admin_shutdown.cancel();
         tracing::info!("stopped; usage counters flushed");
         Ok(())
@@ -248,6 +255,7 @@ pub async fn start_with(
         admin_shutdown,
         tasks,
         ready,
+        series_store,
     })
 }
 

@@ -120,8 +120,8 @@ impl Core {
             let forgotten = s.tracker.expire(now);
             if let Some(thinner) = &s.thinner {
                 let window = self.policy().metrics.admission_window;
-                let before = now - jiff::SignedDuration::try_from(window).unwrap_or_default();
-                thinner.expire(before.as_millisecond());
+                let window = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+                thinner.expire(now.as_millisecond().saturating_sub(window));
             }
             if forgotten > 0 {
                 tracing::debug!(forgotten, "series past the admission window forgotten");

@@ -394,9 +394,11 @@ impl ActiveSeries {
                 *expired_before = (*expired_before).max(cutoff);
                 series.shrink_to_fit();
             }
-            gone += before - series.len();
+            // Given back shard by shard: a long scan does not hold places it has freed.
+            let n = before - series.len();
+            self.tracked.fetch_sub(n as u64, Ordering::AcqRel);
+            gone += n;
         }
-        self.tracked.fetch_sub(gone as u64, Ordering::AcqRel);
         gone
     }
 

@@ -6,15 +6,15 @@
 //! Admission is decided per new series: a series already tracked always flows; a new one
 //! is taken while the series in memory (the admission window) are under its class's cap:
 //! `target × active_series` for normal series, `active_series` for priority ones (and
-//! frugal's own, `frugal_*`, which are never refused), [`BULK_SERIES_SHARE`] of the
+//! frugal's own, `frugal_*`), [`BULK_SERIES_SHARE`] of the
 //! normal cap for `drop_first` ones. The cap is held by the tracker atomically, so
 //! concurrent requests never take more places than there are. What counts against it is
 //! the billed figure: the larger of the series in memory and DPM (data points per minute
 //! sent, one per series included), so DPM above the series count lowers every cap.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 use crate::budget::active_series::{ActiveSeries, NameId, Windows};
 use crate::model::Class;
@@ -25,6 +25,15 @@ use crate::sampling::min_interval::MinInterval;
 /// The name slot counting every metric name past [`MAX_METRIC_NAMES`].
 const OTHER: NameId = MAX_METRIC_NAMES as NameId + 1;
 
+/// The most series tracked at once, with or without a budget: about 180 MB of tracker
+/// (BENCHMARKS.md). Past it new remote-write series are refused and new OTLP series go
+/// uncounted.
+pub const MAX_TRACKED_SERIES: u64 = 2_000_000;
+
+/// Longer metric names are not given a number of their own (they count as `other`):
+/// Mimir refuses label values over 2,048 bytes by default.
+const MAX_NAME_BYTES: usize = 2048;
+
 /// How a new series is judged before its cap is checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Judged {
@@ -32,21 +41,17 @@ pub enum Judged {
     Dropped,
     /// Admitted within this class's cap.
     Class(Class),
-    /// frugal's own series: always admitted.
-    Own,
 }
 
 /// Puts a series (its metric name and a lookup of its labels) in a class by the rules:
-/// `drop` first, then `priority`, then `drop_first`.
+/// `drop` first, then `priority` (frugal's own metrics, `frugal_*`, are priority too:
+/// admitted up to the limit, never past it), then `drop_first`.
 pub fn judge<'a>(rules: &SeriesRules, name: &str, get: impl Fn(&str) -> Option<&'a str>) -> Judged {
-    if name.starts_with("frugal_") {
-        return Judged::Own;
-    }
     let any =
         |list: &[crate::policy::SeriesRule]| list.iter().any(|r| r.selector.matches_with(&get));
     if any(&rules.drop) {
         Judged::Dropped
-    } else if any(&rules.priority) {
+    } else if name.starts_with("frugal_") || any(&rules.priority) {
         Judged::Class(Class::Priority)
     } else if any(&rules.drop_first) {
         Judged::Class(Class::Bulk)
@@ -55,16 +60,20 @@ pub fn judge<'a>(rules: &SeriesRules, name: &str, get: impl Fn(&str) -> Option<&
     }
 }
 
-/// The most series in memory at which a new series of `judged` is still admitted.
+/// The most series in memory at which a new series of `judged` is still admitted (never
+/// more than [`MAX_TRACKED_SERIES`]).
 pub fn cap(budget: Option<&MetricsBudget>, judged: &Judged) -> u64 {
     let Some(limit) = budget.and_then(|b| b.active_series) else {
-        return u64::MAX;
+        return match judged {
+            Judged::Dropped => 0,
+            Judged::Class(_) => MAX_TRACKED_SERIES,
+        };
     };
+    let limit = limit.min(MAX_TRACKED_SERIES);
     let target = budget.map_or(1.0, |b| b.target);
     let normal = (limit as f64 * target).floor() as u64;
     match judged {
         Judged::Dropped => 0,
-        Judged::Own => u64::MAX,
         Judged::Class(Class::Priority) => limit,
         Judged::Class(Class::Normal) => normal,
         Judged::Class(Class::Bulk) => (normal as f64 * BULK_SERIES_SHARE).floor() as u64,
@@ -120,8 +129,10 @@ pub struct SeriesAdmission {
     pub tracker: ActiveSeries,
     /// At most one point per series per interval (`metrics.min_sample_interval`).
     pub thinner: Option<MinInterval>,
-    names: RwLock<HashMap<Box<str>, NameId>>,
-    list: RwLock<Vec<Box<str>>>,
+    names: RwLock<HashMap<Arc<str>, NameId>>,
+    list: RwLock<Vec<Arc<str>>>,
+    /// The name table is full: new names are `other` without taking its lock.
+    full: AtomicBool,
     sent: Counters,
     refused: Counters,
     refused_total: AtomicU64,
@@ -146,6 +157,7 @@ impl SeriesAdmission {
             thinner,
             names: RwLock::new(HashMap::new()),
             list: RwLock::new(vec!["unknown".into()]),
+            full: AtomicBool::new(false),
             sent: Counters::new(),
             refused: Counters::new(),
             refused_total: AtomicU64::new(0),
@@ -154,7 +166,9 @@ impl SeriesAdmission {
         }
     }
 
-    /// The number of a metric name (names past the table share one).
+    /// The number of a metric name (names past the table, or too long, share `other`).
+    /// The table is not emptied while frugal runs: after [`MAX_METRIC_NAMES`] names, new
+    /// ones count as `other` until a restart.
     pub fn name_id(&self, name: &str) -> NameId {
         if let Some(id) = self
             .names
@@ -164,17 +178,22 @@ impl SeriesAdmission {
         {
             return *id;
         }
+        if name.len() > MAX_NAME_BYTES || self.full.load(Ordering::Relaxed) {
+            return OTHER;
+        }
         let mut names = self.names.write().unwrap_or_else(|e| e.into_inner());
         if let Some(id) = names.get(name) {
             return *id;
         }
         let mut list = self.list.write().unwrap_or_else(|e| e.into_inner());
         if list.len() > MAX_METRIC_NAMES {
+            self.full.store(true, Ordering::Relaxed);
             return OTHER;
         }
         let id = list.len() as NameId;
-        list.push(name.into());
-        names.insert(name.into(), id);
+        let name: Arc<str> = name.into();
+        list.push(name.clone());
+        names.insert(name, id);
         id
     }
 
@@ -202,15 +221,14 @@ impl SeriesAdmission {
             return false;
         }
         let now = self.sent.snapshot();
-        if pm.minute == unix_minute - 1 {
+        if !pm.at_start.is_empty() {
+            // Points since the last tick, per minute (a tick may come late).
+            let minutes = u64::try_from(unix_minute - pm.minute).unwrap_or(1).max(1);
             pm.last = now
                 .iter()
                 .zip(pm.at_start.iter().chain(std::iter::repeat(&0)))
-                .map(|(a, b)| a.saturating_sub(*b))
+                .map(|(a, b)| a.saturating_sub(*b).div_ceil(minutes))
                 .collect();
-        } else {
-            // More than a minute passed without a tick (or the first): no whole minute.
-            pm.last = Vec::new();
         }
         pm.at_start = now;
         pm.minute = unix_minute;
@@ -295,7 +313,11 @@ mod tests {
                 .then_some("x_bucket")),
             Judged::Class(Class::Bulk)
         );
-        assert_eq!(judge(&rules, "frugal_up", none), Judged::Own);
+        assert_eq!(
+            judge(&rules, "frugal_up", none),
+            Judged::Class(Class::Priority),
+            "frugal's own are priority: capped at the limit like any"
+        );
         assert_eq!(
             judge(&rules, "y", |k| (k == "__name__").then_some("y")),
             Judged::Class(Class::Normal)
@@ -308,8 +330,8 @@ mod tests {
         assert_eq!(cap(Some(&b), &Judged::Class(Class::Priority)), 200);
         assert_eq!(cap(Some(&b), &Judged::Class(Class::Bulk)), 171);
         assert_eq!(cap(Some(&b), &Judged::Dropped), 0);
-        assert_eq!(cap(Some(&b), &Judged::Own), u64::MAX);
-        assert_eq!(cap(None, &Judged::Class(Class::Normal)), u64::MAX);
+        assert_eq!(cap(None, &Judged::Class(Class::Normal)), MAX_TRACKED_SERIES);
+        assert_eq!(cap(None, &Judged::Dropped), 0);
     }
 
     #[test]
@@ -351,7 +373,9 @@ mod tests {
         );
         assert_eq!(s.dpm(), 30);
         assert_eq!(s.refused_total(), 1);
+        s.sent(a, 60);
         s.tick(103);
-        assert_eq!(s.dpm(), 0, "no whole minute measured");
+        assert_eq!(s.dpm(), 30, "two minutes' points, per minute");
+        assert_eq!(s.name_id(&"x".repeat(3000)), OTHER, "too long for a number");
     }
 }

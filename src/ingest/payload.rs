@@ -218,7 +218,8 @@ impl Payload for ExportMetricsServiceRequest {
     fn decide(ctx: &mut Deciding<'_, '_>, req: &Self) -> (Vec<()>, Account) {
         // OTLP metrics are counted as the series Grafana's OTLP gateway makes of them, so
         // the series budget sees them, but not refused: admission acts on remote write.
-        for labels in crate::metering::series::series_of(req) {
+        // One label set at a time; past the tracker's ceiling new series go uncounted.
+        crate::metering::series::each_series(req, |labels| {
             let name = labels
                 .iter()
                 .find(|(k, _)| k == "__name__")
@@ -228,12 +229,12 @@ impl Payload for ExportMetricsServiceRequest {
                 crate::fingerprint::Fingerprint::of(&labels),
                 id,
                 ctx.now,
-                u64::MAX,
+                crate::budget::series::MAX_TRACKED_SERIES,
             );
             if name != "target_info" {
                 ctx.series.sent(id, 1);
             }
-        }
+        });
         let mut account = Account::default();
         let w = mimir::weigh(req);
         account.offer(Class::Normal, w);

@@ -534,6 +534,44 @@ metrics:
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_frugal_prefix_is_no_way_past_the_limit_and_empty_series_take_no_place() {
+        let (core, _) = testkit::core(testkit::policy(POLICY), clock());
+        let own: Vec<TimeSeries> = (0..30)
+            .map(|i| series("frugal_fake", i, &[(1000, 1.0)]))
+            .collect();
+        handle(&core, request(own), RequestMeta::new(Transport::Http))
+            .await
+            .unwrap();
+        assert_eq!(
+            core.series.tracker.len(),
+            20,
+            "priority: up to the limit, not past it"
+        );
+        let (core, upstream) = testkit::core(testkit::policy(POLICY), clock());
+        let empty = request(vec![series("a", 1, &[]), series("a", 2, &[(1000, 1.0)])]);
+        handle(&core, empty, RequestMeta::new(Transport::Http))
+            .await
+            .unwrap();
+        assert_eq!(core.series.tracker.len(), 1);
+        assert_eq!(sent_series(&upstream)[0].timeseries.len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn in_shadow_mode_everything_goes_and_is_tracked_while_refusals_are_counted() {
+        let policy = testkit::policy(&format!("{POLICY}shadow: true\n"));
+        let (core, upstream) = testkit::core(policy, clock());
+        let all: Vec<TimeSeries> = (0..15).map(|i| series("a", i, &[(1000, 1.0)])).collect();
+        handle(&core, request(all), RequestMeta::new(Transport::Http))
+            .await
+            .unwrap();
+        assert_eq!(sent_series(&upstream)[0].timeseries.len(), 15);
+        assert_eq!(core.series.tracker.len(), 15, "upstream holds all of them");
+        assert_eq!(core.series.refused_total(), 5, "past the normal cap of 10");
+        let u = core.ledger.usage(Signal::Metrics);
+        assert_eq!(u.shadow_dropped[DropReason::SeriesLimit].items, 5);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_metadata_only_request_is_forwarded_without_counting_series_or_points() {
         let (core, upstream) = testkit::core(testkit::policy(POLICY), clock());
         let req = WriteRequest {

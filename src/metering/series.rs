@@ -283,6 +283,13 @@ fn float_label(f: f64) -> String {
 /// one request appears twice), `target_info` once per resource that has one.
 pub fn series_of(req: &ExportMetricsServiceRequest) -> Vec<LabelSet> {
     let mut out = Vec::new();
+    each_series(req, |s| out.push(s));
+    out
+}
+
+/// [`series_of`] one at a time: each label set is handed to `f` as it is made, so a
+/// request of many series never holds them all.
+pub fn each_series(req: &ExportMetricsServiceRequest, mut f: impl FnMut(LabelSet)) {
     for rm in &req.resource_metrics {
         let resource = resource_labels(rm.resource.as_ref());
         let info: Vec<KeyValue> = rm
@@ -295,7 +302,7 @@ pub fn series_of(req: &ExportMetricsServiceRequest) -> Vec<LabelSet> {
             .cloned()
             .collect();
         if !info.is_empty() {
-            out.push(series(&info, &resource, "target_info".into(), None));
+            f(series(&info, &resource, "target_info".into(), None));
         }
         for m in rm.scope_metrics.iter().flat_map(|sm| &sm.metrics) {
             let name = metric_name(&m.name, &m.unit, Kind::of(m));
@@ -303,13 +310,13 @@ pub fn series_of(req: &ExportMetricsServiceRequest) -> Vec<LabelSet> {
             match &m.data {
                 Some(metric::Data::Gauge(g)) => {
                     for p in &g.data_points {
-                        out.push(series(&p.attributes, &resource, name.clone(), None));
+                        f(series(&p.attributes, &resource, name.clone(), None));
                     }
                 }
                 // Delta sums too: Mimir may refuse them, but frugal never under-counts.
                 Some(metric::Data::Sum(s)) => {
                     for p in &s.data_points {
-                        out.push(series(&p.attributes, &resource, name.clone(), None));
+                        f(series(&p.attributes, &resource, name.clone(), None));
                     }
                 }
                 Some(metric::Data::Histogram(h)) => {
@@ -317,34 +324,33 @@ pub fn series_of(req: &ExportMetricsServiceRequest) -> Vec<LabelSet> {
                         let bounds = p.explicit_bounds.iter().copied().chain([f64::INFINITY]);
                         for b in bounds {
                             let le = Some(("le", float_label(b)));
-                            out.push(series(&p.attributes, &resource, with("_bucket"), le));
+                            f(series(&p.attributes, &resource, with("_bucket"), le));
                         }
-                        out.push(series(&p.attributes, &resource, with("_count"), None));
+                        f(series(&p.attributes, &resource, with("_count"), None));
                         if p.sum.is_some() {
-                            out.push(series(&p.attributes, &resource, with("_sum"), None));
+                            f(series(&p.attributes, &resource, with("_sum"), None));
                         }
                     }
                 }
                 Some(metric::Data::ExponentialHistogram(h)) => {
                     for p in &h.data_points {
-                        out.push(series(&p.attributes, &resource, name.clone(), None));
+                        f(series(&p.attributes, &resource, name.clone(), None));
                     }
                 }
                 Some(metric::Data::Summary(s)) => {
                     for p in &s.data_points {
                         for q in &p.quantile_values {
                             let quantile = Some(("quantile", float_label(q.quantile)));
-                            out.push(series(&p.attributes, &resource, name.clone(), quantile));
+                            f(series(&p.attributes, &resource, name.clone(), quantile));
                         }
-                        out.push(series(&p.attributes, &resource, with("_sum"), None));
-                        out.push(series(&p.attributes, &resource, with("_count"), None));
+                        f(series(&p.attributes, &resource, with("_sum"), None));
+                        f(series(&p.attributes, &resource, with("_count"), None));
                     }
                 }
                 None => {}
             }
         }
     }
-    out
 }
 
 #[cfg(test)]

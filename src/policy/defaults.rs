@@ -214,6 +214,10 @@ pub const DEFAULT_AT_LIMIT: AtLimit = AtLimit::KeepPriority;
 /// minutes.
 pub const MIN_SERIES_WINDOW: Duration = Duration::from_secs(60);
 
+/// The longest `metrics.billing_window` / `admission_window`: the tracker keeps a slot
+/// per minute of the admission window.
+pub const MAX_SERIES_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// New `drop_first` series are admitted only while the series in memory are below this
 /// share of the normal cap (`target × active_series`): they are refused first.
 pub const BULK_SERIES_SHARE: f64 = 0.9;

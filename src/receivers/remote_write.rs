@@ -75,7 +75,9 @@ async fn receive(core: &Core, req: Request<Incoming>) -> Result<ingest::Accepted
         ticket.take(census.decoded_bytes, "decoded")?;
         decode(&plain)
     };
-    let req = if body.len() > 256 * 1024 {
+    // By what it decompresses to: a small block may announce megabytes.
+    let announced = snap::raw::decompress_len(&body).unwrap_or(usize::MAX);
+    let req = if body.len().max(announced) > 256 * 1024 {
         let _turn = ticket.heavy_turn().await;
         ingest::off_the_workers(unpack)?
     } else {

@@ -51,7 +51,8 @@ struct Last {
     kept_ms: i64,
     /// The last value seen (kept or not), for reset detection.
     value: f64,
-    /// Milliseconds since the epoch of the last point seen, for expiry.
+    /// When frugal last saw a point of the series (its clock, ms since the epoch), for
+    /// expiry.
     seen_ms: i64,
 }
 
@@ -85,13 +86,16 @@ impl MinInterval {
         }
     }
 
-    /// Decides one point of the series `fingerprint`, at `timestamp_ms` with `value`.
+    /// Decides one point of the series `fingerprint`, at `timestamp_ms` with `value`,
+    /// seen at `seen_ms` (frugal's time, for [`MinInterval::expire`]: a point's own
+    /// timestamp may be anything).
     pub fn decide(
         &self,
         fingerprint: Fingerprint,
         kind: Series,
         timestamp_ms: i64,
         value: f64,
+        seen_ms: i64,
     ) -> Thinned {
         let mut shard = self.shard(fingerprint);
         let Some(last) = shard.get_mut(&fingerprint) else {
@@ -100,7 +104,7 @@ impl MinInterval {
                 Last {
                     kept_ms: timestamp_ms,
                     value,
-                    seen_ms: timestamp_ms,
+                    seen_ms,
                 },
             );
             return Thinned::Kept;
@@ -115,7 +119,7 @@ impl MinInterval {
         if !stale {
             last.value = value;
         }
-        last.seen_ms = last.seen_ms.max(timestamp_ms);
+        last.seen_ms = last.seen_ms.max(seen_ms);
         if stale || reset || out_of_order || due {
             if !out_of_order {
                 last.kept_ms = timestamp_ms;
@@ -132,7 +136,7 @@ impl MinInterval {
         self.dropped.load(Ordering::Relaxed)
     }
 
-    /// Forgets series whose last point is older than `before_ms`; returns how many.
+    /// Forgets series last seen (by frugal's clock) before `before_ms`; returns how many.
     pub fn expire(&self, before_ms: i64) -> usize {
         let mut forgotten = 0;
         for shard in &self.shards {
@@ -177,7 +181,9 @@ mod tests {
         let t = MinInterval::new(5 * S);
         let kept: Vec<(i64, f64)> = (0..60)
             .map(|i| (i * S, i as f64))
-            .filter(|(ts, v)| t.decide(Fingerprint(7), Series::Counter, *ts, *v) == Thinned::Kept)
+            .filter(|(ts, v)| {
+                t.decide(Fingerprint(7), Series::Counter, *ts, *v, *ts) == Thinned::Kept
+            })
             .collect();
         assert_eq!(
             kept,
@@ -194,39 +200,39 @@ mod tests {
     fn a_staleness_marker_and_a_counter_reset_are_always_kept() {
         let t = MinInterval::new(60 * S);
         assert_eq!(
-            t.decide(Fingerprint(1), Series::Counter, 0, 100.0),
+            t.decide(Fingerprint(1), Series::Counter, 0, 100.0, 0),
             Thinned::Kept
         );
         assert_eq!(
-            t.decide(Fingerprint(1), Series::Counter, S, 101.0),
+            t.decide(Fingerprint(1), Series::Counter, S, 101.0, S),
             Thinned::Dropped
         );
         // The counter restarted: the decrease is kept, whatever the interval.
         assert_eq!(
-            t.decide(Fingerprint(1), Series::Counter, 2 * S, 3.0),
+            t.decide(Fingerprint(1), Series::Counter, 2 * S, 3.0, 2 * S),
             Thinned::Kept
         );
         assert_eq!(
-            t.decide(Fingerprint(1), Series::Counter, 3 * S, 4.0),
+            t.decide(Fingerprint(1), Series::Counter, 3 * S, 4.0, 3 * S),
             Thinned::Dropped
         );
         let stale = f64::from_bits(STALE_NAN_BITS);
         assert_eq!(
-            t.decide(Fingerprint(1), Series::Counter, 4 * S, stale),
+            t.decide(Fingerprint(1), Series::Counter, 4 * S, stale, 4 * S),
             Thinned::Kept
         );
         // A gauge going down is not a reset.
         assert_eq!(
-            t.decide(Fingerprint(2), Series::Gauge, 0, 10.0),
+            t.decide(Fingerprint(2), Series::Gauge, 0, 10.0, 0),
             Thinned::Kept
         );
         assert_eq!(
-            t.decide(Fingerprint(2), Series::Gauge, S, 1.0),
+            t.decide(Fingerprint(2), Series::Gauge, S, 1.0, S),
             Thinned::Dropped
         );
         // An ordinary NaN is a value, not a marker.
         assert_eq!(
-            t.decide(Fingerprint(2), Series::Gauge, 2 * S, f64::NAN),
+            t.decide(Fingerprint(2), Series::Gauge, 2 * S, f64::NAN, 2 * S),
             Thinned::Dropped
         );
     }
@@ -235,29 +241,29 @@ mod tests {
     fn series_are_thinned_apart_and_out_of_order_points_pass() {
         let t = MinInterval::new(10 * S);
         assert_eq!(
-            t.decide(Fingerprint(1), Series::Gauge, 100 * S, 1.0),
+            t.decide(Fingerprint(1), Series::Gauge, 100 * S, 1.0, 100 * S),
             Thinned::Kept
         );
         assert_eq!(
-            t.decide(Fingerprint(2), Series::Gauge, 101 * S, 1.0),
+            t.decide(Fingerprint(2), Series::Gauge, 101 * S, 1.0, 101 * S),
             Thinned::Kept
         );
         assert_eq!(
-            t.decide(Fingerprint(1), Series::Gauge, 102 * S, 1.0),
+            t.decide(Fingerprint(1), Series::Gauge, 102 * S, 1.0, 102 * S),
             Thinned::Dropped
         );
         // Older than the last kept: upstream's to judge.
         assert_eq!(
-            t.decide(Fingerprint(1), Series::Gauge, 50 * S, 1.0),
+            t.decide(Fingerprint(1), Series::Gauge, 50 * S, 1.0, 50 * S),
             Thinned::Kept
         );
         // ...and it did not move the series' clock back.
         assert_eq!(
-            t.decide(Fingerprint(1), Series::Gauge, 105 * S, 1.0),
+            t.decide(Fingerprint(1), Series::Gauge, 105 * S, 1.0, 105 * S),
             Thinned::Dropped
         );
         assert_eq!(
-            t.decide(Fingerprint(1), Series::Gauge, 110 * S, 1.0),
+            t.decide(Fingerprint(1), Series::Gauge, 110 * S, 1.0, 110 * S),
             Thinned::Kept
         );
     }
@@ -265,24 +271,35 @@ mod tests {
     #[test]
     fn forgotten_series_start_afresh() {
         let t = MinInterval::new(60 * S);
-        t.decide(Fingerprint(1), Series::Gauge, 0, 1.0);
-        t.decide(Fingerprint(2), Series::Gauge, 100 * S, 1.0);
+        t.decide(Fingerprint(1), Series::Gauge, 0, 1.0, 0);
+        t.decide(Fingerprint(2), Series::Gauge, 100 * S, 1.0, 100 * S);
         assert_eq!(t.expire(50 * S), 1);
         assert_eq!(t.len(), 1);
         assert_eq!(
-            t.decide(Fingerprint(1), Series::Gauge, 101 * S, 1.0),
+            t.decide(Fingerprint(1), Series::Gauge, 101 * S, 1.0, 101 * S),
             Thinned::Kept
         );
         assert_eq!(
-            t.decide(Fingerprint(2), Series::Gauge, 101 * S, 1.0),
+            t.decide(Fingerprint(2), Series::Gauge, 101 * S, 1.0, 101 * S),
             Thinned::Dropped
         );
     }
 
     #[test]
+    fn expiry_follows_when_frugal_saw_a_series_not_its_timestamps() {
+        let t = MinInterval::new(60 * S);
+        // A point stamped a year ahead, seen at 10 s: forgotten like any other.
+        t.decide(Fingerprint(9), Series::Gauge, 365 * 86_400 * S, 1.0, 10 * S);
+        assert_eq!(t.expire(11 * S), 1);
+        assert!(t.is_empty());
+    }
+
+    #[test]
     fn an_interval_of_zero_keeps_everything() {
         let t = MinInterval::new(0);
-        assert!((0..10).all(|i| t.decide(Fingerprint(3), Series::Gauge, i, 1.0) == Thinned::Kept));
+        assert!(
+            (0..10).all(|i| t.decide(Fingerprint(3), Series::Gauge, i, 1.0, i) == Thinned::Kept)
+        );
         assert_eq!(t.dropped(), 0);
     }
 }

@@ -7,7 +7,7 @@
 use jiff::Timestamp;
 
 use crate::budget::active_series::{NameId, Seen};
-use crate::budget::series::{Judged, SeriesAdmission, cap, judge};
+use crate::budget::series::{Judged, MAX_TRACKED_SERIES, SeriesAdmission, cap, judge};
 use crate::fingerprint::Fingerprint;
 use crate::metering::Weight;
 use crate::model::{Class, DropReason};
@@ -82,7 +82,8 @@ fn kind_of(name: &str) -> min_interval::Series {
     }
 }
 
-/// Decides every series of `req` at `now`.
+/// Decides every series of `req` at `now`. In shadow mode (everything is sent) the
+/// decisions are counted as they would be, and the series state records what is sent.
 pub fn decide_all(
     policy: &Policy,
     state: &SeriesAdmission,
@@ -91,6 +92,7 @@ pub fn decide_all(
 ) -> (Vec<SeriesDecision>, Account) {
     let mut account = Account::default();
     let budget = policy.budgets.metrics.as_ref();
+    let shadow = policy.shadow;
     // Grafana bills the larger of series and DPM: points beyond one a minute per series
     // take places too.
     let excess = state.dpm_excess();
@@ -110,7 +112,6 @@ pub fn decide_all(
             });
             let class = match judged {
                 Judged::Class(c) => c,
-                Judged::Own => Class::Priority,
                 Judged::Dropped => Class::Normal,
             };
             let mut d = SeriesDecision {
@@ -120,12 +121,23 @@ pub fn decide_all(
                 name: id,
                 emptied: false,
             };
-            if judged == Judged::Dropped {
-                d.dropped = Some(DropReason::Rule);
-                account.record(None, &super::Fate::Drop(DropReason::Rule), weight, false);
+            if w == 0 && ts.exemplars.is_empty() {
+                // Nothing Mimir would store: no place taken, nothing sent.
+                d.emptied = true;
+                account.modified = true;
                 return d;
             }
             let fp = fingerprint(&ts.labels);
+            if judged == Judged::Dropped {
+                d.dropped = Some(DropReason::Rule);
+                account.record(None, &super::Fate::Drop(DropReason::Rule), weight, false);
+                if shadow {
+                    // Sent anyway: upstream will hold it.
+                    state.tracker.admit(fp, id, now, MAX_TRACKED_SERIES);
+                    state.sent(id, w);
+                }
+                return d;
+            }
             let cap = cap(budget, &judged).saturating_sub(excess);
             if state.tracker.admit(fp, id, now, cap) == Seen::Refused {
                 state.refused(id);
@@ -136,12 +148,18 @@ pub fn decide_all(
                     weight,
                     false,
                 );
+                if shadow {
+                    // Counted as refused, but sent: upstream holds it, so it is tracked.
+                    state.tracker.admit(fp, id, now, MAX_TRACKED_SERIES);
+                    state.sent(id, w);
+                }
                 return d;
             }
             if let Some(thinner) = &state.thinner {
                 let kind = kind_of(name);
                 for (i, s) in ts.samples.iter().enumerate() {
-                    if thinner.decide(fp, kind, s.timestamp, s.value) == Thinned::Dropped {
+                    let seen_ms = now.as_millisecond();
+                    if thinner.decide(fp, kind, s.timestamp, s.value, seen_ms) == Thinned::Dropped {
                         d.thinned.push(i as u32);
                     }
                 }
@@ -157,7 +175,8 @@ pub fn decide_all(
                 units: kept,
             };
             account.offer(class, kept_w);
-            state.sent(id, kept);
+            // In shadow mode the thinned points go too.
+            state.sent(id, if shadow { w } else { kept });
             account.keep(class, kept_w);
             if thinned > 0 {
                 account.drop(

@@ -5,9 +5,9 @@
 use std::time::Duration;
 
 use crate::policy::defaults::{
-    DEFAULT_SERIES_ADMISSION_WINDOW, DEFAULT_SERIES_BILLING_WINDOW, MIN_SERIES_WINDOW,
+    DEFAULT_SERIES_ADMISSION_WINDOW, DEFAULT_SERIES_BILLING_WINDOW, MAX_SERIES_WINDOW,
+    MIN_SERIES_WINDOW,
 };
-use crate::policy::problem::must_be_at_least;
 use crate::policy::tree::{Node, Obj, with};
 use crate::policy::{MetricPolicy, SeriesRule, SeriesRules};
 use crate::sampling::selector::{self, Matcher, Op, Selector};
@@ -30,8 +30,12 @@ pub(in crate::policy) fn build(n: Node<'_>) -> MetricPolicy {
     let window = |o: &mut Obj<'_>, key: &'static str, default: Duration| {
         with(o, key, |n| {
             let d = n.parse(parse_duration)?;
-            if d < MIN_SERIES_WINDOW {
-                n.problem(must_be_at_least(MIN_SERIES_WINDOW));
+            if d < MIN_SERIES_WINDOW || d > MAX_SERIES_WINDOW {
+                n.problem(format!(
+                    "must be between {} and {} (Mimir holds a series about 3h)",
+                    crate::units::format_duration(MIN_SERIES_WINDOW),
+                    crate::units::format_duration(MAX_SERIES_WINDOW)
+                ));
                 return None;
             }
             Some(d)
