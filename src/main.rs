@@ -103,6 +103,10 @@ struct ServeArgs {
     /// upstream.remote_write.endpoint; e.g. https://prometheus-prod-<zone>.grafana.net/api/prom/push).
     #[arg(long)]
     upstream_remote_write: Option<String>,
+    /// Upstream Loki push URL, the full URL (overrides upstream.loki.endpoint; e.g.
+    /// https://logs-prod-<zone>.grafana.net/loki/api/v1/push).
+    #[arg(long)]
+    upstream_loki: Option<String>,
     /// Log as JSON lines instead of text.
     #[arg(long)]
     log_json: bool,
@@ -243,6 +247,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 listen_admin: a.listen_admin,
                 upstream_otlp: a.upstream_otlp,
                 upstream_remote_write: a.upstream_remote_write,
+                upstream_loki: a.upstream_loki,
                 data_dir: None,
             };
             let policy = load_policy(&a.policy, overrides)?;

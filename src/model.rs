@@ -245,17 +245,20 @@ pub enum Destination {
     OtlpMetrics,
     /// Prometheus remote write 1.0 (Grafana Cloud's `.../api/prom/push`).
     RemoteWrite,
+    /// Loki's push API (Grafana Cloud's `.../loki/api/v1/push`).
+    Loki,
 }
 
 table_key!(Destination);
 
 impl Destination {
     /// Every destination.
-    pub const ALL: [Destination; 4] = [
+    pub const ALL: [Destination; 5] = [
         Destination::OtlpTraces,
         Destination::OtlpLogs,
         Destination::OtlpMetrics,
         Destination::RemoteWrite,
+        Destination::Loki,
     ];
 
     /// The destination's name (a metric label value).
@@ -265,6 +268,7 @@ impl Destination {
             Destination::OtlpLogs => "otlp_logs",
             Destination::OtlpMetrics => "otlp_metrics",
             Destination::RemoteWrite => "remote_write",
+            Destination::Loki => "loki",
         }
     }
 
@@ -272,7 +276,7 @@ impl Destination {
     pub fn signal(self) -> Signal {
         match self {
             Destination::OtlpTraces => Signal::Traces,
-            Destination::OtlpLogs => Signal::Logs,
+            Destination::OtlpLogs | Destination::Loki => Signal::Logs,
             Destination::OtlpMetrics | Destination::RemoteWrite => Signal::Metrics,
         }
     }

@@ -49,6 +49,9 @@ pub struct Stats {
     /// Client requests answered 503 because the requests in flight held all of
     /// `ingest.max_in_flight`, by signal and transport (`frugal_requests_shed_total`).
     pub requests_shed: IntCounterVec,
+    /// Loki lines over Grafana Cloud's 256 KB, truncated to it
+    /// (`frugal_loki_truncated_lines_total`).
+    pub loki_truncated_lines: IntCounterVec,
     /// Bytes the requests in flight hold of `ingest.max_in_flight` (bodies, decompressed
     /// bodies, decoded estimates) (`frugal_ingest_in_flight_bytes`).
     pub in_flight_bytes: IntGauge,
@@ -427,6 +430,12 @@ impl Stats {
                 "Client requests answered 503 because the requests in flight held all of ingest.max_in_flight.",
                 &["signal", "transport"],
             )?,
+            loki_truncated_lines: counter(
+                &r,
+                "frugal_loki_truncated_lines_total",
+                "Loki push lines over Grafana Cloud's 256 KB, truncated to it.",
+                &[],
+            )?,
             in_flight_bytes,
             in_flight_limit_bytes,
             store_flushes: counter(
@@ -491,6 +500,7 @@ impl Stats {
                 .filter(|s| s.budget_unit() == Unit::Bytes)
         };
         self.period.series_refused.with_label_values(&[] as &[&str]);
+        self.loki_truncated_lines.with_label_values(&[] as &[&str]);
         for s in Signal::ALL {
             let sig = s.as_str();
             for c in [&self.received_items, &self.sent_items, &self.acked_items] {
@@ -616,7 +626,7 @@ mod tests {
         }
         // Every registered family, except the one whose label (the status code) is open and
         // the upstreams', which each configured destination creates.
-        let registered = 47;
+        let registered = 48;
         assert_eq!(families.len(), registered - 3, "{names:?}");
         assert!(!names.contains(&"frugal_requests_total"));
         let text = stats.render();

@@ -4,7 +4,8 @@
 #      Alertmanager, Chromium and Node (Debian packages, only if missing), a Python venv in
 #      .venv with the OpenTelemetry SDK and exporters, and playwright-core in
 #      tests/e2e/browser (npm ci, only when its lock file changed; it drives Debian's
-#      Chromium, never a browser of its own);
+#      Chromium, never a browser of its own), and winston-loki in tests/e2e/loki-clients
+#      (npm ci likewise);
 #   2. formatting and lints;
 #   3. Rust unit and integration tests (release profile: the simulator runs months);
 #   4. end-to-end tests: the real binary, real clients, an upstream stand-in; beside them,
@@ -48,6 +49,15 @@ if [ "$(cat "$browser_stamp" 2>/dev/null)" != "$want" ]; then
   say "installing playwright-core ($browser)"
   (cd "$browser" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
   echo "$want" > "$browser_stamp"
+fi
+
+loki_clients=tests/e2e/loki-clients
+loki_stamp="$loki_clients/node_modules/.package-lock.sha256"
+want=$(sha256sum "$loki_clients/package-lock.json" | cut -d' ' -f1)
+if [ "$(cat "$loki_stamp" 2>/dev/null)" != "$want" ]; then
+  say "installing winston and winston-loki ($loki_clients)"
+  (cd "$loki_clients" && npm ci --no-audit --no-fund --loglevel=error)
+  echo "$want" > "$loki_stamp"
 fi
 
 say "formatting and lints"

@@ -15,6 +15,7 @@
 //! attempt after the first is billed before it is sent (and not sent if it would pass the
 //! limit); one that certainly did not reach upstream is given back.
 
+mod loki;
 mod otlp;
 mod remote_write;
 pub mod retry;
@@ -32,6 +33,7 @@ use crate::clock::SharedClock;
 use crate::model::{Destination, PerDestination, RejectReason};
 use crate::policy::{Compression, Policy};
 use crate::stats::Stats;
+pub use loki::LokiWire;
 pub use otlp::OtlpWire;
 pub use remote_write::RemoteWriteWire;
 use retry::BillsAt;
@@ -122,6 +124,7 @@ impl Forwarder {
                     policy.upstream.remote_write.clone()?,
                     Arc::new(RemoteWriteWire),
                 ),
+                Destination::Loki => (policy.upstream.loki.clone()?, Arc::new(LokiWire)),
                 _ => (
                     policy.upstream.otlp.clone(),
                     Arc::new(OtlpWire::new(d.signal())),
@@ -172,6 +175,7 @@ impl Export for Forwarder {
 /// What to configure for a destination the policy gives no upstream.
 pub fn not_configured(to: Destination) -> String {
     match to {
+        Destination::Loki => "Loki push is not configured: set upstream.loki.endpoint in the policy (the full push URL, Grafana Cloud's .../loki/api/v1/push) or start frugal with --upstream-loki URL".to_string(),
         Destination::RemoteWrite => "remote write is not configured: set upstream.remote_write.endpoint in the policy (the full push URL, Grafana Cloud's .../api/prom/push) or start frugal with --upstream-remote-write URL".to_string(),
         other => format!("no upstream is configured for {}", other.as_str()),
     }

@@ -14,6 +14,7 @@ use crate::budget::series::SeriesAdmission;
 use crate::metering::{Weight, loki, mimir, tempo};
 use crate::model::{Class, Destination, Signal};
 use crate::policy::Policy;
+use crate::proto::loki::PushRequest;
 use crate::proto::remote_write::WriteRequest;
 use crate::sampling::memory::Session;
 use crate::sampling::{self, Account, logs::TraceSide};
@@ -248,6 +249,55 @@ impl Payload for ExportMetricsServiceRequest {
         if class != Class::Normal {
             self.resource_metrics.clear();
         }
+    }
+}
+
+impl Payload for PushRequest {
+    const SIGNAL: Signal = Signal::Logs;
+    const DESTINATION: Destination = Destination::Loki;
+    type Decision = sampling::logs::LogDecision;
+
+    fn canonicalize(&mut self) -> bool {
+        false
+    }
+
+    fn weigh(&self) -> Weight {
+        sampling::loki_push::weigh(self)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.streams.is_empty()
+    }
+
+    fn prune(&mut self) -> bool {
+        let n = self.streams.len();
+        self.streams.retain(|s| !s.entries.is_empty());
+        self.streams.len() != n
+    }
+
+    fn decide(ctx: &mut Deciding<'_, '_>, req: &Self) -> (Vec<Self::Decision>, Account) {
+        let (policy, pacing) = (ctx.policy, ctx.pacing);
+        let side = TraceSide {
+            probabilities: pacing.signals[Signal::Traces].probabilities,
+            follow_bulk: !policy.traces.rules.drop_first.is_empty(),
+            mode: policy.traces.sampling.mode,
+            precision: policy.traces.sampling.precision,
+        };
+        sampling::loki_push::decide_all(
+            &policy.logs,
+            &pacing.signals[Signal::Logs].probabilities,
+            &side,
+            Some(ctx.memory),
+            req,
+        )
+    }
+
+    fn apply(&mut self, _policy: &Policy, decisions: &[Self::Decision]) {
+        sampling::loki_push::apply(self, decisions);
+    }
+
+    fn retain_class(&mut self, decisions: &[Self::Decision], class: Class) {
+        sampling::loki_push::retain_class(self, decisions, class);
     }
 }
 

@@ -35,6 +35,8 @@ pub struct Overrides {
     pub upstream_otlp: Option<String>,
     /// `upstream.remote_write.endpoint`.
     pub upstream_remote_write: Option<String>,
+    /// `upstream.loki.endpoint`.
+    pub upstream_loki: Option<String>,
     /// `store.data_dir`.
     pub data_dir: Option<PathBuf>,
 }
@@ -100,7 +102,7 @@ pub fn load_str(
 /// mapping becomes one.
 fn apply_overrides(tree: &mut Value, o: &Overrides) {
     let data_dir = o.data_dir.as_ref().map(|d| d.display().to_string());
-    let given: [(&[&str], &Option<String>); 6] = [
+    let given: [(&[&str], &Option<String>); 7] = [
         (&["listen", "http"], &o.listen_http),
         (&["listen", "grpc"], &o.listen_grpc),
         (&["listen", "admin"], &o.listen_admin),
@@ -109,6 +111,7 @@ fn apply_overrides(tree: &mut Value, o: &Overrides) {
             &["upstream", "remote_write", "endpoint"],
             &o.upstream_remote_write,
         ),
+        (&["upstream", "loki", "endpoint"], &o.upstream_loki),
         (&["store", "data_dir"], &data_dir),
     ];
     for (path, value) in given {

@@ -264,6 +264,9 @@ pub struct Upstreams {
     /// Where Prometheus remote-write requests go (the full push URL); `None`: remote
     /// write is refused with a message saying how to configure it.
     pub remote_write: Option<Endpoint>,
+    /// Where Loki pushes go (the full push URL); `None`: Loki pushes are refused with a
+    /// message saying how to configure it.
+    pub loki: Option<Endpoint>,
 }
 
 /// An OTLP/HTTP endpoint: Grafana Cloud's OTLP gateway, or any OTLP receiver.

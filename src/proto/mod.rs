@@ -4,8 +4,10 @@
 //!
 //! - [`rpc`]: `google.rpc.Status` and `google.rpc.RetryInfo`, the bodies of OTLP error
 //!   responses (HTTP and gRPC).
+//! - [`loki`]: Loki's push API (`logproto.PushRequest`), structured metadata included.
 //! - [`remote_write`]: Prometheus remote write 1.0 (`prometheus.WriteRequest`), every
 //!   field, for the remote-write receiver and destination.
 
+pub mod loki;
 pub mod remote_write;
 pub mod rpc;

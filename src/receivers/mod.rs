@@ -13,6 +13,7 @@
 
 pub mod codec;
 pub mod connections;
+pub mod loki;
 pub mod otlp_grpc;
 pub mod otlp_http;
 pub mod remote_write;

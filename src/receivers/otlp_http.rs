@@ -70,13 +70,15 @@ fn signal_of(path: &str) -> Option<Signal> {
 
 async fn route(core: &Core, req: Request<Incoming>) -> Response<Body> {
     let remote_write = super::remote_write::is_push_path(req.uri().path());
+    let loki = req.uri().path().trim_end_matches('/') == super::loki::PUSH_PATH;
     let signal = match signal_of(req.uri().path()) {
         Some(s) => s,
         None if remote_write => Signal::Metrics,
+        None if loki => Signal::Logs,
         None => {
             return plain(
                 StatusCode::NOT_FOUND,
-                "not found: frugal receives OTLP at /v1/traces, /v1/metrics and /v1/logs (also under /otlp), Prometheus remote write at /api/v1/push and /api/prom/push\n",
+                "not found: frugal receives OTLP at /v1/traces, /v1/metrics and /v1/logs (also under /otlp), Prometheus remote write at /api/v1/push and /api/prom/push, Loki pushes at /loki/api/v1/push\n",
             );
         }
     };
@@ -89,6 +91,7 @@ async fn route(core: &Core, req: Request<Incoming>) -> Response<Body> {
     let started = core.clock.now();
     let (resp, transport) = match signal {
         _ if remote_write => (super::remote_write::handle(core, req).await, "remote_write"),
+        _ if loki => (super::loki::handle(core, req).await, "loki"),
         Signal::Traces => (handle::<ExportTraceServiceRequest>(core, req).await, "http"),
         Signal::Metrics => (
             handle::<ExportMetricsServiceRequest>(core, req).await,

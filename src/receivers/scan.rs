@@ -814,6 +814,61 @@ pub fn remote_write(body: &[u8]) -> Result<Census, IngestError> {
     Ok(c)
 }
 
+/// Counts what a Loki `PushRequest` holds without decoding it: streams as resources,
+/// entries as items, structured-metadata pairs as attributes; and the memory its decoded
+/// form takes. Malformed encodings are refused (400) as soon as they are met.
+pub fn loki(body: &[u8]) -> Result<Census, IngestError> {
+    use crate::proto::loki as lp;
+    use std::mem::size_of;
+    let mut c = Census {
+        depth: 1,
+        ..Census::default()
+    };
+    let mut in_vectors: u64 = 0;
+    let mut walk = || -> Result<(), Refusal> {
+        let mut buf = body;
+        while !buf.is_empty() {
+            let (tag, wire) = key(&mut buf)?;
+            if (tag, wire) != (1, 2) {
+                skip(wire, tag, &mut buf, 0)?;
+                continue;
+            }
+            let mut stream = length_delimited(&mut buf)?;
+            c.resources += 1;
+            in_vectors += size_of::<lp::Stream>() as u64;
+            while !stream.is_empty() {
+                let (tag, wire) = key(&mut stream)?;
+                if (tag, wire) != (2, 2) {
+                    skip(wire, tag, &mut stream, 0)?;
+                    continue;
+                }
+                let mut entry = length_delimited(&mut stream)?;
+                c.items += 1;
+                in_vectors += size_of::<lp::Entry>() as u64;
+                while !entry.is_empty() {
+                    let (tag, wire) = key(&mut entry)?;
+                    if (tag, wire) == (3, 2) {
+                        c.attributes += 1;
+                        in_vectors += size_of::<lp::LabelPair>() as u64;
+                    }
+                    skip(wire, tag, &mut entry, 0)?;
+                }
+            }
+        }
+        Ok(())
+    };
+    walk().map_err(|e| match e {
+        Refusal::Malformed(m) => {
+            IngestError::BadRequest(format!("malformed Loki push protobuf: {m}"))
+        }
+        Refusal::TooDeep => IngestError::BadRequest("malformed Loki push protobuf".into()),
+    })?;
+    c.decoded_bytes = in_vectors
+        .saturating_mul(2)
+        .saturating_add(body.len() as u64);
+    Ok(c)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

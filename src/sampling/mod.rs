@@ -16,6 +16,7 @@
 
 pub mod hash_seed;
 pub mod logs;
+pub mod loki_push;
 pub mod memory;
 pub mod min_interval;
 pub mod rules;

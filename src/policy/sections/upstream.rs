@@ -9,7 +9,7 @@ use crate::policy::defaults::{
     DEFAULT_RETRY, DEFAULT_TIMEOUT, MAX_ELAPSED_RANGE, MIN_INITIAL_BACKOFF, TIMEOUT_RANGE,
 };
 use crate::policy::problem::{must_be_at_least, must_be_between};
-use crate::policy::tree::{Node, required, with};
+use crate::policy::tree::{Node, Obj, required, with};
 use crate::policy::{Compression, Endpoint, Retry, UpstreamAuth, Upstreams};
 use crate::units::parse_duration;
 
@@ -22,33 +22,38 @@ pub(in crate::policy) fn build(n: Node<'_>) -> Option<Upstreams> {
         "is required (the OTLP endpoint to send to)",
         |n| http_endpoint(n, Protocol::Otlp),
     );
-    // An empty endpoint (`${GRAFANA_CLOUD_PROM_URL:-}` unset) means no remote write.
-    let remote_write = with(&mut o, "remote_write", |n| {
-        let empty = n
-            .value
-            .get("endpoint")
-            .and_then(Value::as_str)
-            .is_some_and(|e| e.trim().is_empty());
-        if empty {
-            Some(None)
-        } else {
-            http_endpoint(n, Protocol::RemoteWrite).map(Some)
-        }
-    })
-    .flatten();
+    // An empty endpoint (`${GRAFANA_CLOUD_PROM_URL:-}` unset) means none.
+    let optional = |o: &mut Obj<'_>, key: &'static str, protocol: Protocol| {
+        with(o, key, |n| {
+            let empty = n
+                .value
+                .get("endpoint")
+                .and_then(Value::as_str)
+                .is_some_and(|e| e.trim().is_empty());
+            if empty {
+                Some(None)
+            } else {
+                http_endpoint(n, protocol).map(Some)
+            }
+        })
+        .flatten()
+    };
+    let remote_write = optional(&mut o, "remote_write", Protocol::PushUrl);
+    let loki = optional(&mut o, "loki", Protocol::PushUrl);
     o.finish();
     Some(Upstreams {
         otlp: otlp?,
         remote_write,
+        loki,
     })
 }
 
-/// What an endpoint speaks: OTLP takes a base URL and a compression; remote write a full
-/// push URL, always snappy.
+/// What an endpoint speaks: OTLP takes a base URL and a compression; remote write and
+/// Loki a full push URL, always snappy.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Protocol {
     Otlp,
-    RemoteWrite,
+    PushUrl,
 }
 
 /// `username` and `password`, both required (upstream and ingest credentials alike); the
@@ -101,10 +106,10 @@ fn http_endpoint(n: Node<'_>, protocol: Protocol) -> Option<Endpoint> {
     let basic = with(&mut o, "basic_auth", |n| basic_auth(n, 1));
     let bearer = with(&mut o, "bearer_token", |n| n.parse(|s| secret(s, 1)));
     let pass = with(&mut o, "pass_through_auth", |n| n.bool()).unwrap_or(false);
-    if pass && protocol == Protocol::RemoteWrite {
+    if pass && protocol == Protocol::PushUrl {
         o.problems().push(
             &o.child_path("pass_through_auth"),
-            "is for OTLP only: give remote_write its own basic_auth or bearer_token",
+            "is for OTLP only: give this endpoint its own basic_auth or bearer_token",
         );
     }
     let auth = match (basic, bearer, pass) {
@@ -128,7 +133,7 @@ fn http_endpoint(n: Node<'_>, protocol: Protocol) -> Option<Endpoint> {
         })
         .unwrap_or(DEFAULT_COMPRESSION),
         // Remote write is snappy-compressed by definition: no `compression` key.
-        Protocol::RemoteWrite => Compression::None,
+        Protocol::PushUrl => Compression::None,
     };
     let timeout = with(&mut o, "timeout", |n| n.parse(parse_duration)).unwrap_or(DEFAULT_TIMEOUT);
     let retry = with(&mut o, "retry", retry).unwrap_or(DEFAULT_RETRY);
