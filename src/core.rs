@@ -115,6 +115,7 @@ impl Core {
     pub fn series_upkeep(&self, store: Option<&dyn SeriesStore>) -> Result<usize, StoreError> {
         let now = self.clock.now();
         let s = &self.series;
+        s.measure(now.as_millisecond());
         // Forgetting scans every series: once a minute.
         if s.tick(now.as_second().div_euclid(60)) {
             let forgotten = s.tracker.expire(now);

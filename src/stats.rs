@@ -138,7 +138,7 @@ pub struct PeriodGauges {
     /// New series refused under the series limit, counted at each refusal
     /// (`frugal_series_refused_total`; brought up to the tracker's count at each scrape).
     pub series_refused: IntCounterVec,
-    /// Data points sent in the last whole minute (`frugal_data_points_per_minute`).
+    /// Data points sent per minute over about the last minute (`frugal_data_points_per_minute`).
     pub dpm: Gauge,
     /// How much of the period has passed, 0 to 1: the pace line is the limit (or target)
     /// times this (`frugal_period_elapsed_ratio`).
@@ -335,7 +335,7 @@ impl Stats {
             dpm: gauge(
                 &r,
                 "frugal_data_points_per_minute",
-                "Data points of metrics sent upstream in the last whole minute.",
+                "Data points of metrics sent upstream per minute, over about the last minute.",
             )?,
             elapsed_ratio: gauge(
                 &r,

@@ -137,8 +137,13 @@ pub struct SeriesAdmission {
     refused: Counters,
     refused_total: AtomicU64,
     per_minute: Mutex<PerMinute>,
-    /// Data points sent in the last whole minute, all names.
+    /// Data points sent per minute, all names, over the last minute (see
+    /// [`SeriesAdmission::measure`]).
     dpm: AtomicU64,
+    /// Data points sent, all names.
+    sent_total: AtomicU64,
+    /// (ms, `sent_total`) at recent measurements, the last minute's and one before it.
+    samples: Mutex<std::collections::VecDeque<(i64, u64)>>,
 }
 
 impl SeriesAdmission {
@@ -163,6 +168,8 @@ impl SeriesAdmission {
             refused_total: AtomicU64::new(0),
             per_minute: Mutex::new(PerMinute::default()),
             dpm: AtomicU64::new(0),
+            sent_total: AtomicU64::new(0),
+            samples: Mutex::new(std::collections::VecDeque::new()),
         }
     }
 
@@ -200,6 +207,27 @@ impl SeriesAdmission {
     /// Counts `points` of name `id` sent.
     pub fn sent(&self, id: NameId, points: u64) {
         self.sent.add(id, points);
+        self.sent_total.fetch_add(points, Ordering::Relaxed);
+    }
+
+    /// Measures DPM at `now_ms` (called every few seconds, off the request path): the
+    /// points sent since the measurement about a minute ago, per minute. Until 5 s have
+    /// been measured it stays as it was.
+    pub fn measure(&self, now_ms: i64) {
+        let total = self.sent_total.load(Ordering::Relaxed);
+        let mut samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
+        samples.push_back((now_ms, total));
+        // Keep one sample at least a minute old as the baseline.
+        while samples.len() > 2 && samples[1].0 <= now_ms - 60_000 {
+            samples.pop_front();
+        }
+        if let Some(&(t0, n0)) = samples.front() {
+            let elapsed = now_ms - t0;
+            if elapsed >= 5_000 {
+                let per_minute = total.saturating_sub(n0) as f64 * 60_000.0 / elapsed as f64;
+                self.dpm.store(per_minute.round() as u64, Ordering::Relaxed);
+            }
+        }
     }
 
     /// Counts a new series of name `id` refused.
@@ -232,11 +260,10 @@ impl SeriesAdmission {
         }
         pm.at_start = now;
         pm.minute = unix_minute;
-        self.dpm.store(pm.last.iter().sum(), Ordering::Relaxed);
         true
     }
 
-    /// Data points sent in the last whole minute, all names.
+    /// Data points sent per minute over about the last minute, all names.
     pub fn dpm(&self) -> u64 {
         self.dpm.load(Ordering::Relaxed)
     }
@@ -349,9 +376,11 @@ mod tests {
         s.tracker
             .admit(crate::fingerprint::Fingerprint(9), b, now, u64::MAX);
         s.tick(100);
+        s.measure(6_000_000);
         s.sent(a, 30);
         s.refused(b);
         s.tick(101);
+        s.measure(6_060_000);
         let top = s.top(10);
         assert_eq!(
             top[0],
@@ -375,7 +404,10 @@ mod tests {
         assert_eq!(s.refused_total(), 1);
         s.sent(a, 60);
         s.tick(103);
-        assert_eq!(s.dpm(), 30, "two minutes' points, per minute");
+        assert_eq!(s.top(1)[0].dpm, 30, "two minutes' points, per minute");
+        s.sent(a, 15);
+        s.measure(6_075_000);
+        assert_eq!(s.dpm(), 84, "105 points since the baseline 75 s ago, per minute");
         assert_eq!(s.name_id(&"x".repeat(3000)), OTHER, "too long for a number");
     }
 }

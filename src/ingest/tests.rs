@@ -513,11 +513,11 @@ metrics:
         handle(&core, busy(0), RequestMeta::new(Transport::Http))
             .await
             .unwrap();
-        core.series.tick(1);
+        core.series.measure(0);
         handle(&core, busy(1), RequestMeta::new(Transport::Http))
             .await
             .unwrap();
-        core.series.tick(2);
+        core.series.measure(60_000);
         assert_eq!(core.series.dpm(), 12);
         let new = request(vec![series("a", 3, &[(130_000, 1.0)])]);
         handle(&core, new, RequestMeta::new(Transport::Http))
