@@ -419,6 +419,15 @@ pub fn usage_json(core: &Core) -> Value {
                     .map(|t| t.to_string()),
             });
         }
+        if s == Signal::Logs
+            && let Some(g) = &core.streams
+        {
+            doc["streams_dropped"] = g
+                .top(10)
+                .into_iter()
+                .map(|(labels, entries)| json!({"labels": labels, "entries": entries}))
+                .collect();
+        }
         if s == Signal::Metrics {
             let series = &core.series;
             let counts = series.tracker.counts(now);

@@ -38,6 +38,8 @@ pub struct Core {
     pub traces: TraceMemory,
     /// Which series exist, admission under the series limit, the minimum interval.
     pub series: SeriesAdmission,
+    /// Per-stream limits of Loki pushes (`logs.stream_limit`).
+    pub streams: Option<crate::budget::streams::StreamGates>,
     /// Per-second ingestion limits (`budgets.<signal>.max_rate`).
     pub rate_gates: PerSignal<Option<RateGate>>,
     /// The memory requests in flight may hold together (`ingest.max_in_flight`), taken
@@ -81,6 +83,10 @@ impl Core {
             pacer: Mutex::new(pacer),
             traces: TraceMemory::default(),
             series: SeriesAdmission::new(&policy.metrics),
+            streams: policy
+                .logs
+                .stream_limit
+                .map(crate::budget::streams::StreamGates::new),
             rate_gates,
             stats,
             upstream,

@@ -155,13 +155,15 @@ pub enum DropReason {
     SeriesLimit,
     /// A point of a series within `metrics.min_sample_interval` of the one sent before.
     MinInterval,
+    /// A Loki entry over its stream's share (`logs.stream_limit`).
+    StreamLimit,
 }
 
 table_key!(DropReason);
 
 impl DropReason {
     /// Every drop reason.
-    pub const ALL: [DropReason; 7] = [
+    pub const ALL: [DropReason; 8] = [
         DropReason::Rule,
         DropReason::Sampled,
         DropReason::AtLimit,
@@ -169,6 +171,7 @@ impl DropReason {
         DropReason::Upstream,
         DropReason::SeriesLimit,
         DropReason::MinInterval,
+        DropReason::StreamLimit,
     ];
 
     /// The reason's name (a metric label value and an API key).
@@ -181,6 +184,7 @@ impl DropReason {
             DropReason::Upstream => "upstream_decision",
             DropReason::SeriesLimit => "series_limit",
             DropReason::MinInterval => "min_interval",
+            DropReason::StreamLimit => "stream_limit",
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod controller;
 pub mod forecast;
 pub mod rate;
 pub mod series;
+pub mod streams;
 
 use std::sync::Arc;
 

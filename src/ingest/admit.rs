@@ -58,6 +58,7 @@ pub fn admit<P: Payload>(core: &Core, mut req: P) -> Result<Option<Admitted<P>>,
             pacing: &pacing,
             memory: &mut memory,
             series: &core.series,
+            streams: core.streams.as_ref(),
             now,
         };
         P::decide(&mut ctx, &req)

@@ -30,6 +30,8 @@ pub struct Deciding<'a, 'm> {
     pub memory: &'a mut Session<'m>,
     /// The series state (metrics).
     pub series: &'a SeriesAdmission,
+    /// Per-stream limits (Loki pushes).
+    pub streams: Option<&'a crate::budget::streams::StreamGates>,
     /// Now.
     pub now: Timestamp,
 }
@@ -288,6 +290,7 @@ impl Payload for PushRequest {
             &pacing.signals[Signal::Logs].probabilities,
             &side,
             Some(ctx.memory),
+            ctx.streams.map(|g| (g, ctx.now.as_nanosecond() as i64)),
             req,
         )
     }

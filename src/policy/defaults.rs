@@ -208,6 +208,9 @@ pub const DEFAULT_RESERVED: u64 = 0;
 /// `budgets.<signal>.at_limit`: past the target, keep sending priority items.
 pub const DEFAULT_AT_LIMIT: AtLimit = AtLimit::KeepPriority;
 
+/// `logs.stream_limit.max_streams`: streams tracked apart by the per-stream limit.
+pub const DEFAULT_MAX_LOKI_STREAMS: usize = 10_000;
+
 // metrics: active series
 
 /// The shortest `metrics.billing_window` / `admission_window`: the tracker counts whole

@@ -443,6 +443,18 @@ pub struct LogPolicy {
     pub hash_attribute: Option<String>,
     /// Which records are dropped, preferred or sampled first.
     pub rules: Rules,
+    /// A per-stream rate limit for Loki pushes (`logs.stream_limit`).
+    pub stream_limit: Option<StreamLimit>,
+}
+
+/// `logs.stream_limit`: each Loki stream may send `max_rate` bytes a second (a second's
+/// worth at once); what passes it is dropped, non-priority entries only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamLimit {
+    /// Bytes a second per stream.
+    pub max_rate: u64,
+    /// The most streams tracked apart; past it new streams share one bucket.
+    pub max_streams: usize,
 }
 
 /// What happens to metrics: which series may exist, and how often a series' points go.

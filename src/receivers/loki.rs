@@ -52,9 +52,9 @@ async fn receive(core: &Core, req: Request<Incoming>) -> Result<(), IngestError>
     let headers = parts.headers;
     super::authorize(&policy, &headers)?;
     if policy.upstream.loki.is_none() {
-        return Err(IngestError::NotConfigured(crate::forwarder::not_configured(
-            Destination::Loki,
-        )));
+        return Err(IngestError::NotConfigured(
+            crate::forwarder::not_configured(Destination::Loki),
+        ));
     }
     let ct = header_str(&headers, header::CONTENT_TYPE)
         .unwrap_or("application/x-protobuf")
@@ -267,7 +267,10 @@ mod tests {
             parse_labels(&p.streams[0].labels).unwrap()[1],
             ("quote".to_string(), "a\"b".to_string())
         );
-        assert_eq!(p.streams[0].entries[1].structured_metadata[0].name, "trace_id");
+        assert_eq!(
+            p.streams[0].entries[1].structured_metadata[0].name,
+            "trace_id"
+        );
         assert_eq!(
             p.streams[0].entries[0].timestamp.unwrap().unix_nanos(),
             1_764_633_600_000_000_000
@@ -278,7 +281,10 @@ mod tests {
             Err(IngestError::BadRequest(_))
         ));
 
-        let many: String = (0..16).map(|i| format!("l{i}=\"v\"")).collect::<Vec<_>>().join(",");
+        let many: String = (0..16)
+            .map(|i| format!("l{i}=\"v\""))
+            .collect::<Vec<_>>()
+            .join(",");
         let mut push = PushRequest {
             streams: vec![
                 Stream {

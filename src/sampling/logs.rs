@@ -289,6 +289,7 @@ mod tests {
 
     fn policy() -> LogPolicy {
         LogPolicy {
+            stream_limit: None,
             follow_traces: true,
             hash_attribute: None,
             rules: Rules::default(),

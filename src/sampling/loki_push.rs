@@ -12,8 +12,9 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 
 use super::logs::{self, LogDecision, THRESHOLD_ATTRIBUTE, TraceSide};
 use super::memory::Session;
+use crate::budget::streams::StreamGates;
 use crate::metering::Weight;
-use crate::model::Class;
+use crate::model::{Class, DropReason};
 use crate::policy::LogPolicy;
 use crate::proto::loki::{Entry, LabelPair, PushRequest, Stream};
 use crate::sampling::{Account, ClassProbabilities, Fate};
@@ -68,7 +69,9 @@ pub fn severity(line: &str, metadata: &[LabelPair], labels: &[(String, String)])
     for key in KEYS {
         for pattern in [format!("{key}="), format!("\"{key}\":")] {
             if let Some(at) = find_key(head, &pattern) {
-                let rest = head[at + pattern.len()..].trim_start().trim_start_matches('"');
+                let rest = head[at + pattern.len()..]
+                    .trim_start()
+                    .trim_start_matches('"');
                 let word: String = rest
                     .chars()
                     .take_while(|c| c.is_ascii_alphabetic())
@@ -135,7 +138,10 @@ pub fn trace_id(line: &str, metadata: &[LabelPair]) -> Option<[u8; 16]> {
         (out != [0; 16]).then_some(out)
     };
     for p in metadata {
-        if matches!(p.name.as_str(), "trace_id" | "traceID" | "traceId" | "traceid") {
+        if matches!(
+            p.name.as_str(),
+            "trace_id" | "traceID" | "traceId" | "traceid"
+        ) {
             return parse(&p.value);
         }
     }
@@ -254,6 +260,7 @@ pub fn decide_all(
     probs: &ClassProbabilities,
     traces: &TraceSide,
     mut memory: Option<&mut Session<'_>>,
+    gates: Option<(&StreamGates, i64)>,
     req: &PushRequest,
 ) -> (Vec<LogDecision>, Account) {
     let mut decisions = Vec::new();
@@ -263,9 +270,11 @@ pub fn decide_all(
         let labels = parse_labels(&s.labels).unwrap_or_default();
         let resource = resource_of(&labels);
         let service = super::rules::service_name(Some(&resource)).to_string();
+        let stream = crate::budget::streams::key(&s.labels);
+        let mut cut = 0;
         for e in &s.entries {
             let r = record_of(&labels, e);
-            let d = logs::decide(
+            let mut d = logs::decide(
                 policy,
                 probs,
                 traces,
@@ -278,8 +287,21 @@ pub fn decide_all(
                 items: 1,
                 units: entry_bytes(e),
             };
+            // A stream over its share loses its non-priority entries first.
+            if let Some((g, now_ns)) = gates
+                && d.fate == Fate::Keep
+                && d.class != Some(Class::Priority)
+                && !g.take(stream, w.units, now_ns)
+            {
+                d.fate = Fate::Drop(DropReason::StreamLimit);
+                d.threshold = None;
+                cut += 1;
+            }
             account.record(d.class, &d.fate, w, d.threshold.is_some());
             decisions.push(d);
+        }
+        if let (Some((g, _)), true) = (gates, cut > 0) {
+            g.dropped(&s.labels, cut);
         }
     }
     (decisions, account)
@@ -309,7 +331,8 @@ pub fn apply(req: &mut PushRequest, decisions: &[LogDecision]) {
             return false;
         }
         if let Some(th) = &d.threshold {
-            e.structured_metadata.retain(|p| p.name != THRESHOLD_METADATA);
+            e.structured_metadata
+                .retain(|p| p.name != THRESHOLD_METADATA);
             e.structured_metadata.push(LabelPair {
                 name: THRESHOLD_METADATA.into(),
                 value: th.clone(),
@@ -379,7 +402,11 @@ mod tests {
             13
         );
         assert_eq!(severity("GET /health 200", none, &[]), 0);
-        assert_eq!(severity("mylevel=error", none, &[]), 0, "not a key boundary");
+        assert_eq!(
+            severity("mylevel=error", none, &[]),
+            0,
+            "not a key boundary"
+        );
     }
 
     #[test]

@@ -107,6 +107,18 @@ fn condition(c: &Condition, resource: Option<&Resource>, service: &str, item: &I
             Item::Log(_) => false,
         },
         Condition::SeverityAtLeast(n) => match item {
+            // A record without a severity number is judged by the level its text shows,
+            // as Loki's `detected_level` finds it.
+            Item::Log(l) if l.severity_number == 0 => {
+                let line = crate::metering::loki::line(l.body.as_ref());
+                let text = (!l.severity_text.is_empty()).then(|| {
+                    vec![crate::proto::loki::LabelPair {
+                        name: "level".into(),
+                        value: l.severity_text.clone(),
+                    }]
+                });
+                super::loki_push::severity(&line, text.as_deref().unwrap_or(&[]), &[]) >= *n
+            }
             Item::Log(l) => l.severity_number >= *n,
             Item::Span(_) => false,
         },
