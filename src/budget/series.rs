@@ -407,7 +407,11 @@ mod tests {
         assert_eq!(s.top(1)[0].dpm, 30, "two minutes' points, per minute");
         s.sent(a, 15);
         s.measure(6_075_000);
-        assert_eq!(s.dpm(), 84, "105 points since the baseline 75 s ago, per minute");
+        assert_eq!(
+            s.dpm(),
+            84,
+            "105 points since the baseline 75 s ago, per minute"
+        );
         assert_eq!(s.name_id(&"x".repeat(3000)), OTHER, "too long for a number");
     }
 }
