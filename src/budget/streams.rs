@@ -2,7 +2,7 @@
 //! worth at once), so one runaway stream — a crash-looping pod, a debug flag — is cut to
 //! its share while the others keep everything. A GCRA per stream (its theoretical arrival
 //! time), in sharded maps of at most `max_streams` streams; past that, new streams share
-//! one bucket. Time is passed in: no clock here.
+//! an overflow bucket (one in each of the 16 shards). Time is passed in: no clock here.
 //!
 //! Drops are counted per stream (the first [`MAX_REPORTED`] streams named, the rest
 //! together) and logged once per stream, not per drop.
@@ -23,10 +23,16 @@ const OVERFLOW: u64 = 0;
 
 const SECOND_NS: i64 = 1_000_000_000;
 
+/// A shard: each stream's theoretical arrival time (ns), and when idle streams were last
+/// swept out.
+type Shard = (HashMap<u64, i64>, i64);
+
 /// Per-stream rate limits (see the module documentation).
 pub struct StreamGates {
     limit: StreamLimit,
-    shards: Box<[Mutex<HashMap<u64, i64>>]>,
+    /// Per shard: each stream's theoretical arrival time, and when idle streams were last
+    /// swept out.
+    shards: Box<[Mutex<Shard>]>,
     tracked: AtomicUsize,
     drops: Mutex<HashMap<String, u64>>,
 }
@@ -46,7 +52,9 @@ impl StreamGates {
     pub fn new(limit: StreamLimit) -> Self {
         Self {
             limit,
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new((HashMap::new(), i64::MIN)))
+                .collect(),
             tracked: AtomicUsize::new(0),
             drops: Mutex::new(HashMap::new()),
         }
@@ -59,30 +67,36 @@ impl StreamGates {
             u128::from(bytes) * SECOND_NS as u128 / u128::from(self.limit.max_rate.max(1)),
         )
         .unwrap_or(i64::MAX);
-        let mut shard = self.shards[(key >> 60) as usize % SHARDS]
+        let mut guard = self.shards[(key >> 60) as usize % SHARDS]
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        let key = if shard.contains_key(&key) {
-            key
-        } else if self.tracked.load(Ordering::Relaxed) < self.limit.max_streams {
-            self.tracked.fetch_add(1, Ordering::Relaxed);
+        let (shard, swept) = &mut *guard;
+        let place = |tracked: &AtomicUsize| {
+            tracked
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    (n < self.limit.max_streams).then_some(n + 1)
+                })
+                .is_ok()
+        };
+        let key = if shard.contains_key(&key) || place(&self.tracked) {
             key
         } else {
-            // Streams idle for a second have a full bucket: forgetting them changes nothing.
-            let before = shard.len();
-            shard.retain(|k, tat| *k == OVERFLOW || *tat > now_ns);
-            self.tracked
-                .fetch_sub(before - shard.len(), Ordering::Relaxed);
-            if self.tracked.load(Ordering::Relaxed) < self.limit.max_streams {
-                self.tracked.fetch_add(1, Ordering::Relaxed);
-                key
-            } else {
-                OVERFLOW
+            // Streams idle for a second have a full bucket: forgetting them changes
+            // nothing. Swept at most once a second per shard.
+            if now_ns.saturating_sub(*swept) >= SECOND_NS {
+                *swept = now_ns;
+                let before = shard.len();
+                shard.retain(|k, tat| *k == OVERFLOW || *tat > now_ns);
+                let gone = before - shard.len();
+                self.tracked.fetch_sub(gone, Ordering::AcqRel);
             }
+            if place(&self.tracked) { key } else { OVERFLOW }
         };
         let tat = shard.entry(key).or_insert(now_ns);
+        // A clock stepping back does not stop a stream for longer than its burst.
+        *tat = (*tat).min(now_ns.saturating_add(SECOND_NS.saturating_add(cost)));
         let start = (*tat).max(now_ns);
-        let fits = start - now_ns + cost <= SECOND_NS || *tat <= now_ns;
+        let fits = start.saturating_sub(now_ns).saturating_add(cost) <= SECOND_NS || *tat <= now_ns;
         if fits {
             *tat = start.saturating_add(cost);
         }
@@ -91,6 +105,9 @@ impl StreamGates {
 
     /// Counts `n` entries of stream `labels` dropped; logs the first drop of each stream.
     pub fn dropped(&self, labels: &str, n: u64) {
+        // Named by at most 256 characters of its labels.
+        let labels: String = labels.chars().take(256).collect();
+        let labels = labels.as_str();
         let mut drops = self.drops.lock().unwrap_or_else(|e| e.into_inner());
         let name = if drops.contains_key(labels) || drops.len() < MAX_REPORTED {
             labels

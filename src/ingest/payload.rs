@@ -290,7 +290,12 @@ impl Payload for PushRequest {
             &pacing.signals[Signal::Logs].probabilities,
             &side,
             Some(ctx.memory),
-            ctx.streams.map(|g| (g, ctx.now.as_nanosecond() as i64)),
+            ctx.streams.map(|g| {
+                (
+                    g,
+                    i64::try_from(ctx.now.as_nanosecond()).unwrap_or(i64::MAX),
+                )
+            }),
             req,
         )
     }

@@ -453,7 +453,7 @@ pub struct LogPolicy {
 pub struct StreamLimit {
     /// Bytes a second per stream.
     pub max_rate: u64,
-    /// The most streams tracked apart; past it new streams share one bucket.
+    /// The most streams tracked apart; past it new streams share an overflow bucket.
     pub max_streams: usize,
 }
 

@@ -77,8 +77,9 @@ async fn receive(core: &Core, req: Request<Incoming>) -> Result<(), IngestError>
         if json {
             let take = |n| ticket.take(n, "decompressed");
             let plain = super::codec::decompress(encoding.as_deref(), body.clone(), max, take)?;
-            // serde's structures take a few times the text.
-            ticket.take(plain.len() as u64 * 3, "decoded")?;
+            let census = json_census(&plain);
+            census.check(ingest_limits, Signal::Logs)?;
+            ticket.take(census.decoded_bytes, "decoded")?;
             from_json(&plain)
         } else {
             let len = snap::raw::decompress_len(&body).unwrap_or(0);
@@ -94,8 +95,13 @@ async fn receive(core: &Core, req: Request<Incoming>) -> Result<(), IngestError>
             })
         }
     };
-    let announced = snap::raw::decompress_len(&body).unwrap_or(0);
-    let mut push = if body.len().max(announced) > 256 * 1024 {
+    // By what the body inflates to, as its compression announces it (unknown: large).
+    let announced = if json {
+        super::codec::announced_size(encoding.as_deref(), &body).unwrap_or(u64::MAX)
+    } else {
+        snap::raw::decompress_len(&body).map_or(u64::MAX, |n| n as u64)
+    };
+    let mut push = if (body.len() as u64).max(announced) > 256 * 1024 {
         let _turn = ticket.heavy_turn().await;
         ingest::off_the_workers(unpack)?
     } else {
@@ -129,7 +135,7 @@ fn check_streams(push: &mut PushRequest) -> (Vec<String>, u64) {
             Err(e) => Some(e),
             Ok(l) if l.len() > MAX_LABELS => Some(format!(
                 "stream {} has {} labels, more than {MAX_LABELS} (Grafana Cloud's max_label_names_per_series)",
-                s.labels,
+                s.labels.chars().take(300).collect::<String>(),
                 l.len()
             )),
             Ok(_) => None,
@@ -157,6 +163,29 @@ fn check_streams(push: &mut PushRequest) -> (Vec<String>, u64) {
         bad.push(format!("and {} more streams", refused - bad.len()));
     }
     (bad, truncated)
+}
+
+/// What a JSON push holds, counted on its text without parsing it (an upper bound: every
+/// `[` an entry, every `{` a metadata map, every `:` a pair), and the memory decoding it
+/// takes: the text, and per entry, map and pair what serde's structures and frugal's
+/// hold (a metadata map is a B-tree node).
+fn json_census(text: &[u8]) -> super::scan::Census {
+    let count = |b: u8| text.iter().filter(|&&c| c == b).count() as u64;
+    let (arrays, objects, pairs) = (count(b'['), count(b'{'), count(b':'));
+    let per_entry = 2 * (std::mem::size_of::<JsonEntry>() + std::mem::size_of::<Entry>()) as u64;
+    let per_pair = 2 * std::mem::size_of::<LabelPair>() as u64 + 64;
+    super::scan::Census {
+        resources: objects,
+        items: arrays,
+        attributes: pairs,
+        depth: 1,
+        decoded_bytes: (text.len() as u64)
+            .saturating_mul(2)
+            .saturating_add(arrays * per_entry)
+            .saturating_add(objects * 540)
+            .saturating_add(pairs * per_pair),
+        ..Default::default()
+    }
 }
 
 #[derive(Deserialize)]
@@ -276,6 +305,11 @@ mod tests {
             1_764_633_600_000_000_000
         );
         assert!(matches!(from_json(b"{"), Err(IngestError::BadRequest(_))));
+        let c = json_census(body);
+        assert!(
+            c.items >= 2 && c.decoded_bytes > body.len() as u64 * 2,
+            "{c:?}"
+        );
         assert!(matches!(
             from_json(br#"{"streams":[{"stream":{},"values":[["soon","x"]]}]}"#),
             Err(IngestError::BadRequest(_))

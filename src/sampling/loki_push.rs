@@ -131,6 +131,9 @@ fn floor_char_boundary(s: &str, max: usize) -> usize {
 pub fn trace_id(line: &str, metadata: &[LabelPair]) -> Option<[u8; 16]> {
     let parse = |hex: &str| -> Option<[u8; 16]> {
         let hex = hex.get(..32)?;
+        if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
         let mut out = [0u8; 16];
         for (i, b) in out.iter_mut().enumerate() {
             *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
@@ -153,31 +156,88 @@ pub fn trace_id(line: &str, metadata: &[LabelPair]) -> Option<[u8; 16]> {
     None
 }
 
-/// A stream's labels parsed from their text form (`{app="web", level="info"}`).
+/// Loki's longest label name and value (its `max_label_name_length`,
+/// `max_label_value_length` defaults).
+pub const MAX_LABEL_NAME: usize = 1024;
+/// See [`MAX_LABEL_NAME`].
+pub const MAX_LABEL_VALUE: usize = 2048;
+
+/// A stream's labels parsed from their text form (`{app="web", level="info"}`): only
+/// `name="value"` pairs (Go's escapes in the value), as Loki takes them. Refused, as Loki
+/// refuses them: no labels, another operator, a metric name before `{`, a name twice, a
+/// name that is not a label name, a name or value over Loki's lengths. No regular
+/// expression is ever compiled.
 pub fn parse_labels(text: &str) -> Result<Vec<(String, String)>, String> {
-    let t = text.trim();
-    if t == "{}" || t.is_empty() {
-        return Ok(Vec::new());
-    }
-    let sel = crate::sampling::selector::parse(t)
-        .or_else(|e| {
-            // A selector needs a matcher not matching "": a label set of empty values is
-            // still a label set.
-            if e.contains("empty value") {
-                Ok(crate::sampling::selector::Selector {
-                    matchers: Vec::new(),
-                })
-            } else {
-                Err(e)
-            }
-        })
-        .map_err(|e| format!("stream labels {t:?} are not a label set: {e}"))?;
-    let mut out = Vec::with_capacity(sel.matchers.len());
-    for m in sel.matchers {
-        if m.op != crate::sampling::selector::Op::Equal {
-            return Err(format!("stream labels {t:?} may only use `=`"));
+    let shown = || {
+        let t: String = text.chars().take(200).collect();
+        if t.len() < text.len() {
+            format!("{t}…")
+        } else {
+            t
         }
-        out.push((m.name, m.value));
+    };
+    let bad = |why: &str| Err(format!("stream labels {:?} {why}", shown()));
+    let t = text.trim();
+    let Some(inner) = t.strip_prefix('{').and_then(|r| r.strip_suffix('}')) else {
+        return bad("are not a label set {name=\"value\", ...}");
+    };
+    let mut out: Vec<(String, String)> = Vec::new();
+    let mut rest = inner.trim_start();
+    while !rest.is_empty() {
+        let name_len = rest
+            .char_indices()
+            .find(|&(i, c)| !(c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit())))
+            .map_or(rest.len(), |(i, _)| i);
+        if name_len == 0 {
+            return bad("have something that is not a label name");
+        }
+        let name = &rest[..name_len];
+        if name.len() > MAX_LABEL_NAME {
+            return bad("have a label name longer than 1024 bytes");
+        }
+        rest = rest[name_len..].trim_start();
+        let Some(r) = rest.strip_prefix('=') else {
+            return bad("may only use `=` (name=\"value\")");
+        };
+        rest = r.trim_start();
+        if rest.starts_with('~') {
+            return bad("may only use `=` (name=\"value\")");
+        }
+        let Some(r) = rest.strip_prefix('"') else {
+            return bad("need double-quoted values");
+        };
+        let mut value = String::new();
+        let mut chars = r.char_indices();
+        let end = loop {
+            match chars.next() {
+                None => return bad("have a value whose quote is not closed"),
+                Some((i, '"')) => break i,
+                Some((_, '\\')) => match chars.next().map(|(_, c)| c) {
+                    Some('n') => value.push('\n'),
+                    Some('t') => value.push('\t'),
+                    Some('\\') => value.push('\\'),
+                    Some('"') => value.push('"'),
+                    _ => return bad("have an unknown escape"),
+                },
+                Some((_, c)) => value.push(c),
+            }
+            if value.len() > MAX_LABEL_VALUE {
+                return bad("have a label value longer than 2048 bytes");
+            }
+        };
+        if out.iter().any(|(n, _)| n == name) {
+            return bad(&format!("name {name} twice"));
+        }
+        out.push((name.to_string(), value));
+        rest = r[end + 1..].trim_start();
+        if let Some(r) = rest.strip_prefix(',') {
+            rest = r.trim_start();
+        } else if !rest.is_empty() {
+            return bad("need a comma between labels");
+        }
+    }
+    if out.is_empty() {
+        return bad("are empty: Loki needs at least one label");
     }
     Ok(out)
 }
@@ -431,9 +491,28 @@ mod tests {
                 ("level".to_string(), "info".to_string())
             ]
         );
-        assert!(parse_labels(r#"{app=~"w.*"}"#).is_err());
-        assert!(parse_labels("not labels").is_err());
-        assert_eq!(parse_labels("{}").unwrap(), vec![]);
+        for bad in [
+            r#"{app=~"w.*"}"#,
+            r#"{a!="x"}"#,
+            "not labels",
+            "{}",
+            "",
+            r#"up{a="b"}"#,
+            r#"{a="b", a="c"}"#,
+            r#"{a="b" c="d"}"#,
+            r#"{1a="b"}"#,
+            r#"{a="b}"#,
+        ] {
+            assert!(parse_labels(bad).is_err(), "{bad}");
+        }
+        assert!(parse_labels(&format!("{{a=\"{}\"}}", "v".repeat(3000))).is_err());
+        assert_eq!(
+            parse_labels(r#"{ a = "x\"y\\z" ,b="" }"#).unwrap(),
+            vec![
+                ("a".to_string(), "x\"y\\z".to_string()),
+                ("b".to_string(), String::new())
+            ]
+        );
         let e = Entry {
             timestamp: None,
             line: "hello".into(),

@@ -468,3 +468,54 @@ def test_loki_push_without_a_loki_upstream_is_404(standin, loki, frugal_factory)
         assert "upstream.loki" in r.text
     assert loki.pushes == [] and standin.attempts == []
     assert f.used("logs") == 0
+
+
+def test_a_runaway_stream_gets_its_share_and_the_others_keep_everything(standin, loki, frugal_factory):
+    """`logs.stream_limit`: one stream sending 100x the others is cut to `max_rate` (a
+    second's worth of burst on top), the others lose nothing, its warnings are never cut,
+    and the drops are reported per stream."""
+    rate = 20_000  # bytes a second per stream
+    f = loki_frugal(frugal_factory, standin, loki, extra=f"""
+logs:
+  stream_limit: {{max_rate: {rate // 1000}kB/s, max_streams: 100}}
+  priority: [{{name: warnings, severity_at_least: WARN}}]
+""")
+    heavy = {"app": "runaway", "pod": "crashloop-0"}
+    quiet = [{"app": "web", "pod": f"web-{i}"} for i in range(3)]
+    line = "level=info msg=" + "x" * 985  # 1,000 bytes billed
+    sent_heavy = 0
+    warn_lines = []
+    start = time.time()
+    i = 0
+    # 10 pushes a second for 6 s: the heavy stream 100 kB/s (100 lines a push), each quiet
+    # one 1 kB/s, under its share.
+    while time.time() - start < 6.0:
+        t_ns = time.time_ns()
+        heavy_entries = [(t_ns + j, f"{line}{i:05d}{j:03d}"[:1000], None) for j in range(100)]
+        warn = f"level=warn msg=heavy-warning-{i}"
+        warn_lines.append(warn)
+        heavy_entries.append((t_ns + 100, warn, None))
+        streams = [(heavy, heavy_entries)] + [(q, [(t_ns, f"{line[:990]}{i:05d}", None)]) for q in quiet]
+        r = push_proto(f, streams)
+        assert r.status_code == 204, r.text
+        sent_heavy += 100
+        i += 1
+        time.sleep(max(0.0, start + i * 0.1 - time.time()))
+    elapsed = time.time() - start
+    entries = loki.entries()
+    got_heavy = [e for e in entries if e.labels.get("app") == "runaway" and "heavy-warning" not in e.line]
+    got_warn = {e.line for e in entries if "heavy-warning" in e.line}
+    # The share: the rate over the run plus a second's burst, within 20 %.
+    share = (rate * elapsed + rate) / 1000
+    assert abs(len(got_heavy) - share) <= 0.2 * share, (len(got_heavy), share, sent_heavy)
+    assert got_warn == set(warn_lines), "a warning of the runaway stream was cut"
+    for q in quiet:
+        n = sum(1 for e in entries if e.labels == q)
+        assert n == i, (q, n, i)
+    dropped = f.usage()["signals"]["logs"]["streams_dropped"]
+    assert dropped[0]["labels"] == '{app="runaway", pod="crashloop-0"}', dropped
+    assert dropped[0]["entries"] == sent_heavy - len(got_heavy)
+    assert len(dropped) == 1, "only the runaway stream lost entries"
+    # Logged once for the stream, not per drop.
+    assert sum(1 for l in f.log if "logs.stream_limit" in l) == 1
+    assert f.metric("frugal_dropped_items_total", signal="logs", reason="stream_limit") == sent_heavy - len(got_heavy)

@@ -14,7 +14,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 secs=${1:-30}
-targets=${FUZZ_TARGETS:-otlp_protobuf otlp_json policy}
+targets=${FUZZ_TARGETS:-otlp_protobuf otlp_json policy push_protocols}
 out="$root/target/fuzz"
 
 # The same versions as the main build (so this lock file is not committed).
