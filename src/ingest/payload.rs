@@ -158,12 +158,7 @@ impl Payload for ExportLogsServiceRequest {
 
     fn decide(ctx: &mut Deciding<'_, '_>, req: &Self) -> (Vec<Self::Decision>, Account) {
         let (policy, pacing) = (ctx.policy, ctx.pacing);
-        let side = TraceSide {
-            probabilities: pacing.signals[Signal::Traces].probabilities,
-            follow_bulk: !policy.traces.rules.drop_first.is_empty(),
-            mode: policy.traces.sampling.mode,
-            precision: policy.traces.sampling.precision,
-        };
+        let side = trace_side(policy, pacing);
         sampling::logs::decide_all(
             &policy.logs,
             &pacing.signals[Signal::Logs].probabilities,
@@ -279,12 +274,7 @@ impl Payload for PushRequest {
 
     fn decide(ctx: &mut Deciding<'_, '_>, req: &Self) -> (Vec<Self::Decision>, Account) {
         let (policy, pacing) = (ctx.policy, ctx.pacing);
-        let side = TraceSide {
-            probabilities: pacing.signals[Signal::Traces].probabilities,
-            follow_bulk: !policy.traces.rules.drop_first.is_empty(),
-            mode: policy.traces.sampling.mode,
-            precision: policy.traces.sampling.precision,
-        };
+        let side = trace_side(policy, pacing);
         sampling::loki_push::decide_all(
             &policy.logs,
             &pacing.signals[Signal::Logs].probabilities,
@@ -342,6 +332,16 @@ impl Payload for WriteRequest {
 
     fn retain_class(&mut self, decisions: &[Self::Decision], class: Class) {
         sampling::series::retain_class(self, decisions, class);
+    }
+}
+
+/// What a log record (OTLP or Loki) follows of its trace's decision.
+fn trace_side(policy: &Policy, pacing: &Pacing) -> TraceSide {
+    TraceSide {
+        probabilities: pacing.signals[Signal::Traces].probabilities,
+        follow_bulk: !policy.traces.rules.drop_first.is_empty(),
+        mode: policy.traces.sampling.mode,
+        precision: policy.traces.sampling.precision,
     }
 }
 

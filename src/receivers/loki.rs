@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, StatusCode, header};
+use http::{Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use serde::Deserialize;
@@ -42,7 +42,7 @@ pub async fn handle(core: &Core, req: Request<Incoming>) -> Response<Full<Bytes>
             *r.status_mut() = StatusCode::NO_CONTENT;
             r
         }
-        Err(e) => failure(&e),
+        Err(e) => status::text_failure(&e),
     }
 }
 
@@ -263,22 +263,6 @@ fn quote(v: &str) -> String {
     }
     out.push('"');
     out
-}
-
-/// An error as Loki answers it: the status and a line of text; `Retry-After` on 503.
-fn failure(e: &IngestError) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from(format!("{e}\n"))));
-    *r.status_mut() = status::http_status(e);
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    if let Some(wait) = status::retry_after(e)
-        && let Ok(v) = HeaderValue::from_str(&wait.as_secs().to_string())
-    {
-        r.headers_mut().insert(header::RETRY_AFTER, v);
-    }
-    r
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@
 //! and decoded. Answers as Mimir gives them: 200 with an empty body, errors as text.
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, StatusCode, header};
+use http::{Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
 
@@ -38,7 +38,7 @@ pub async fn handle(core: &Core, req: Request<Incoming>) -> Response<Full<Bytes>
             *r.status_mut() = StatusCode::OK;
             r
         }
-        Err(e) => failure(&e),
+        Err(e) => status::text_failure(&e),
     }
 }
 
@@ -87,22 +87,6 @@ async fn receive(core: &Core, req: Request<Incoming>) -> Result<ingest::Accepted
     meta.client_auth = headers.get(header::AUTHORIZATION).cloned();
     meta.ticket = Some(ticket);
     ingest::handle(core, req, meta).await
-}
-
-/// An error as Mimir answers it: the status and a line of text; `Retry-After` on 503.
-fn failure(e: &IngestError) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from(format!("{e}\n"))));
-    *r.status_mut() = status::http_status(e);
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    if let Some(wait) = status::retry_after(e)
-        && let Ok(v) = HeaderValue::from_str(&wait.as_secs().to_string())
-    {
-        r.headers_mut().insert(header::RETRY_AFTER, v);
-    }
-    r
 }
 
 /// The content type remote write 2.0 names (`io.prometheus.write.v2.Request`).

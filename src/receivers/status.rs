@@ -153,6 +153,26 @@ impl Export for ExportMetricsServiceRequest {
     }
 }
 
+/// An error as Mimir and Loki answer their push APIs: the status and a line of text;
+/// `Retry-After` on 503.
+pub fn text_failure(e: &IngestError) -> http::Response<http_body_util::Full<bytes::Bytes>> {
+    use http::{HeaderValue, header};
+    let mut r = http::Response::new(http_body_util::Full::new(bytes::Bytes::from(format!(
+        "{e}\n"
+    ))));
+    *r.status_mut() = http_status(e);
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    if let Some(wait) = retry_after(e)
+        && let Ok(v) = HeaderValue::from_str(&wait.as_secs().to_string())
+    {
+        r.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    r
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
