@@ -36,6 +36,8 @@ pub mod stats;
 pub mod status;
 pub mod store;
 pub mod table;
+/// Tail sampling: buffering whole traces and judging them by the `traces.tail` policies.
+pub mod tail;
 #[cfg(test)]
 pub(crate) mod testkit;
 pub mod units;

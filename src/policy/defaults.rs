@@ -287,6 +287,55 @@ pub const DEFAULT_FAIL_CLOSED: bool = true;
 /// `logs.follow_traces`: a kept trace keeps its logs; a dropped one drops them.
 pub const DEFAULT_FOLLOW_TRACES: bool = true;
 
+// traces.tail
+
+/// `traces.tail.decision_wait`: how long a trace is held after its first span before it
+/// is decided (Grafana's Adaptive Traces waits about as long; the collector 30 s).
+pub const DEFAULT_TAIL_DECISION_WAIT: Duration = Duration::from_secs(10);
+
+/// The `traces.tail.decision_wait` accepted.
+pub const TAIL_DECISION_WAIT_RANGE: RangeInclusive<Duration> =
+    Duration::from_millis(100)..=Duration::from_secs(600);
+
+/// `traces.tail.root_grace`: a trace is decided this long after its root span (the one
+/// without a parent) arrived, if that is sooner than `decision_wait`.
+pub const DEFAULT_TAIL_ROOT_GRACE: Duration = Duration::from_secs(1);
+
+/// `traces.tail.max_buffer`: bytes all traces waiting for a decision may hold together.
+pub const DEFAULT_TAIL_MAX_BUFFER: u64 = 256_000_000;
+
+/// The `traces.tail.max_buffer` accepted.
+pub const TAIL_MAX_BUFFER_RANGE: RangeInclusive<u64> = 1_000_000..=1_000_000_000_000;
+
+/// `traces.tail.max_trace_size`: a trace that grows past it is decided at once, so one
+/// huge trace cannot starve the others.
+pub const DEFAULT_TAIL_MAX_TRACE_SIZE: u64 = 8_000_000;
+
+/// The smallest `traces.tail.max_trace_size` accepted (the largest is `max_buffer`).
+pub const TAIL_MIN_TRACE_SIZE: u64 = 1_000;
+
+/// `traces.tail.decision_cache`: traces whose decision is remembered, so late spans follow
+/// it.
+pub const DEFAULT_TAIL_DECISION_CACHE: usize = 500_000;
+
+/// The largest `traces.tail.decision_cache` accepted.
+pub const TAIL_MAX_DECISION_CACHE: u64 = 50_000_000;
+
+/// `traces.tail.decision_ttl`: how long a decision is remembered; longer than
+/// `decision_wait`.
+pub const DEFAULT_TAIL_DECISION_TTL: Duration = Duration::from_secs(600);
+
+/// The longest `traces.tail.decision_ttl` accepted.
+pub const TAIL_MAX_DECISION_TTL: Duration = Duration::from_secs(86_400);
+
+/// Compiled size limit of one `string_attribute` regular expression (the regex crate's
+/// own default is ten times larger): a policy cannot make frugal build a huge automaton.
+pub const TAIL_REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+/// `rate_limiting.burst_capacity` and `bytes_limiting.burst_capacity`: as in the
+/// collector, twice the rate per second.
+pub const TAIL_BURST_PER_RATE: u64 = 2;
+
 // Every default obeys its own bounds: a change that breaks this does not compile.
 const _: () = {
     assert!(within(DEFAULT_FLUSH_INTERVAL, &FLUSH_INTERVAL_RANGE));
@@ -309,6 +358,19 @@ const _: () = {
         *RESET_DAY_RANGE.start() <= DEFAULT_RESET_DAY as u64
             && DEFAULT_RESET_DAY as u64 <= *RESET_DAY_RANGE.end()
     );
+    assert!(within(DEFAULT_TAIL_DECISION_WAIT, &TAIL_DECISION_WAIT_RANGE));
+    assert!(DEFAULT_TAIL_ROOT_GRACE.as_nanos() <= DEFAULT_TAIL_DECISION_WAIT.as_nanos());
+    assert!(DEFAULT_TAIL_DECISION_TTL.as_nanos() > DEFAULT_TAIL_DECISION_WAIT.as_nanos());
+    assert!(DEFAULT_TAIL_DECISION_TTL.as_nanos() <= TAIL_MAX_DECISION_TTL.as_nanos());
+    assert!(
+        *TAIL_MAX_BUFFER_RANGE.start() <= DEFAULT_TAIL_MAX_BUFFER
+            && DEFAULT_TAIL_MAX_BUFFER <= *TAIL_MAX_BUFFER_RANGE.end()
+    );
+    assert!(
+        TAIL_MIN_TRACE_SIZE <= DEFAULT_TAIL_MAX_TRACE_SIZE
+            && DEFAULT_TAIL_MAX_TRACE_SIZE <= DEFAULT_TAIL_MAX_BUFFER
+    );
+    assert!(DEFAULT_TAIL_DECISION_CACHE as u64 <= TAIL_MAX_DECISION_CACHE);
 };
 
 const fn within(d: Duration, range: &RangeInclusive<Duration>) -> bool {

@@ -16,6 +16,7 @@ pub mod defaults;
 mod load;
 mod problem;
 mod sections;
+pub mod tail;
 mod tree;
 
 use std::net::SocketAddr;
@@ -28,6 +29,7 @@ use crate::period::PeriodSpec;
 
 pub use load::{EMBEDDED_FREE_TIER, Overrides, load_file, load_str};
 pub use problem::{PolicyError, Problem};
+pub use tail::{CompositeSub, TailKind, TailPolicy, TailRule};
 
 /// A complete, validated policy.
 #[derive(Debug, Clone)]
@@ -432,6 +434,9 @@ pub struct TracePolicy {
     pub sampling: TraceSampling,
     /// Which spans are dropped, preferred or sampled first.
     pub rules: Rules,
+    /// Whole-trace decisions (`traces.tail`); `None` when the section is absent, which
+    /// leaves tail sampling off.
+    pub tail: Option<TailPolicy>,
 }
 
 /// What happens to log records.

@@ -308,7 +308,7 @@ fn show(v: &Value) -> String {
 }
 
 /// The known key closest to `key` by edit distance, if close enough to be a typo.
-fn closest<'k>(key: &str, known: &[&'k str]) -> Option<&'k str> {
+pub(super) fn closest<'k>(key: &str, known: &[&'k str]) -> Option<&'k str> {
     known
         .iter()
         .map(|k| (edit_distance(key, k), *k))

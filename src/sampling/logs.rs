@@ -387,6 +387,7 @@ mod tests {
                 multiplier_attribute: None,
             },
             rules: Rules::default(),
+            tail: None,
         };
         let mut s = memory.session(now, crate::sampling::memory::Remember::Always);
         let d = crate::sampling::traces::decide(

@@ -309,6 +309,7 @@ mod tests {
                 multiplier_attribute: Some("sampling.multiplier".into()),
             },
             rules: Rules::default(),
+            tail: None,
         }
     }
 

@@ -23,10 +23,12 @@ pub(in crate::policy) fn build(n: Node<'_>) -> Option<TracePolicy> {
     let mut o = n.map()?;
     let sampling = section(&mut o, "sampling", sampling);
     let rules = rules_of(&mut o, RuleKind::Span);
+    let tail = with(&mut o, "tail", super::tail::build);
     o.finish();
     Some(TracePolicy {
         sampling: sampling?,
         rules,
+        tail,
     })
 }
 

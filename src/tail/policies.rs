@@ -1,0 +1,563 @@
+//! Judging a whole trace by the policy's `traces.tail.policies`: pure but for the
+//! limiters' token buckets and counters ([`Limiters`]), with time only from `now`.
+//!
+//! Each top-level policy votes as the OpenTelemetry Collector's `tail_sampling` policy of
+//! its type does: *sampled*, *not sampled*, or (a `drop` policy whose sub-policies all
+//! sample) *dropped*. frugal then decides, in this order:
+//!
+//! 1. `drop` policies vote first; the first that votes dropped decides [`TailOutcome::Drop`],
+//!    and nothing else is evaluated (no limiter spends tokens on a dropped trace).
+//! 2. The other policies that are not *caps* vote; if any samples, [`TailOutcome::Keep`] in
+//!    the highest class among those that sampled (priority > normal > bulk), `by` the
+//!    first of them.
+//! 3. Otherwise the caps (`rate_limiting`, `bytes_limiting`, `probabilistic`,
+//!    `composite`) vote in order, and the first that samples decides `Keep` in its class;
+//!    the caps after it are not asked, so they spend nothing. A cap limits what no other
+//!    policy kept: `errors` plus `rate_limiting: 100 spans/s` keeps every error trace and
+//!    at most 100 spans a second of the rest (the collector would count the errors
+//!    against the 100 too).
+//! 4. Otherwise, if a cap voted not sampled, `Drop` by the first such.
+//! 5. Otherwise [`TailOutcome::NoMatch`]: the caller paces the trace like any other.
+//!
+//! `Verdict::cap` is multiplied by the caller with its pacing probability, and the trace
+//! kept by OpenTelemetry consistent sampling (its randomness against the threshold), so
+//! `probabilistic` votes sampled with the factor `sampling_percentage / 100` rather than
+//! hashing the trace ID (its `hash_salt` is ignored: the decision must agree with the
+//! `th` frugal writes). A factor travels through `and` (the smallest of its
+//! sub-policies'), `composite` (the deciding sub-policy's) and, when several non-cap
+//! policies keep a trace, the largest of theirs; without `probabilistic` it is 1.
+//!
+//! Per type, as the collector's evaluators (`processor/tailsamplingprocessor/internal/
+//! sampling/*.go`) do:
+//! - `latency`: running min start and max end over the spans in order, sampled as soon as
+//!   the running duration in whole milliseconds is `>= threshold_ms` (with an upper bound:
+//!   `> threshold_ms` and `<= upper_threshold_ms`);
+//! - the attribute types look at each span's resource attributes, then its own; a value
+//!   of another type reads as Go's zero value (`""`, `0`, `false`), and empty span values
+//!   never match a `string_attribute`; regexes are not anchored;
+//! - `status_code`, `trace_state`: any span; `span_count`: all spans of the trace;
+//! - `rate_limiting` / `bytes_limiting`: a token bucket (rate per second, `burst_capacity`),
+//!   full at first, that a trace passes only if it can take all its spans (or bytes, the
+//!   trace's billable bytes) at once; tokens are taken only when it samples;
+//! - `and`: sampled when every sub-policy samples (stops at the first that does not);
+//!   `not`: the opposite; `drop`: dropped when every sub-policy samples;
+//! - `composite`: sub-policies in `composite_sub_policy` order; the first that samples
+//!   decides, sampled if its count of spans in the current second (of `now`) stays within
+//!   both its share and `max_total_spans_per_second`, else not sampled.
+
+use std::sync::{Mutex, PoisonError};
+
+use jiff::Timestamp;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use regex::Regex;
+
+use crate::model::Class;
+use crate::policy::{TailKind, TailPolicy};
+
+/// One span of a trace, with the resource it came with.
+#[derive(Debug, Clone, Copy)]
+pub struct SpanRef<'a> {
+    /// The resource of the `ResourceSpans` the span arrived in.
+    pub resource: Option<&'a Resource>,
+    /// The span.
+    pub span: &'a Span,
+}
+
+/// A whole trace, as the buffer holds it.
+#[derive(Debug, Clone)]
+pub struct TraceView<'a> {
+    /// Every span, in the order they arrived.
+    pub spans: Vec<SpanRef<'a>>,
+    /// The trace's billable bytes (what `bytes_limiting` counts).
+    pub bytes: u64,
+}
+
+/// What the tail policies decided for a trace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TailOutcome {
+    /// Keep it (still subject to pacing times `cap`).
+    Keep,
+    /// Drop it.
+    Drop,
+    /// No policy had an opinion: pace it like any other trace.
+    NoMatch,
+}
+
+/// A trace's decision, and which policy made it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Verdict {
+    /// Keep, drop, or no opinion.
+    pub outcome: TailOutcome,
+    /// The class the trace is paced in (normal when no policy decided).
+    pub class: Class,
+    /// Index into `policies` of the deciding top-level policy.
+    pub by: Option<usize>,
+    /// Factor multiplied with the pacing probability: 1.0 unless a probabilistic policy
+    /// decided.
+    pub cap: f64,
+}
+
+impl Verdict {
+    fn no_match() -> Verdict {
+        Verdict {
+            outcome: TailOutcome::NoMatch,
+            class: Class::Normal,
+            by: None,
+            cap: 1.0,
+        }
+    }
+}
+
+/// A policy's vote, with the factor a sampled vote carries.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Vote {
+    Sampled(f64),
+    NotSampled,
+    Dropped,
+}
+
+/// The state of the stateful policies (token buckets, composite counters), mirroring the
+/// policy tree; build it with [`Limiters::new`] from the policy it is used with, and
+/// anew when the policy changes.
+#[derive(Debug)]
+pub struct Limiters {
+    top: Vec<State>,
+}
+
+#[derive(Debug)]
+enum State {
+    Stateless,
+    Bucket(Mutex<Bucket>),
+    Group(Vec<State>),
+    Composite {
+        window: Mutex<Window>,
+        subs: Vec<State>,
+    },
+}
+
+/// What a policy without state (or a state that does not fit the policy) reads.
+static STATELESS: State = State::Stateless;
+
+impl State {
+    fn of(kind: &TailKind) -> State {
+        match kind {
+            TailKind::RateLimiting {
+                spans_per_second,
+                burst_capacity,
+            } => State::Bucket(Mutex::new(Bucket::new(*spans_per_second, *burst_capacity))),
+            TailKind::BytesLimiting {
+                bytes_per_second,
+                burst_capacity,
+            } => State::Bucket(Mutex::new(Bucket::new(*bytes_per_second, *burst_capacity))),
+            TailKind::And(subs) | TailKind::Drop(subs) => {
+                State::Group(subs.iter().map(State::of).collect())
+            }
+            TailKind::Not(sub) => State::Group(vec![State::of(sub)]),
+            TailKind::Composite { sub_policies, .. } => State::Composite {
+                window: Mutex::new(Window {
+                    second: None,
+                    sampled: vec![0; sub_policies.len()],
+                }),
+                subs: sub_policies.iter().map(|s| State::of(&s.kind)).collect(),
+            },
+            _ => State::Stateless,
+        }
+    }
+
+    fn child(&self, i: usize) -> &State {
+        match self {
+            State::Group(subs) | State::Composite { subs, .. } => {
+                subs.get(i).unwrap_or(&STATELESS)
+            }
+            _ => &STATELESS,
+        }
+    }
+}
+
+impl Limiters {
+    /// Fresh state for `p`'s policies: every bucket full, no counts.
+    pub fn new(p: &TailPolicy) -> Limiters {
+        Limiters {
+            top: p.policies.iter().map(|r| State::of(&r.kind)).collect(),
+        }
+    }
+}
+
+/// A token bucket, full at first.
+#[derive(Debug)]
+struct Bucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    last: Option<Timestamp>,
+}
+
+impl Bucket {
+    fn new(rate: u64, burst: u64) -> Bucket {
+        Bucket {
+            rate: rate as f64,
+            burst: burst as f64,
+            tokens: burst as f64,
+            last: None,
+        }
+    }
+
+    /// Takes `n` tokens if there are that many at `now`; nothing otherwise.
+    fn take(&mut self, now: Timestamp, n: u64) -> bool {
+        let n = n as f64;
+        if n > self.burst {
+            return false;
+        }
+        let tokens = match self.last {
+            None => self.burst,
+            Some(last) => {
+                let nanos = now.as_nanosecond().saturating_sub(last.as_nanosecond()).max(0);
+                (self.tokens + nanos as f64 / 1e9 * self.rate).min(self.burst)
+            }
+        };
+        if tokens < n {
+            return false;
+        }
+        self.tokens = tokens - n;
+        // A clock step back does not refill the bucket twice.
+        self.last = Some(self.last.map_or(now, |last| last.max(now)));
+        true
+    }
+}
+
+/// A composite's spans sampled per sub-policy in the current second.
+#[derive(Debug)]
+struct Window {
+    second: Option<i64>,
+    sampled: Vec<u64>,
+}
+
+/// Decides `trace` by `p`'s policies (see the module documentation). `limiters` must
+/// have been built from `p`; `now` is the only time read.
+pub fn evaluate(
+    p: &TailPolicy,
+    limiters: &Limiters,
+    trace: &TraceView<'_>,
+    now: Timestamp,
+) -> Verdict {
+    let state = |i: usize| limiters.top.get(i).unwrap_or(&STATELESS);
+    let dropped = |i: usize, class: Class| Verdict {
+        outcome: TailOutcome::Drop,
+        class,
+        by: Some(i),
+        cap: 1.0,
+    };
+    let is_drop = |k: &TailKind| matches!(k, TailKind::Drop(_));
+    for (i, rule) in p.policies.iter().enumerate() {
+        if is_drop(&rule.kind) && vote(&rule.kind, state(i), trace, now) == Vote::Dropped {
+            return dropped(i, rule.class);
+        }
+    }
+    let mut kept: Option<(usize, Class, f64)> = None;
+    for (i, rule) in p.policies.iter().enumerate() {
+        if is_drop(&rule.kind) || rule.kind.is_cap() {
+            continue;
+        }
+        match vote(&rule.kind, state(i), trace, now) {
+            Vote::Dropped => return dropped(i, rule.class),
+            Vote::Sampled(f) => {
+                kept = Some(match kept {
+                    None => (i, rule.class, f),
+                    Some((by, class, g)) => (by, class.min(rule.class), g.max(f)),
+                });
+            }
+            Vote::NotSampled => {}
+        }
+    }
+    if let Some((by, class, cap)) = kept {
+        return Verdict {
+            outcome: TailOutcome::Keep,
+            class,
+            by: Some(by),
+            cap,
+        };
+    }
+    let mut refused: Option<(usize, Class)> = None;
+    for (i, rule) in p.policies.iter().enumerate() {
+        if !rule.kind.is_cap() {
+            continue;
+        }
+        match vote(&rule.kind, state(i), trace, now) {
+            Vote::Sampled(cap) => {
+                return Verdict {
+                    outcome: TailOutcome::Keep,
+                    class: rule.class,
+                    by: Some(i),
+                    cap,
+                };
+            }
+            Vote::Dropped => return dropped(i, rule.class),
+            Vote::NotSampled => {
+                refused.get_or_insert((i, rule.class));
+            }
+        }
+    }
+    match refused {
+        Some((i, class)) => dropped(i, class),
+        None => Verdict::no_match(),
+    }
+}
+
+fn sampled_if(b: bool) -> Vote {
+    if b {
+        Vote::Sampled(1.0)
+    } else {
+        Vote::NotSampled
+    }
+}
+
+fn vote(kind: &TailKind, state: &State, trace: &TraceView<'_>, now: Timestamp) -> Vote {
+    match kind {
+        TailKind::AlwaysSample => Vote::Sampled(1.0),
+        TailKind::Latency {
+            threshold_ms,
+            upper_threshold_ms,
+        } => sampled_if(latency(trace, *threshold_ms, *upper_threshold_ms)),
+        TailKind::StatusCode { status_codes } => sampled_if(trace.spans.iter().any(|s| {
+            let code = s.span.status.as_ref().map_or(0, |st| st.code);
+            status_codes.contains(&code)
+        })),
+        TailKind::StringAttribute {
+            key,
+            values,
+            regexes,
+        } => {
+            let matches = |v: &str| match regexes {
+                Some(res) => res.iter().any(|r: &Regex| r.is_match(v)),
+                None => values.iter().any(|x| x == v),
+            };
+            sampled_if(any_attribute(trace, key, |v, on_span| {
+                let s = as_str(v);
+                // The collector skips empty span values, not resource ones.
+                !(on_span && s.is_empty()) && matches(s)
+            }))
+        }
+        TailKind::NumericAttribute {
+            key,
+            min_value,
+            max_value,
+        } => sampled_if(any_attribute(trace, key, |v, _| {
+            let n = as_int(v);
+            *min_value <= n && n <= *max_value
+        })),
+        TailKind::BooleanAttribute { key, value } => {
+            sampled_if(any_attribute(trace, key, |v, _| as_bool(v) == *value))
+        }
+        TailKind::SpanCount {
+            min_spans,
+            max_spans,
+        } => {
+            let n = trace.spans.len() as u64;
+            let (min, max) = (u64::from(*min_spans), u64::from(*max_spans));
+            sampled_if(n >= min && (max == 0 || n <= max))
+        }
+        TailKind::TraceState { key, values } => sampled_if(trace.spans.iter().any(|s| {
+            tracestate_get(&s.span.trace_state, key).is_some_and(|v| values.iter().any(|x| x == v))
+        })),
+        TailKind::RateLimiting { .. } => take(state, now, trace.spans.len() as u64),
+        TailKind::BytesLimiting { .. } => take(state, now, trace.bytes),
+        TailKind::Probabilistic {
+            sampling_percentage,
+            ..
+        } => {
+            let f = (sampling_percentage / 100.0).clamp(0.0, 1.0);
+            if f > 0.0 {
+                Vote::Sampled(f)
+            } else {
+                Vote::NotSampled
+            }
+        }
+        TailKind::And(subs) => {
+            let mut factor = 1.0_f64;
+            for (i, sub) in subs.iter().enumerate() {
+                match vote(sub, state.child(i), trace, now) {
+                    Vote::Sampled(f) => factor = factor.min(f),
+                    Vote::NotSampled | Vote::Dropped => return Vote::NotSampled,
+                }
+            }
+            Vote::Sampled(factor)
+        }
+        TailKind::Not(sub) => match vote(sub, state.child(0), trace, now) {
+            Vote::Sampled(_) => Vote::NotSampled,
+            Vote::NotSampled => Vote::Sampled(1.0),
+            Vote::Dropped => Vote::Dropped,
+        },
+        TailKind::Drop(subs) => {
+            for (i, sub) in subs.iter().enumerate() {
+                if !matches!(vote(sub, state.child(i), trace, now), Vote::Sampled(_)) {
+                    return Vote::NotSampled;
+                }
+            }
+            Vote::Dropped
+        }
+        TailKind::Composite {
+            max_total_spans_per_second,
+            sub_policies,
+            ..
+        } => {
+            let State::Composite { window, .. } = state else {
+                return Vote::NotSampled;
+            };
+            let mut w = window.lock().unwrap_or_else(PoisonError::into_inner);
+            let second = now.as_second();
+            if w.second != Some(second) {
+                w.second = Some(second);
+                w.sampled.iter_mut().for_each(|c| *c = 0);
+            }
+            let spans = trace.spans.len() as u64;
+            for (i, sub) in sub_policies.iter().enumerate() {
+                match vote(&sub.kind, state.child(i), trace, now) {
+                    Vote::Sampled(f) => {
+                        let Some(count) = w.sampled.get_mut(i) else {
+                            return Vote::NotSampled;
+                        };
+                        let if_sampled = count.saturating_add(spans);
+                        if if_sampled <= sub.spans_per_second
+                            && if_sampled <= *max_total_spans_per_second
+                        {
+                            *count = if_sampled;
+                            return Vote::Sampled(f);
+                        }
+                        // Not counted, so a smaller trace may still pass this second.
+                        return Vote::NotSampled;
+                    }
+                    Vote::Dropped => return Vote::Dropped,
+                    Vote::NotSampled => {}
+                }
+            }
+            Vote::NotSampled
+        }
+    }
+}
+
+fn take(state: &State, now: Timestamp, n: u64) -> Vote {
+    match state {
+        State::Bucket(b) => sampled_if(
+            b.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(now, n),
+        ),
+        _ => Vote::NotSampled,
+    }
+}
+
+/// The collector's latency: running min start / max end, checked after every span.
+fn latency(trace: &TraceView<'_>, threshold_ms: i64, upper_ms: i64) -> bool {
+    let (mut min, mut max) = (0u64, 0u64);
+    trace.spans.iter().any(|s| {
+        let (start, end) = (s.span.start_time_unix_nano, s.span.end_time_unix_nano);
+        if min == 0 || start < min {
+            min = start;
+        }
+        if max == 0 || end > max {
+            max = end;
+        }
+        let ms = (i128::from(max) - i128::from(min)) / 1_000_000;
+        let ms = i64::try_from(ms).unwrap_or(if ms < 0 { i64::MIN } else { i64::MAX });
+        if upper_ms == 0 {
+            ms >= threshold_ms
+        } else {
+            threshold_ms < ms && ms <= upper_ms
+        }
+    })
+}
+
+/// Whether any span's resource (first) or the span itself has `key` with a value for
+/// which `pred(value, on_span)` holds.
+fn any_attribute(
+    trace: &TraceView<'_>,
+    key: &str,
+    pred: impl Fn(&AnyValue, bool) -> bool,
+) -> bool {
+    let has = |attrs: &[KeyValue], on_span: bool| {
+        attrs
+            .iter()
+            .filter(|kv| kv.key == key)
+            .take(1)
+            .any(|kv| match &kv.value {
+                Some(v) => pred(v, on_span),
+                None => pred(&AnyValue::default(), on_span),
+            })
+    };
+    trace.spans.iter().any(|s| {
+        s.resource.is_some_and(|r| has(&r.attributes, false)) || has(&s.span.attributes, true)
+    })
+}
+
+/// Go's `Value.Str()`: the string, or "" for any other type.
+fn as_str(v: &AnyValue) -> &str {
+    match &v.value {
+        Some(any_value::Value::StringValue(s)) => s,
+        _ => "",
+    }
+}
+
+/// Go's `Value.Int()`: the integer, or 0 for any other type.
+fn as_int(v: &AnyValue) -> i64 {
+    match &v.value {
+        Some(any_value::Value::IntValue(i)) => *i,
+        _ => 0,
+    }
+}
+
+/// Go's `Value.Bool()`: the boolean, or false for any other type.
+fn as_bool(v: &AnyValue) -> bool {
+    matches!(&v.value, Some(any_value::Value::BoolValue(true)))
+}
+
+/// The value of `key` in a W3C tracestate; `None` when absent or when the tracestate
+/// does not parse (as OpenTelemetry Go's `ParseTraceState` refuses it).
+fn tracestate_get<'a>(ts: &'a str, key: &str) -> Option<&'a str> {
+    const MAX_MEMBERS: usize = 32;
+    let mut found = None;
+    let mut seen: Vec<&str> = Vec::new();
+    for raw in ts.split(',') {
+        let member = raw.trim_matches(|c| c == ' ' || c == '\t');
+        if member.is_empty() {
+            continue;
+        }
+        let (k, v) = member.split_once('=')?;
+        if !valid_key(k) || !valid_value(v) || seen.contains(&k) {
+            return None;
+        }
+        seen.push(k);
+        if seen.len() > MAX_MEMBERS {
+            return None;
+        }
+        if k == key {
+            found = Some(v);
+        }
+    }
+    found
+}
+
+fn valid_key(k: &str) -> bool {
+    let ok_char = |c: char| {
+        c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-' | '*' | '/')
+    };
+    let simple = |s: &str, first_digit: bool| {
+        s.chars().next().is_some_and(|c| {
+            c.is_ascii_lowercase() || (first_digit && c.is_ascii_digit())
+        }) && s.chars().all(ok_char)
+    };
+    match k.split_once('@') {
+        None => k.len() <= 256 && simple(k, false),
+        Some((tenant, system)) => {
+            tenant.len() <= 241 && system.len() <= 14 && simple(tenant, true) && simple(system, false)
+        }
+    }
+}
+
+fn valid_value(v: &str) -> bool {
+    !v.is_empty()
+        && v.len() <= 256
+        && !v.ends_with(' ')
+        && v.chars().all(|c| (' '..='~').contains(&c) && c != ',' && c != '=')
+}
