@@ -358,7 +358,10 @@ const _: () = {
         *RESET_DAY_RANGE.start() <= DEFAULT_RESET_DAY as u64
             && DEFAULT_RESET_DAY as u64 <= *RESET_DAY_RANGE.end()
     );
-    assert!(within(DEFAULT_TAIL_DECISION_WAIT, &TAIL_DECISION_WAIT_RANGE));
+    assert!(within(
+        DEFAULT_TAIL_DECISION_WAIT,
+        &TAIL_DECISION_WAIT_RANGE
+    ));
     assert!(DEFAULT_TAIL_ROOT_GRACE.as_nanos() <= DEFAULT_TAIL_DECISION_WAIT.as_nanos());
     assert!(DEFAULT_TAIL_DECISION_TTL.as_nanos() > DEFAULT_TAIL_DECISION_WAIT.as_nanos());
     assert!(DEFAULT_TAIL_DECISION_TTL.as_nanos() <= TAIL_MAX_DECISION_TTL.as_nanos());

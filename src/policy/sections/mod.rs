@@ -11,7 +11,7 @@ pub(super) mod metrics;
 pub(super) mod pacing;
 pub(super) mod period;
 mod rules;
-mod tail;
 pub(super) mod store;
+mod tail;
 pub(super) mod traces;
 pub(super) mod upstream;

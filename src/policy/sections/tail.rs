@@ -13,8 +13,8 @@ use crate::model::Class;
 use crate::policy::defaults::{
     DEFAULT_TAIL_DECISION_CACHE, DEFAULT_TAIL_DECISION_TTL, DEFAULT_TAIL_DECISION_WAIT,
     DEFAULT_TAIL_MAX_BUFFER, DEFAULT_TAIL_MAX_TRACE_SIZE, DEFAULT_TAIL_ROOT_GRACE,
-    TAIL_BURST_PER_RATE, TAIL_DECISION_WAIT_RANGE, TAIL_MAX_BUFFER_RANGE,
-    TAIL_MAX_DECISION_CACHE, TAIL_MAX_DECISION_TTL, TAIL_MIN_TRACE_SIZE, TAIL_REGEX_SIZE_LIMIT,
+    TAIL_BURST_PER_RATE, TAIL_DECISION_WAIT_RANGE, TAIL_MAX_BUFFER_RANGE, TAIL_MAX_DECISION_CACHE,
+    TAIL_MAX_DECISION_TTL, TAIL_MIN_TRACE_SIZE, TAIL_REGEX_SIZE_LIMIT,
 };
 use crate::policy::problem::must_be_between;
 use crate::policy::tail::{CompositeSub, TailKind, TailPolicy, TailRule};
@@ -205,10 +205,7 @@ pub(super) fn build(n: Node<'_>) -> Option<TailPolicy> {
     } else if decision_ttl > TAIL_MAX_DECISION_TTL {
         problems.push(
             &o.child_path("decision_ttl"),
-            format!(
-                "must be at most {}",
-                format_duration(TAIL_MAX_DECISION_TTL)
-            ),
+            format!("must be at most {}", format_duration(TAIL_MAX_DECISION_TTL)),
         );
     }
     if trace_size_written && !(TAIL_MIN_TRACE_SIZE..=max_buffer).contains(&max_trace_size) {
@@ -468,7 +465,12 @@ fn no_invert(o: &mut Obj<'_>) -> bool {
 }
 
 fn key(o: &mut Obj<'_>) -> Option<String> {
-    required(o, "key", "missing: the attribute to look at", non_empty_text)
+    required(
+        o,
+        "key",
+        "missing: the attribute to look at",
+        non_empty_text,
+    )
 }
 
 fn string_attribute(o: &mut Obj<'_>) -> Option<TailKind> {
@@ -532,10 +534,8 @@ fn numeric_attribute(o: &mut Obj<'_>) -> Option<TailKind> {
     let max = with(o, "max_value", int);
     let plain = no_invert(o);
     if !o.has("min_value") && !o.has("max_value") {
-        o.problems().push(
-            &o.path,
-            "at least one of min_value or max_value is needed",
-        );
+        o.problems()
+            .push(&o.path, "at least one of min_value or max_value is needed");
         return None;
     }
     let min_value = min.unwrap_or(i64::MIN);
@@ -571,10 +571,13 @@ fn boolean_attribute(o: &mut Obj<'_>) -> Option<TailKind> {
 fn span_count(o: &mut Obj<'_>) -> Option<TailKind> {
     let spans = |n: Node<'_>| {
         let v = n.u64()?;
-        u32::try_from(v).ok().filter(|v| *v <= i32::MAX as u32).or_else(|| {
-            n.problem("must be at most 2147483647");
-            None
-        })
+        u32::try_from(v)
+            .ok()
+            .filter(|v| *v <= i32::MAX as u32)
+            .or_else(|| {
+                n.problem("must be at most 2147483647");
+                None
+            })
     };
     let min_spans = with(o, "min_spans", spans);
     let max_spans = with(o, "max_spans", spans);
@@ -688,20 +691,15 @@ fn probabilistic(o: &mut Obj<'_>) -> Option<TailKind> {
 fn sub_list(o: &mut Obj<'_>, level: Level) -> Option<Vec<TailKind>> {
     let key = level.key();
     let path = o.child_path(key);
-    let subs = required(
-        o,
-        key,
-        &format!("missing: the sub-policies ({key})"),
-        |n| {
-            let mut subs = Vec::new();
-            let mut ok = true;
-            let listed = n.each_item("a list of policies", |_, item| match policy(item, level) {
-                Some(p) => subs.push(p.kind),
-                None => ok = false,
-            });
-            (listed && ok).then_some(subs)
-        },
-    )?;
+    let subs = required(o, key, &format!("missing: the sub-policies ({key})"), |n| {
+        let mut subs = Vec::new();
+        let mut ok = true;
+        let listed = n.each_item("a list of policies", |_, item| match policy(item, level) {
+            Some(p) => subs.push(p.kind),
+            None => ok = false,
+        });
+        (listed && ok).then_some(subs)
+    })?;
     if subs.is_empty() {
         o.problems().push(&path, "needs at least one policy");
         return None;
@@ -811,13 +809,18 @@ fn composite(o: &mut Obj<'_>) -> Option<TailKind> {
                 ok = false;
                 return;
             };
-            let name = required(&mut a, "policy", "missing: a composite sub-policy's name", |n| {
-                let name = scalar_text(n)?;
-                if !known(&n, &name) {
-                    return None;
-                }
-                Some(name)
-            });
+            let name = required(
+                &mut a,
+                "policy",
+                "missing: a composite sub-policy's name",
+                |n| {
+                    let name = scalar_text(n)?;
+                    if !known(&n, &name) {
+                        return None;
+                    }
+                    Some(name)
+                },
+            );
             let percent = with(&mut a, "percent", |n| {
                 let v = n.u64()?;
                 if v > 100 {
@@ -1040,17 +1043,17 @@ mark_attribute: frugal.tail.policy",
             "traces.tail.decision_cache",
             "one cache",
         );
-        refused(
-            "num_traces: 50000",
-            "traces.tail.num_traces",
-            "max_buffer",
-        );
+        refused("num_traces: 50000", "traces.tail.num_traces", "max_buffer");
         refused(
             "decision_wait_after_root_received: 1s",
             "traces.tail.decision_wait_after_root_received",
             "root_grace",
         );
-        refused("decison_wait: 1s", "traces.tail.decison_wait", "did you mean decision_wait");
+        refused(
+            "decison_wait: 1s",
+            "traces.tail.decison_wait",
+            "did you mean decision_wait",
+        );
     }
 
     /// The README's big example (collector-contrib `processor/tailsamplingprocessor/
@@ -1167,7 +1170,10 @@ policies:
         assert!(
             matches!(k(4), TailKind::StatusCode { status_codes } if *status_codes == vec![2, 0])
         );
-        assert!(matches!(k(5), TailKind::StringAttribute { regexes: None, .. }));
+        assert!(matches!(
+            k(5),
+            TailKind::StringAttribute { regexes: None, .. }
+        ));
         match k(6) {
             TailKind::StringAttribute {
                 key,
@@ -1195,7 +1201,10 @@ policies:
             }
         ));
         assert!(matches!(k(9), TailKind::TraceState { values, .. } if values.len() == 2));
-        assert!(matches!(k(10), TailKind::BooleanAttribute { value: true, .. }));
+        assert!(matches!(
+            k(10),
+            TailKind::BooleanAttribute { value: true, .. }
+        ));
         assert!(matches!(
             k(11),
             TailKind::BytesLimiting {
@@ -1276,11 +1285,7 @@ policies:
             "traces.tail.policies[0].type",
             "known types: always_sample, latency",
         );
-        refused(
-            &p("{name: a}"),
-            "traces.tail.policies[0].type",
-            "missing",
-        );
+        refused(&p("{name: a}"), "traces.tail.policies[0].type", "missing");
         refused(
             &p("{name: a, type: latency}"),
             "traces.tail.policies[0].latency",
@@ -1307,12 +1312,16 @@ policies:
             "not supported by frugal",
         );
         refused(
-            &p("{name: a, type: string_attribute, string_attribute: {key: k, values: [v], invert_match: true}}"),
+            &p(
+                "{name: a, type: string_attribute, string_attribute: {key: k, values: [v], invert_match: true}}",
+            ),
             "traces.tail.policies[0].string_attribute.invert_match",
             "`drop` policy",
         );
         refused(
-            &p("{name: a, type: numeric_attribute, numeric_attribute: {key: k, min_value: 1, invert_match: true}}"),
+            &p(
+                "{name: a, type: numeric_attribute, numeric_attribute: {key: k, min_value: 1, invert_match: true}}",
+            ),
             "traces.tail.policies[0].numeric_attribute.invert_match",
             "not supported by frugal",
         );
@@ -1327,12 +1336,16 @@ policies:
             "duplicate policy name \"a\"",
         );
         refused(
-            &p("{name: a, type: string_attribute, string_attribute: {key: k, values: ['('], enabled_regex_matching: true}}"),
+            &p(
+                "{name: a, type: string_attribute, string_attribute: {key: k, values: ['('], enabled_regex_matching: true}}",
+            ),
             "traces.tail.policies[0].string_attribute.values[0]",
             "not a regular expression",
         );
         refused(
-            &p("{name: a, type: string_attribute, string_attribute: {key: k, values: ['\\w{1000}{1000}'], enabled_regex_matching: true}}"),
+            &p(
+                "{name: a, type: string_attribute, string_attribute: {key: k, values: ['\\w{1000}{1000}'], enabled_regex_matching: true}}",
+            ),
             "traces.tail.policies[0].string_attribute.values[0]",
             "too large",
         );
@@ -1347,7 +1360,9 @@ policies:
             "at least one of min_value or max_value",
         );
         refused(
-            &p("{name: a, type: numeric_attribute, numeric_attribute: {key: k, min_value: 5, max_value: 1}}"),
+            &p(
+                "{name: a, type: numeric_attribute, numeric_attribute: {key: k, min_value: 5, max_value: 1}}",
+            ),
             "traces.tail.policies[0].numeric_attribute.max_value",
             "below min_value",
         );
@@ -1372,7 +1387,9 @@ policies:
             "missing",
         );
         refused(
-            &p("{name: a, type: and, and: {and_sub_policy: [{name: b, type: and, and: {and_sub_policy: []}}]}}"),
+            &p(
+                "{name: a, type: and, and: {and_sub_policy: [{name: b, type: and, and: {and_sub_policy: []}}]}}",
+            ),
             "traces.tail.policies[0].and.and_sub_policy[0].type",
             "cannot be used in and_sub_policy",
         );
@@ -1387,12 +1404,16 @@ policies:
             "not a list",
         );
         refused(
-            &p("{name: a, type: drop, drop: {drop_sub_policy: [{name: b, type: probabilistic, probabilistic: {sampling_percentage: 5}}]}}"),
+            &p(
+                "{name: a, type: drop, drop: {drop_sub_policy: [{name: b, type: probabilistic, probabilistic: {sampling_percentage: 5}}]}}",
+            ),
             "traces.tail.policies[0].drop.drop_sub_policy[0].type",
             "consistent randomness",
         );
         refused(
-            &p("{name: a, type: and, and: {and_sub_policy: [{name: b, type: always_sample, class: priority}]}}"),
+            &p(
+                "{name: a, type: and, and: {and_sub_policy: [{name: b, type: always_sample, class: priority}]}}",
+            ),
             "traces.tail.policies[0].and.and_sub_policy[0].class",
             "top-level",
         );
