@@ -1268,6 +1268,28 @@ mod tests {
     }
 
     #[test]
+    fn each_policy_has_its_own_limiters_nested_ones_too() {
+        use TailOutcome::{Keep, NoMatch};
+        // Two `and`s with a bucket each: spending one leaves the other full.
+        let p = policy(
+            "- {name: a, type: and, and: {and_sub_policy: [{name: x, type: span_count, span_count: {min_spans: 2}}, {name: r, type: rate_limiting, rate_limiting: {spans_per_second: 1, burst_capacity: 2}}]}}
+- {name: b, type: and, and: {and_sub_policy: [{name: y, type: span_count, span_count: {min_spans: 1, max_spans: 1}}, {name: r, type: rate_limiting, rate_limiting: {spans_per_second: 1, burst_capacity: 1}}]}}",
+        );
+        let l = Limiters::new(&p);
+        let two = Trace::spans(2);
+        let one = Trace::spans(1);
+        assert_eq!(run(&p, &l, &two, &[0.0, 0.0]), [Keep, NoMatch]);
+        assert_eq!(run(&p, &l, &one, &[0.0, 0.0]), [Keep, NoMatch]);
+        // Two seconds later the first bucket is full again.
+        assert_eq!(run(&p, &l, &two, &[2.0]), [Keep]);
+        // A trace over the burst takes nothing: the bucket refilled by 4 s still keeps
+        // one trace, and one only.
+        let v = evaluate(&p, &l, &Trace::spans(3).view(), at(4.0));
+        assert_eq!(v.outcome, NoMatch);
+        assert_eq!(run(&p, &l, &two, &[4.0, 4.0]), [Keep, NoMatch]);
+    }
+
+    #[test]
     fn limiters_are_send_and_sync() {
         fn shared<T: Send + Sync>() {}
         shared::<Limiters>();
