@@ -465,12 +465,16 @@ fn no_invert(o: &mut Obj<'_>) -> bool {
 }
 
 fn key(o: &mut Obj<'_>) -> Option<String> {
-    required(
-        o,
-        "key",
-        "missing: the attribute to look at",
-        non_empty_text,
-    )
+    required(o, "key", "missing: the attribute to look at", |n| {
+        // YAML reads a bare n, y, no, off... as a boolean; a key is never one.
+        if let Value::Bool(b) = n.value {
+            n.problem(format!(
+                "read as the boolean {b}: quote the attribute's name ('n', 'yes', ...)"
+            ));
+            return None;
+        }
+        non_empty_text(n)
+    })
 }
 
 fn string_attribute(o: &mut Obj<'_>) -> Option<TailKind> {
@@ -1416,6 +1420,21 @@ policies:
             ),
             "traces.tail.policies[0].and.and_sub_policy[0].class",
             "top-level",
+        );
+    }
+
+    #[test]
+    fn a_key_yaml_reads_as_a_boolean_is_refused() {
+        refused(
+            "policies:\n  - {name: a, type: boolean_attribute, boolean_attribute: {key: true, value: true}}",
+            "traces.tail.policies[0].boolean_attribute.key",
+            "quote",
+        );
+        // YAML 1.1's short booleans: `key: n` would otherwise look for "false".
+        refused(
+            "policies:\n  - {name: a, type: numeric_attribute, numeric_attribute: {key: n, min_value: 1}}",
+            "traces.tail.policies[0].numeric_attribute.key",
+            "read as the boolean false",
         );
     }
 
