@@ -29,7 +29,11 @@ use crate::receivers::connections::{self, Listener};
 use crate::receivers::{otlp_grpc, otlp_http};
 use crate::stats::Stats;
 use crate::store::series::SeriesStore;
-use crate::store::{SledStore, UsageStore};
+use crate::store::{FileSpool, SledStore, UsageStore};
+use crate::tail::Tail;
+
+/// The tail sampler's spool, under the data directory.
+pub const TAIL_SPOOL_DIR: &str = "tail-spool";
 
 /// How long requests in flight may take to finish after SIGTERM (inside Kubernetes'
 /// default 30 s; `upstream.otlp.retry.max_elapsed` is held below it).
@@ -66,6 +70,7 @@ impl Running {
         self.ready.store(false, Ordering::SeqCst);
         self.core.stats.ready.set(0);
         self.shutdown.cancel();
+        let began = self.core.clock.now();
         let drained = tokio::time::timeout(GRACE_PERIOD, async {
             while self.tasks.join_next().await.is_some() {}
         })
@@ -73,6 +78,17 @@ impl Running {
         if drained.is_err() {
             tracing::warn!("requests still in flight after the grace period; stopping anyway");
             self.tasks.abort_all();
+        }
+        // Decided traces go out in what is left of the grace period; undecided ones stay
+        // in the spool for the next start.
+        if let Some(tail) = &self.core.tail {
+            let spent = crate::clock::seconds_between(began, self.core.clock.now()).max(0.0);
+            let left = GRACE_PERIOD
+                .saturating_sub(Duration::from_secs_f64(spent))
+                .max(Duration::from_secs(2));
+            tail.drain(&self.core, left)
+                .await
+                .context("making the tail-sampling spool durable")?;
         }
         let core = self.core.clone();
         tokio::task::spawn_blocking(move || core.ledger.flush(core.clock.now()))
@@ -163,10 +179,32 @@ pub async fn start_with(
         None => None,
     };
 
-    let core = Arc::new(
-        Core::build(policy.clone(), store, upstream, clock, stats)
-            .context("reading this period's usage from the store")?,
-    );
+    let core = Core::build(policy.clone(), store, upstream, clock, stats)
+        .context("reading this period's usage from the store")?;
+    let core = match &policy.traces.tail {
+        None => core,
+        Some(_) => {
+            let dir = policy.store.data_dir.join(TAIL_SPOOL_DIR);
+            let spool = tokio::task::spawn_blocking(move || FileSpool::open(&dir))
+                .await
+                .context("spool task")??;
+            core.with_tail(Arc::new(spool))
+                .context("registering the tail sampler's metrics")?
+        }
+    };
+    let core = Arc::new(core);
+    // Spans acknowledged before a restart wait for their decision again, before any new
+    // request arrives.
+    if let Some(tail) = &core.tail {
+        let replayed = tail.replay(&core);
+        if replayed > 0 {
+            tracing::info!(
+                records = replayed,
+                traces = tail.buffered_traces(),
+                "tail-sampling spool replayed"
+            );
+        }
+    }
     // Series admitted before a restart stay admitted: the tracker is loaded before the
     // first request is served.
     let c = core.clone();
@@ -234,6 +272,9 @@ pub async fn start_with(
         new_period,
         shutdown.clone(),
     ));
+    if let Some(tail) = core.tail.clone() {
+        tasks.spawn(tail_release(core.clone(), tail, shutdown.clone()));
+    }
     if let Some(n) = Notifier::new(core.clone()) {
         // At least as often as Alertmanager must hear an active alert again.
         let every = policy.pacing.recompute_every.min(repost_interval(&core));
@@ -257,6 +298,21 @@ pub async fn start_with(
         ready,
         series_store,
     })
+}
+
+/// The tail sampler's release loop: decides the traces due and sends what is decided,
+/// every [`crate::tail::TICK`] and at once when a request brings a trace due now.
+pub async fn tail_release(core: Arc<Core>, tail: Arc<Tail>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(crate::tail::TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = tail.wake.notified() => {}
+            () = shutdown.cancelled() => break,
+        }
+        tail.tick(&core).await;
+    }
 }
 
 /// Recomputes pacing every `every`, and at once when a period begins.

@@ -1,7 +1,7 @@
 //! The state a running frugal shares, built in one place ([`Core::build`]) for `serve`,
 //! the admin server and `frugal simulate` alike: the policy (swappable), the usage
-//! ledger, the pacer and the pacing it publishes, the trace memory, the per-second rate
-//! gates, the in-flight byte budget, frugal's own metrics, the upstreams and the clock.
+//! ledger, the pacer and the pacing it publishes, the trace memory, the tail sampler, the
+//! per-second rate gates, the in-flight byte budget, frugal's own metrics, the upstreams and the clock.
 //!
 //! The request path ([`crate::ingest`]) reads it; the app's tasks drive it
 //! ([`Core::recompute`], [`Core::roll_and_flush`]); the simulator drives the same methods
@@ -34,8 +34,11 @@ pub struct Core {
     /// The pacing in force (keep probabilities per signal and class).
     pub pacing: BudgetState,
     pacer: Mutex<Pacer>,
-    /// The probabilities recent traces were first judged at.
+    /// The probabilities recent traces were first judged at, and (with tail sampling)
+    /// each trace's decision.
     pub traces: TraceMemory,
+    /// The tail sampler, when the policy has `traces.tail` ([`Core::with_tail`]).
+    pub tail: Option<Arc<crate::tail::Tail>>,
     /// Which series exist, admission under the series limit, the minimum interval.
     pub series: SeriesAdmission,
     /// Per-stream limits of Loki pushes (`logs.stream_limit`).
@@ -82,6 +85,7 @@ impl Core {
             pacing: BudgetState::default(),
             pacer: Mutex::new(pacer),
             traces: TraceMemory::default(),
+            tail: None,
             series: SeriesAdmission::new(&policy.metrics),
             streams: policy
                 .logs
@@ -94,6 +98,19 @@ impl Core {
         };
         core.recompute();
         Ok(core)
+    }
+
+    /// Adds the tail sampler on `spool` when the policy has `traces.tail` (the trace
+    /// memory then holds its decisions, sized by `decision_cache` and `decision_ttl`);
+    /// otherwise returns the core as it is.
+    pub fn with_tail(mut self, spool: Arc<dyn crate::store::Spool>) -> prometheus::Result<Core> {
+        let Some(settings) = self.policy().traces.tail.clone() else {
+            return Ok(self);
+        };
+        self.traces = TraceMemory::new(settings.decision_cache, settings.decision_ttl);
+        let tail = crate::tail::Tail::new(settings, spool, &self.stats)?;
+        self.tail = Some(Arc::new(tail));
+        Ok(self)
     }
 
     /// The policy in force.

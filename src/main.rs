@@ -169,6 +169,10 @@ struct SimulateArgs {
     /// Also send logs (10% warn+), following their traces.
     #[arg(long)]
     with_logs: bool,
+    /// Tail sampling: the policy's traces.tail, or one keeping errors and slow traces
+    /// whole if it has none.
+    #[arg(long)]
+    tail: bool,
     /// Write hourly usage, pace line and keep probabilities to this CSV file.
     #[arg(long)]
     csv: Option<PathBuf>,
@@ -347,6 +351,7 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
             spike_day: 11,
             csv: args.csv.clone(),
             progress: !args.quiet,
+            tail: args.tail,
         };
         let report = simulate(&policy, &cfg)?;
         print(&mut out, &report, args.scale)?;

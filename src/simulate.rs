@@ -170,7 +170,18 @@ pub struct Config {
     pub csv: Option<PathBuf>,
     /// Whether to draw a progress bar on stderr.
     pub progress: bool,
+    /// Tail sampling: the policy's `traces.tail`, or [`SIMULATED_TAIL`] if it has none.
+    pub tail: bool,
 }
+
+/// The tail section `--tail` adds to a policy without one: errors and slow traces kept
+/// whole, in the priority class.
+pub const SIMULATED_TAIL: &str = "traces:
+  tail:
+    policies:
+      - {name: errors, type: status_code, status_code: {status_codes: [ERROR]}, class: priority}
+      - {name: slow, type: latency, latency: {threshold_ms: 2000}, class: priority}
+";
 
 impl Default for Config {
     fn default() -> Self {
@@ -185,6 +196,7 @@ impl Default for Config {
             spike_day: 11,
             csv: None,
             progress: false,
+            tail: false,
         }
     }
 }
@@ -252,6 +264,16 @@ pub struct RunReport {
     pub log_records_of_dropped_traces: u64,
     /// When the policy's `alerts` would have notified, in order (none without `alerts`).
     pub notifications: Vec<Notification>,
+    /// Traces offered with an error or a slow request (the generator's own flag).
+    pub notable_traces: u64,
+    /// Spans of those traces offered.
+    pub notable_spans: u64,
+    /// Spans of those traces that reached the upstream.
+    pub notable_spans_kept: u64,
+    /// Bytes of those traces' spans the upstream received (each span's share).
+    pub notable_bytes: u64,
+    /// Whether tail sampling ran.
+    pub tail: bool,
 }
 
 /// A notification the policy's `alerts` would have sent.
@@ -314,6 +336,10 @@ struct SimUpstream {
     log_bytes: AtomicU64,
     priority_spans: AtomicU64,
     kept_traces: Mutex<std::collections::HashSet<[u8; 16]>>,
+    /// Traces the generator made with an error or a slow request.
+    notable: Mutex<std::collections::HashSet<[u8; 16]>>,
+    notable_spans: AtomicU64,
+    notable_bytes: AtomicU64,
     log_records: AtomicU64,
     orphan_logs: AtomicU64,
 }
@@ -326,6 +352,9 @@ impl SimUpstream {
             log_bytes: AtomicU64::new(0),
             priority_spans: AtomicU64::new(0),
             kept_traces: Mutex::default(),
+            notable: Mutex::default(),
+            notable_spans: AtomicU64::new(0),
+            notable_bytes: AtomicU64::new(0),
             log_records: AtomicU64::new(0),
             orphan_logs: AtomicU64::new(0),
         }
@@ -337,6 +366,7 @@ impl SimUpstream {
         };
         let mut empty_ids = 0u64;
         let mut kept = self.kept_traces.lock().unwrap_or_else(|e| e.into_inner());
+        let notable = self.notable.lock().unwrap_or_else(|e| e.into_inner());
         for rs in &req.resource_spans {
             let resource = rs.resource.as_ref();
             let service = crate::sampling::rules::service_name(resource);
@@ -350,6 +380,11 @@ impl SimUpstream {
                 }
                 if let Ok(id) = <[u8; 16]>::try_from(&s.trace_id[..]) {
                     kept.insert(id);
+                    if notable.contains(&id) {
+                        self.notable_spans.fetch_add(1, Ordering::Relaxed);
+                        self.notable_bytes
+                            .fetch_add(crate::metering::tempo::span_share(s), Ordering::Relaxed);
+                    }
                 }
             }
         }
@@ -664,7 +699,19 @@ pub fn simulate(policy: &Policy, cfg: &Config) -> anyhow::Result<RunReport> {
 }
 
 async fn simulate_async(policy: &Policy, cfg: &Config) -> anyhow::Result<RunReport> {
-    let policy = scaled(policy, cfg.scale.max(1e-9));
+    let mut policy = scaled(policy, cfg.scale.max(1e-9));
+    if cfg.tail && policy.traces.tail.is_none() {
+        let with_tail = crate::policy::load_str(
+            &format!("upstream: {{otlp: {{endpoint: 'http://127.0.0.1:9'}}}}\n{SIMULATED_TAIL}"),
+            "simulated tail",
+            &crate::policy::Overrides::default(),
+            &|_| None,
+        )?;
+        policy.traces.tail = with_tail.traces.tail;
+    }
+    if !cfg.tail {
+        policy.traces.tail = None;
+    }
     let budget = policy
         .budgets
         .traces
@@ -682,7 +729,8 @@ async fn simulate_async(policy: &Policy, cfg: &Config) -> anyhow::Result<RunRepo
         upstream.clone(),
         shared,
         Arc::new(Stats::new()?),
-    )?;
+    )?
+    .with_tail(Arc::new(crate::store::MemorySpool::default()))?;
     let ledger = core.ledger.clone();
     let mut generator = Generator {
         rng: StdRng::seed_from_u64(cfg.seed),
@@ -756,6 +804,7 @@ async fn simulate_async(policy: &Policy, cfg: &Config) -> anyhow::Result<RunRepo
     let mut prev_sent = 0u64;
     let mut prev_priority_kept = 0u64;
     let mut notifications = Vec::new();
+    let (mut notable_traces, mut notable_spans) = (0u64, 0u64);
     // The notifier checks every scaled ten minutes (a checked step's resolution is enough
     // to say when each alert would fire), and at the last step before the period's end (at
     // the end itself the period is over, as in production).
@@ -776,7 +825,16 @@ async fn simulate_async(policy: &Policy, cfg: &Config) -> anyhow::Result<RunRepo
         for _ in 0..n as u64 {
             clock.advance(gap);
             let now = clock.now();
-            let (req, trace_id, _) = generator.trace(now);
+            let (req, trace_id, notable) = generator.trace(now);
+            if notable {
+                notable_traces += 1;
+                notable_spans += crate::metering::tempo::span_count(&req);
+                upstream
+                    .notable
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(trace_id);
+            }
             let body = Bytes::from(req.encode_to_vec());
             let decoded: ExportTraceServiceRequest = codec::decode(Format::Protobuf, &body)?;
             let pri_spans = decoded
@@ -807,6 +865,10 @@ async fn simulate_async(policy: &Policy, cfg: &Config) -> anyhow::Result<RunRepo
                     let _ = ingest::handle(&core, decoded, meta).await;
                 }
             }
+        }
+        // The tail sampler's release loop, on the simulated clock.
+        if let Some(tail) = &core.tail {
+            tail.tick(&core).await;
         }
         let used = ledger.used(Signal::Traces);
         max_used = max_used.max(used);
@@ -931,6 +993,11 @@ async fn simulate_async(policy: &Policy, cfg: &Config) -> anyhow::Result<RunRepo
         log_records_kept: upstream.log_records.load(Ordering::Relaxed),
         log_records_of_dropped_traces: upstream.orphan_logs.load(Ordering::Relaxed),
         notifications,
+        notable_traces,
+        notable_spans,
+        notable_spans_kept: upstream.notable_spans.load(Ordering::Relaxed),
+        notable_bytes: upstream.notable_bytes.load(Ordering::Relaxed),
+        tail: core.tail.is_some(),
     })
 }
 
@@ -973,6 +1040,22 @@ pub fn print(out: &mut dyn std::io::Write, r: &RunReport, scale: f64) -> std::io
         r.priority_offered,
         r.worst_day_ratio()
     )?;
+    if r.notable_traces > 0 {
+        writeln!(
+            out,
+            "  {}: traces with an error or a slow request got {:.1}% of the bytes sent; {:.2}% of their spans arrived ({} of {}, {} traces)",
+            if r.tail {
+                "tail sampling"
+            } else {
+                "head sampling"
+            },
+            100.0 * r.notable_bytes as f64 / r.upstream_bytes.max(1) as f64,
+            100.0 * r.notable_spans_kept as f64 / r.notable_spans.max(1) as f64,
+            r.notable_spans_kept,
+            r.notable_spans,
+            r.notable_traces
+        )?;
+    }
     let drops: Vec<String> = r
         .dropped_bytes
         .iter()

@@ -5,8 +5,8 @@
 //! Names follow `frugal_<name>_<unit>_total`; every label has a small, fixed set of values.
 
 use prometheus::{
-    Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry,
+    Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry,
 };
 
 /// frugal's own metrics, all in one registry that `/metrics` renders.
@@ -594,6 +594,102 @@ pub const NOTIFICATION_OUTCOMES: [&str; 3] = ["delivered", "retried", "failed"];
 pub fn inc(c: &IntCounterVec, labels: &[&str], by: u64) {
     if by > 0 {
         c.with_label_values(labels).inc_by(by);
+    }
+}
+
+/// The tail sampler's metrics (`frugal_tail_*`), registered only when the policy has
+/// `traces.tail`.
+#[derive(Clone)]
+pub struct TailStats {
+    /// Traces held undecided (`frugal_tail_buffered_traces`).
+    pub buffered_traces: IntGauge,
+    /// Bytes held undecided or decided and waiting to be sent (`frugal_tail_buffered_bytes`).
+    pub buffered_bytes: IntGauge,
+    /// Bytes in the spool (`frugal_tail_spool_bytes`).
+    pub spool_bytes: IntGauge,
+    /// Traces that entered the buffer (`frugal_tail_traces_received_total`).
+    pub traces_received: IntCounter,
+    /// Decisions by the policy that made them (`none`: paced) and outcome
+    /// (`frugal_tail_decisions_total`).
+    pub decisions: IntCounterVec,
+    /// Traces decided before their time, by reason: `buffer_full`, `trace_size`
+    /// (`frugal_tail_early_decisions_total`).
+    pub early_decisions: IntCounterVec,
+    /// Spans that arrived after their trace's decision (`frugal_tail_late_spans_total`).
+    pub late_spans: IntCounter,
+    /// Time from a trace's first span to its decision (`frugal_tail_decision_seconds`).
+    pub decision_seconds: Histogram,
+    /// How long after its trace's decision a late span arrived
+    /// (`frugal_tail_late_span_age_seconds`).
+    pub late_span_age: Histogram,
+}
+
+impl Stats {
+    /// Registers the tail sampler's metrics (once: a second call fails).
+    pub fn tail(&self) -> prometheus::Result<TailStats> {
+        let r = &self.registry;
+        let int_gauge = |name: &str, help: &str| -> prometheus::Result<IntGauge> {
+            let g = IntGauge::new(name, help)?;
+            r.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let int_counter = |name: &str, help: &str| -> prometheus::Result<IntCounter> {
+            let c = IntCounter::new(name, help)?;
+            r.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        let histogram = |name: &str, help: &str| -> prometheus::Result<Histogram> {
+            let buckets = vec![0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
+            let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))?;
+            r.register(Box::new(h.clone()))?;
+            Ok(h)
+        };
+        let early = counter(
+            r,
+            "frugal_tail_early_decisions_total",
+            "Traces decided before decision_wait, by reason: buffer_full (traces.tail.max_buffer), trace_size (max_trace_size).",
+            &["reason"],
+        )?;
+        for reason in ["buffer_full", "trace_size"] {
+            early.with_label_values(&[reason]);
+        }
+        Ok(TailStats {
+            buffered_traces: int_gauge(
+                "frugal_tail_buffered_traces",
+                "Traces the tail sampler holds undecided.",
+            )?,
+            buffered_bytes: int_gauge(
+                "frugal_tail_buffered_bytes",
+                "Bytes the tail sampler holds: undecided traces and decided ones waiting to be sent (traces.tail.max_buffer).",
+            )?,
+            spool_bytes: int_gauge(
+                "frugal_tail_spool_bytes",
+                "Bytes in the tail sampler's spool on disk.",
+            )?,
+            traces_received: int_counter(
+                "frugal_tail_traces_received_total",
+                "Traces that entered the tail sampler's buffer.",
+            )?,
+            decisions: counter(
+                r,
+                "frugal_tail_decisions_total",
+                "Whole-trace decisions, by the tail policy that made them (none: paced) and decision (kept, dropped).",
+                &["policy", "decision"],
+            )?,
+            early_decisions: early,
+            late_spans: int_counter(
+                "frugal_tail_late_spans_total",
+                "Spans that arrived after their trace was decided (they follow the decision).",
+            )?,
+            decision_seconds: histogram(
+                "frugal_tail_decision_seconds",
+                "Time from a trace's first span to its decision.",
+            )?,
+            late_span_age: histogram(
+                "frugal_tail_late_span_age_seconds",
+                "How long after its trace's decision a late span arrived.",
+            )?,
+        })
     }
 }
 

@@ -83,6 +83,8 @@ pub fn core(policy: Policy, clock: SharedClock) -> (Arc<Core>, Arc<FakeUpstream>
         clock,
         Arc::new(Stats::new().unwrap()),
     )
+    .unwrap()
+    .with_tail(Arc::new(crate::store::MemorySpool::default()))
     .unwrap();
     (Arc::new(core), upstream)
 }

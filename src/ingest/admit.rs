@@ -6,7 +6,7 @@ use super::{IngestError, Payload, record_drop};
 use crate::budget::controller::PacingState;
 use crate::core::Core;
 use crate::metering::Weight;
-use crate::model::{Class, DropReason, Unit};
+use crate::model::{Class, DropReason, Signal, Unit};
 use crate::policy::Policy;
 use crate::sampling::Account;
 use crate::sampling::memory::Remember;
@@ -89,19 +89,7 @@ pub fn admit<P: Payload>(core: &Core, mut req: P) -> Result<Option<Admitted<P>>,
     if signal.budget_unit() == Unit::Bytes {
         inc(&core.stats.received_bytes, &[sig], offered.units);
     }
-    for (class, w) in account.offered.iter() {
-        if !w.is_zero() {
-            core.ledger.offered(signal, class, *w);
-        }
-    }
-    for (reason, w) in account.dropped.iter() {
-        record_drop(core, signal, reason, *w, policy.shadow);
-    }
-    if !policy.shadow {
-        let offered = account.offered[Class::Priority].items;
-        let kept = account.kept[Class::Priority].items;
-        super::record_priority_drop(core, signal, offered.saturating_sub(kept));
-    }
+    count_decided(core, signal, &account, policy.shadow);
     if req.is_empty() {
         return Ok(None);
     }
@@ -114,8 +102,26 @@ pub fn admit<P: Payload>(core: &Core, mut req: P) -> Result<Option<Admitted<P>>,
     }))
 }
 
+/// Counts what `account` says was decided: offered per class, dropped per reason, and
+/// priority items dropped (the tail sampler counts its decisions here too).
+pub(crate) fn count_decided(core: &Core, signal: Signal, account: &Account, shadow: bool) {
+    for (class, w) in account.offered.iter() {
+        if !w.is_zero() {
+            core.ledger.offered(signal, class, *w);
+        }
+    }
+    for (reason, w) in account.dropped.iter() {
+        record_drop(core, signal, reason, *w, shadow);
+    }
+    if !shadow {
+        let offered = account.offered[Class::Priority].items;
+        let kept = account.kept[Class::Priority].items;
+        super::record_priority_drop(core, signal, offered.saturating_sub(kept));
+    }
+}
+
 /// Refuses a body of `len` bytes, as frugal would forward it, over `max`.
-fn within_size(len: usize, max: u64) -> Result<(), IngestError> {
+pub(crate) fn within_size(len: usize, max: u64) -> Result<(), IngestError> {
     if len as u64 > max {
         return Err(IngestError::TooLarge(format!(
             "the request is {} in the form frugal forwards (absent messages written out, kept \

@@ -4,8 +4,8 @@
 //! 1. [`admit`] — put the request in the form the backend measures, decide every item at
 //!    the current keep probabilities (the policy's classes, consistent sampling, the
 //!    trace memory), count what was offered per class and dropped per reason, and remove
-//!    the dropped items. The tail-sampling buffer will sit after this stage; series
-//!    admission will be part of it.
+//!    the dropped items. With `traces.tail`, spans go to the tail sampler instead
+//!    ([`crate::tail`]), which decides whole traces and then runs the next two stages.
 //! 2. [`reserve`] — hold to the per-second limit (non-priority items give way first) and
 //!    to the budget: the ledger reserves the request's billable units atomically against
 //!    the target (or the limit, for priority items with `keep_priority`).
@@ -14,7 +14,8 @@
 //!    when no attempt may have arrived), or unavailable (503 with `Retry-After`).
 //!
 //! A 2xx is answered only after upstream acknowledged the data, or when frugal dropped it
-//! by policy. In shadow mode every decision is counted but everything is forwarded.
+//! by policy, or (with `traces.tail`) when the spans are in the tail sampler's spool on
+//! disk. In shadow mode every decision is counted but everything is forwarded.
 
 mod admit;
 mod dispatch;
@@ -32,10 +33,11 @@ use crate::metering::Weight;
 use crate::model::{DropReason, Signal};
 use crate::stats::inc;
 pub use admit::{Admitted, admit};
+pub(crate) use admit::{count_decided, within_size};
 pub use dispatch::{Billing, dispatch};
 pub use inflight::{InFlight, Ticket};
 pub use payload::Payload;
-pub use reserve::{Reserved, reserve};
+pub use reserve::{Reserved, hold_budget, reserve};
 
 /// How a request arrived.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +48,8 @@ pub enum Transport {
     Grpc,
     /// `frugal simulate`.
     Simulated,
+    /// Released by the tail sampler (`traces.tail`), after the client was answered.
+    Tail,
 }
 
 impl Transport {
@@ -55,6 +59,7 @@ impl Transport {
             Transport::Http => "http",
             Transport::Grpc => "grpc",
             Transport::Simulated => "simulated",
+            Transport::Tail => "tail",
         }
     }
 }
@@ -136,12 +141,22 @@ pub enum IngestError {
     },
 }
 
-/// Handles one decoded request: [`admit`], [`reserve`], [`dispatch`].
+/// Handles one decoded request: [`admit`], [`reserve`], [`dispatch`]; spans go to the
+/// tail sampler instead when the policy has `traces.tail` ([`crate::tail::accept`]).
 pub async fn handle<P: Payload>(
     core: &Core,
     req: P,
     meta: RequestMeta,
 ) -> Result<Accepted, IngestError> {
+    // With tail sampling, spans wait for their trace's decision in the spool and the
+    // buffer; the client is answered once they are on disk.
+    let req = match &core.tail {
+        Some(tail) if !core.policy().shadow => match req.into_trace_request() {
+            Ok(traces) => return crate::tail::accept(core, tail, traces).await,
+            Err(req) => req,
+        },
+        _ => req,
+    };
     let Some(admitted) = admit(core, req)? else {
         return Ok(Accepted::default());
     };

@@ -65,6 +65,10 @@ pub trait Payload: Message + Default + Clone + Send + 'static {
     fn apply(&mut self, policy: &Policy, decisions: &[Self::Decision]);
     /// Keeps only the kept items of `class`.
     fn retain_class(&mut self, decisions: &[Self::Decision], class: Class);
+    /// The request as a trace export request, for the tail sampler (others: `Err(self)`).
+    fn into_trace_request(self) -> Result<ExportTraceServiceRequest, Self> {
+        Err(self)
+    }
     /// The trace IDs of the items in the request (spans only; others have none to follow).
     fn trace_ids(&self) -> Vec<[u8; 16]> {
         Vec::new()
@@ -119,6 +123,10 @@ impl Payload for ExportTraceServiceRequest {
 
     fn retain_class(&mut self, decisions: &[Self::Decision], class: Class) {
         sampling::traces::retain_class(self, decisions, class);
+    }
+
+    fn into_trace_request(self) -> Result<ExportTraceServiceRequest, Self> {
+        Ok(self)
     }
 
     fn trace_ids(&self) -> Vec<[u8; 16]> {

@@ -370,7 +370,6 @@ mod tests {
             &record(&tid),
         );
         assert_eq!(d.fate, Fate::Keep);
-        drop(s);
         // Pacing tightens to 50% before the spans arrive: they follow the trace's first
         // probability, so the log does not outlive its trace.
         let span = opentelemetry_proto::tonic::trace::v1::Span {

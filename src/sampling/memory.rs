@@ -10,39 +10,76 @@
 //! exactly. A trace whose spans a gate dropped (at the limit, over the rate) is noted as
 //! dropped.
 //!
-//! Bounded: entries older than [`TTL_SECONDS`] are forgotten, and past [`CAPACITY`] the
-//! oldest go first. Memory is about 40 bytes an entry (4 MB at capacity).
+//! With tail sampling (`traces.tail`) the memory is also the decision cache: each trace's
+//! whole-trace decision ([`TraceDecision`]) is kept for `decision_ttl`, so a span arriving
+//! after it (a late span) and the trace's logs get the same answer.
+//!
+//! Bounded: entries past their time are forgotten, and past the capacity the oldest go
+//! first. Sharded by trace ID, so requests do not contend on one lock. Memory is about
+//! 100 bytes an entry (10 MB for 100,000 traces).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use jiff::Timestamp;
-
-use crate::clock::seconds_between;
 
 /// How long a trace's probability is remembered.
 pub const TTL_SECONDS: f64 = 60.0;
 /// How many traces are remembered at most.
 pub const CAPACITY: usize = 100_000;
+/// Traces are spread over this many independently locked shards (by the trace ID's last
+/// byte, which is random in W3C trace IDs).
+const SHARDS: usize = 16;
 
 type Probabilities = super::ClassProbabilities;
 
+/// The tail sampler's decision about a whole trace, remembered so its late spans and its
+/// logs get the same answer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TraceDecision {
+    /// The probability the trace was kept at (0 when dropped): a late span is decided at
+    /// it, by the same consistent sampling, so it gets the trace's answer.
+    pub p: f64,
+    /// The tail policy that decided it (an index into `traces.tail.policies`).
+    pub by: Option<u16>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    p: Probabilities,
+    at: Timestamp,
+    expires: Timestamp,
+    decided: Option<TraceDecision>,
+}
+
 #[derive(Debug, Default)]
 struct Inner {
-    map: HashMap<[u8; 16], (Probabilities, Timestamp)>,
+    map: HashMap<[u8; 16], Entry>,
     order: VecDeque<([u8; 16], Timestamp)>,
 }
 
 /// The keep probabilities each recent trace was first judged at (zeros for a trace whose
-/// spans a gate dropped), for [`TTL_SECONDS`] and at most [`CAPACITY`] traces.
-#[derive(Debug, Default)]
+/// spans a gate dropped), for [`TTL_SECONDS`], and with tail sampling each trace's
+/// decision for longer (`traces.tail.decision_ttl`); at most a capacity of traces.
+#[derive(Debug)]
 pub struct TraceMemory {
-    inner: Mutex<Inner>,
+    shards: Vec<Mutex<Inner>>,
+    len: AtomicUsize,
+    capacity_per_shard: usize,
+    decision_ttl: Duration,
 }
 
-/// One request's view of the memory, holding its lock.
+impl Default for TraceMemory {
+    fn default() -> Self {
+        TraceMemory::new(CAPACITY, Duration::from_secs_f64(TTL_SECONDS))
+    }
+}
+
+/// One request's view of the memory.
 pub struct Session<'a> {
-    inner: std::sync::MutexGuard<'a, Inner>,
+    memory: &'a TraceMemory,
     now: Timestamp,
     /// What traces seen for the first time are remembered by.
     remember: Remember,
@@ -62,36 +99,95 @@ pub enum Remember {
     Never,
 }
 
+fn key(id: &[u8]) -> Option<[u8; 16]> {
+    <[u8; 16]>::try_from(id).ok()
+}
+
+fn later(t: Timestamp, d: Duration) -> Timestamp {
+    crate::clock::add(t, d)
+}
+
 impl TraceMemory {
-    /// Opens one request's session at `now`, first forgetting traces past the TTL or over
-    /// capacity; `remember` says which traces seen for the first time are noted.
-    pub fn session(&self, now: Timestamp, remember: Remember) -> Session<'_> {
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        // Forget what is too old, and what is over capacity.
-        while let Some(&(id, at)) = inner.order.front() {
-            if seconds_between(at, now) > TTL_SECONDS || inner.order.len() > CAPACITY {
-                inner.order.pop_front();
-                if inner.map.get(&id).is_some_and(|&(_, t)| t == at) {
-                    inner.map.remove(&id);
-                }
-            } else {
-                break;
-            }
+    /// A memory of at most `capacity` traces, remembering tail decisions for
+    /// `decision_ttl` (first judgements for [`TTL_SECONDS`]).
+    pub fn new(capacity: usize, decision_ttl: Duration) -> Self {
+        TraceMemory {
+            shards: (0..SHARDS).map(|_| Mutex::new(Inner::default())).collect(),
+            len: AtomicUsize::new(0),
+            capacity_per_shard: capacity.div_ceil(SHARDS).max(1),
+            decision_ttl,
         }
+    }
+
+    fn shard(&self, id: &[u8; 16]) -> std::sync::MutexGuard<'_, Inner> {
+        self.shards[id[15] as usize % SHARDS]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Opens one request's session at `now`; `remember` says which traces seen for the
+    /// first time are noted.
+    pub fn session(&self, now: Timestamp, remember: Remember) -> Session<'_> {
         Session {
-            inner,
+            memory: self,
             now,
             remember,
         }
     }
 
-    /// How many traces are held (expired ones go when the next session opens).
-    pub fn len(&self) -> usize {
-        self.inner
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+    fn insert(&self, id: &[u8; 16], e: Entry, now: Timestamp) {
+        let mut inner = self.shard(id);
+        // Forget what is too old, and what is over capacity.
+        while let Some(&(old, at)) = inner.order.front() {
+            let expired = inner
+                .map
+                .get(&old)
+                .is_none_or(|e| e.at != at || e.expires <= now);
+            if expired || inner.order.len() >= self.capacity_per_shard {
+                inner.order.pop_front();
+                if inner.map.get(&old).is_some_and(|e| e.at == at) {
+                    inner.map.remove(&old);
+                    self.len.fetch_sub(1, Ordering::Relaxed);
+                }
+            } else {
+                break;
+            }
+        }
+        if inner.map.insert(*id, e).is_none() {
+            self.len.fetch_add(1, Ordering::Relaxed);
+        }
+        inner.order.push_back((*id, e.at));
+    }
+
+    fn entry(&self, id: &[u8], now: Timestamp) -> Option<Entry> {
+        let k = key(id)?;
+        self.shard(&k)
             .map
-            .len()
+            .get(&k)
+            .filter(|e| e.expires > now)
+            .copied()
+    }
+
+    /// Notes the tail sampler's decision about trace `id`, for `decision_ttl`.
+    pub fn decide(&self, id: &[u8; 16], d: TraceDecision, now: Timestamp) {
+        let e = Entry {
+            p: Probabilities::new([d.p; 3]),
+            at: now,
+            expires: later(now, self.decision_ttl),
+            decided: Some(d),
+        };
+        self.insert(id, e, now);
+    }
+
+    /// The tail sampler's decision about trace `id`, if remembered, and when it was made.
+    pub fn decided(&self, id: &[u8], now: Timestamp) -> Option<(TraceDecision, Timestamp)> {
+        let e = self.entry(id, now)?;
+        Some((e.decided?, e.at))
+    }
+
+    /// How many traces are held (expired ones go as others arrive).
+    pub fn len(&self) -> usize {
+        self.len.load(Ordering::Relaxed)
     }
 
     /// Whether no trace is held.
@@ -101,20 +197,20 @@ impl TraceMemory {
 }
 
 impl Session<'_> {
-    /// The probabilities trace `id` was first judged at, if remembered.
+    /// The probabilities trace `id` was first judged at (or decided at), if remembered.
     pub fn get(&self, id: &[u8]) -> Option<Probabilities> {
-        let key = <[u8; 16]>::try_from(id).ok()?;
-        self.inner
-            .map
-            .get(&key)
-            .filter(|&&(_, at)| seconds_between(at, self.now) <= TTL_SECONDS)
-            .map(|&(p, _)| p)
+        self.memory.entry(id, self.now).map(|e| e.p)
     }
 
     /// Notes what trace `id` is judged at from now on (a gate dropped its spans: zeros).
     pub fn set(&mut self, id: &[u8; 16], p: Probabilities) {
-        self.inner.map.insert(*id, (p, self.now));
-        self.inner.order.push_back((*id, self.now));
+        let e = Entry {
+            p,
+            at: self.now,
+            expires: later(self.now, Duration::from_secs_f64(TTL_SECONDS)),
+            decided: None,
+        };
+        self.memory.insert(id, e, self.now);
     }
 
     /// The probabilities trace `id` is judged at: those it was first judged at, or
@@ -125,14 +221,14 @@ impl Session<'_> {
             Remember::Logs => by_log,
             Remember::Never => false,
         };
-        if !remember && self.inner.map.is_empty() {
+        if !remember && self.memory.is_empty() {
             return *current;
         }
         if let Some(p) = self.get(id) {
             return p;
         }
-        if remember && let Ok(key) = <[u8; 16]>::try_from(id) {
-            self.set(&key, *current);
+        if remember && let Some(k) = key(id) {
+            self.set(&k, *current);
         }
         *current
     }
@@ -204,7 +300,6 @@ mod tests {
                 s.judge(&id, &PerClass::new([1.0, 0.5, 0.5]), false);
             }
         }
-        drop(m.session(t0, Remember::Always));
-        assert!(m.len() <= CAPACITY + 1, "{}", m.len());
+        assert!(m.len() <= CAPACITY + SHARDS, "{}", m.len());
     }
 }

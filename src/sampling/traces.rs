@@ -120,6 +120,12 @@ pub fn decide(
         (Class::Priority, _) | (_, None) => probs[class],
         (_, Some(m)) => m.judge(&span.trace_id, probs, false)[class],
     };
+    decide_at(policy, class, p, span)
+}
+
+/// Decides one span of `class` at keep probability `p`, by its trace's randomness: the
+/// tail sampler's whole-trace decision, and a late span following it, come here too.
+pub fn decide_at(policy: &TracePolicy, class: Class, p: f64, span: &Span) -> SpanDecision {
     if p >= 1.0 {
         return SpanDecision::keep(class);
     }

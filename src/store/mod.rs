@@ -12,12 +12,18 @@
 //! [`SledSeriesStore`] (a tree in the same sled database, from
 //! [`SledStore::series_store`]) and [`MemorySeriesStore`], with a conformance suite of
 //! its own.
+//!
+//! The third, [`Spool`] (`spool.rs`), holds the tail sampler's acknowledged spans until
+//! their traces are done: [`FileSpool`] (segment files in `<data_dir>/tail-spool`) and
+//! [`MemorySpool`], with a conformance suite.
 
 mod memory;
 pub mod series;
 mod series_memory;
 mod series_sled;
 mod sled_store;
+pub mod spool;
+mod spool_file;
 
 use std::collections::BTreeMap;
 
@@ -26,6 +32,7 @@ pub use series::{SeriesBatch, SeriesStore};
 pub use series_memory::MemorySeriesStore;
 pub use series_sled::SledSeriesStore;
 pub use sled_store::SledStore;
+pub use spool::{FileSpool, MemorySpool, RecordId, Spool, SpoolError};
 
 /// Counter name -> value, for one period.
 pub type Counters = BTreeMap<String, u64>;

@@ -1,4 +1,789 @@
-//! Tail sampling: whole traces held until they can be judged, then kept or dropped.
-//! `policies.rs` judges a trace by `traces.tail.policies`.
+//! Tail sampling (`traces.tail`): whole-trace decisions, byte-bounded and durable.
+//!
+//! A trace request goes through [`accept`] instead of the admit stage: span rules drop
+//! what they drop, the rest is split by trace ID into encoded fragments, written to the
+//! [`Spool`] (the client hears 2xx once it is on disk) and held in the [`Buffer`]. The
+//! release loop ([`Tail::tick`], spawned by `app.rs`, driven by the simulator on its
+//! clock) takes the traces due, decides each whole ([`Tail::decide`]: the tail policies
+//! of [`policies`], then the class's keep probability for what no keep policy took, by
+//! the same consistent sampling as head sampling, so the `th` written is the effective
+//! one), counts what was offered and dropped at that moment, and queues what is kept.
+//! The sender ([`Tail::send_ready`]) then runs the usual reserve and dispatch stages:
+//! waiting on the per-second limit rather than dropping by it, with buffered priority
+//! bytes set aside in the budget; what upstream cannot take now waits for the next turn.
+//! A spool record is released once every trace in it is done (acknowledged, refused by
+//! upstream, or dropped), so after a crash the rest is replayed ([`Tail::replay`]).
+//!
+//! Each decision is remembered in the trace memory for `decision_ttl`: a span arriving
+//! later (a late span) and the trace's logs get the same answer.
+//!
+//! Bounded: `max_buffer` holds the bytes buffered plus those decided and waiting to be
+//! sent; near it the traces due soonest are decided early; when what waits to be sent
+//! alone fills it (upstream slower than the clients), clients get 503 with `Retry-After`.
+//! A trace past `max_trace_size` is decided at once and its later spans follow.
 
+pub mod buffer;
 pub mod policies;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use jiff::Timestamp;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use prost::Message;
+
+use crate::budget::controller::PacingState;
+use crate::core::Core;
+use crate::ingest::{
+    Accepted, Admitted, IngestError, Payload, RequestMeta, Transport, count_decided, dispatch,
+    hold_budget, within_size,
+};
+use crate::metering::{Weight, tempo};
+use crate::model::{Class, DropReason, Signal};
+use crate::policy::{Policy, TailPolicy};
+use crate::sampling::memory::TraceDecision;
+use crate::sampling::traces::{SpanDecision, classify, decide_at};
+use crate::sampling::{Account, ClassProbabilities, Fate, rules};
+use crate::stats::{Stats, TailStats, inc};
+use crate::store::{RecordId, Spool, SpoolError};
+pub use buffer::{Arrival, Buffer, Early, Pending, Timing};
+use policies::{Limiters, SpanRef, TailOutcome, TraceView};
+
+/// Decided traces are sent in requests of about this many bytes.
+const BATCH_BYTES: usize = 2 * 1024 * 1024;
+/// How often the release loop looks for traces due (sooner when a request brings one).
+pub const TICK: Duration = Duration::from_millis(200);
+
+/// Decided traces waiting to be sent.
+struct Ready {
+    req: ExportTraceServiceRequest,
+    decisions: Vec<SpanDecision>,
+    account: Account,
+    kept: Weight,
+    /// The spool records of its traces, once per trace.
+    records: Vec<RecordId>,
+    bytes: u64,
+}
+
+/// The tail sampler: the buffer, the spool, the policies' limiters, and what waits to be
+/// sent.
+pub struct Tail {
+    settings: TailPolicy,
+    buffer: Buffer,
+    spool: Arc<dyn Spool>,
+    limiters: Limiters,
+    /// Per spool record, how many of its traces are not done.
+    refs: Mutex<HashMap<RecordId, u32>>,
+    ready: Mutex<VecDeque<Ready>>,
+    ready_bytes: AtomicU64,
+    sending: tokio::sync::Mutex<()>,
+    /// Wakes the release loop when a request brings a trace due at once.
+    pub wake: tokio::sync::Notify,
+    /// Wakes requests waiting for room when decided traces leave.
+    freed: tokio::sync::Notify,
+    stats: TailStats,
+}
+
+/// A trace's spans of one request, being gathered.
+struct Group {
+    id: [u8; 16],
+    req: ExportTraceServiceRequest,
+    last: Option<(usize, usize)>,
+    root: bool,
+    priority: bool,
+    spans: u64,
+}
+
+impl Group {
+    fn push(&mut self, at: (usize, usize), rs: &ResourceSpans, ss: &ScopeSpans, span: Span) {
+        if self.last.map(|l| l.0) != Some(at.0) {
+            self.req.resource_spans.push(ResourceSpans {
+                resource: rs.resource.clone(),
+                scope_spans: Vec::new(),
+                schema_url: rs.schema_url.clone(),
+            });
+        }
+        let Some(r) = self.req.resource_spans.last_mut() else {
+            return;
+        };
+        if self.last != Some(at) {
+            r.scope_spans.push(ScopeSpans {
+                scope: ss.scope.clone(),
+                spans: Vec::new(),
+                schema_url: ss.schema_url.clone(),
+            });
+        }
+        if let Some(s) = r.scope_spans.last_mut() {
+            s.spans.push(span);
+        }
+        self.last = Some(at);
+        self.spans += 1;
+    }
+}
+
+fn key(id: &[u8]) -> Option<[u8; 16]> {
+    <[u8; 16]>::try_from(id).ok()
+}
+
+fn spans(req: &ExportTraceServiceRequest) -> impl Iterator<Item = SpanRef<'_>> {
+    req.resource_spans.iter().flat_map(|rs| {
+        rs.scope_spans.iter().flat_map(move |ss| {
+            ss.spans.iter().map(move |span| SpanRef {
+                resource: rs.resource.as_ref(),
+                span,
+            })
+        })
+    })
+}
+
+/// The class span rules put a whole trace in: priority if any span is, else normal if
+/// any is, else bulk.
+fn rule_class(policy: &Policy, req: &ExportTraceServiceRequest) -> Class {
+    let mut class = Class::Bulk;
+    for rs in &req.resource_spans {
+        let resource = rs.resource.as_ref();
+        let service = rules::service_name(resource);
+        for span in rs.scope_spans.iter().flat_map(|ss| &ss.spans) {
+            if let Ok(c) = classify(&policy.traces, resource, service, span) {
+                class = class.min(c);
+            }
+        }
+    }
+    class
+}
+
+/// A trace's decision: its class, the probability it is kept at (0: dropped by a
+/// policy), and the policy that decided it.
+#[derive(Debug, Clone, Copy)]
+struct TraceVerdict {
+    class: Class,
+    p: f64,
+    by: Option<u16>,
+    dropped_by_policy: bool,
+}
+
+/// Decides one whole trace: a pure function of the policy, the keep probabilities, the
+/// trace and the limiters' state at `now`.
+fn verdict(
+    policy: &Policy,
+    tail: &TailPolicy,
+    limiters: &Limiters,
+    probs: &ClassProbabilities,
+    trace: &ExportTraceServiceRequest,
+    bytes: u64,
+    now: Timestamp,
+) -> TraceVerdict {
+    let ruled = rule_class(policy, trace);
+    let view = TraceView {
+        spans: spans(trace).collect(),
+        bytes,
+    };
+    let v = policies::evaluate(tail, limiters, &view, now);
+    let by = v.by.and_then(|i| u16::try_from(i).ok());
+    match v.outcome {
+        TailOutcome::Drop => TraceVerdict {
+            class: ruled,
+            p: 0.0,
+            by,
+            dropped_by_policy: true,
+        },
+        TailOutcome::Keep => {
+            let class = ruled.min(v.class);
+            // Caps (rate, bytes, probabilistic, composite, or a probabilistic inside a
+            // combinator) multiply with the pacing probability; other keeps are whole.
+            let cap = v.cap < 1.0
+                || v.by
+                    .and_then(|i| tail.policies.get(i))
+                    .is_some_and(|r| r.kind.is_cap());
+            TraceVerdict {
+                class,
+                p: if cap {
+                    (v.cap * probs[class]).clamp(0.0, 1.0)
+                } else {
+                    1.0
+                },
+                by,
+                dropped_by_policy: false,
+            }
+        }
+        TailOutcome::NoMatch => TraceVerdict {
+            class: ruled,
+            p: probs[ruled],
+            by: None,
+            dropped_by_policy: false,
+        },
+    }
+}
+
+/// Splits a spool record into its traces' fragments.
+fn fragments(mut record: Bytes) -> Option<Vec<([u8; 16], Bytes)>> {
+    let mut out = Vec::new();
+    while record.has_remaining() {
+        if record.remaining() < 20 {
+            return None;
+        }
+        let id = key(&record.split_to(16))?;
+        let len = record.get_u32_le() as usize;
+        if record.remaining() < len {
+            return None;
+        }
+        out.push((id, record.split_to(len)));
+    }
+    Some(out)
+}
+
+/// A batch of decided traces being put together.
+#[derive(Default)]
+struct Batch {
+    req: ExportTraceServiceRequest,
+    decisions: Vec<SpanDecision>,
+    account: Account,
+    kept_records: Vec<RecordId>,
+    dropped_records: Vec<RecordId>,
+    bytes: usize,
+}
+
+impl Tail {
+    /// A tail sampler with `settings`, on `spool`, its metrics registered in `stats`.
+    pub fn new(
+        settings: TailPolicy,
+        spool: Arc<dyn Spool>,
+        stats: &Stats,
+    ) -> prometheus::Result<Tail> {
+        let limiters = Limiters::new(&settings);
+        Ok(Tail {
+            settings,
+            buffer: Buffer::default(),
+            spool,
+            limiters,
+            refs: Mutex::new(HashMap::new()),
+            ready: Mutex::new(VecDeque::new()),
+            ready_bytes: AtomicU64::new(0),
+            sending: tokio::sync::Mutex::new(()),
+            wake: tokio::sync::Notify::new(),
+            freed: tokio::sync::Notify::new(),
+            stats: stats.tail()?,
+        })
+    }
+
+    /// The settings it runs with (a restart applies new ones).
+    pub fn settings(&self) -> &TailPolicy {
+        &self.settings
+    }
+
+    fn timing(&self) -> Timing {
+        Timing {
+            wait: self.settings.decision_wait,
+            root_grace: self.settings.root_grace,
+            max_trace_size: self.settings.max_trace_size,
+        }
+    }
+
+    /// Bytes held: buffered, and decided but not yet sent.
+    pub fn held_bytes(&self) -> u64 {
+        self.buffer.bytes() + self.ready_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Traces buffered, undecided.
+    pub fn buffered_traces(&self) -> u64 {
+        self.buffer.traces()
+    }
+
+    fn gauges(&self) {
+        let s = &self.stats;
+        s.buffered_traces
+            .set(i64::try_from(self.buffer.traces()).unwrap_or(i64::MAX));
+        s.buffered_bytes
+            .set(i64::try_from(self.held_bytes()).unwrap_or(i64::MAX));
+        s.spool_bytes
+            .set(i64::try_from(self.spool.bytes()).unwrap_or(i64::MAX));
+    }
+
+    fn lock_refs(&self) -> std::sync::MutexGuard<'_, HashMap<RecordId, u32>> {
+        self.refs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_ready(&self) -> std::sync::MutexGuard<'_, VecDeque<Ready>> {
+        self.ready.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// One trace of each record in `records` is done; records with none left go.
+    fn unref(&self, records: &[RecordId]) {
+        let mut refs = self.lock_refs();
+        for id in records {
+            if let Some(n) = refs.get_mut(id) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    refs.remove(id);
+                    self.spool.release(*id);
+                }
+            }
+        }
+    }
+
+    /// Puts a record's traces in the buffer at `now`; returns whether any is due at once.
+    fn hold(&self, core: &Core, id: RecordId, groups: Vec<Arrival>, now: Timestamp) -> bool {
+        self.lock_refs().insert(id, groups.len() as u32);
+        let timing = self.timing();
+        let mut due = false;
+        for a in groups {
+            let late = a.late;
+            let (new, due_now) = self.buffer.insert(a, id, now, timing);
+            if new && late.is_none() {
+                self.stats.traces_received.inc();
+            }
+            due |= due_now;
+        }
+        let _ = core;
+        due
+    }
+
+    /// Replays what the spool kept from before a restart into the buffer (before the
+    /// receivers start). Returns how many records were replayed.
+    pub fn replay(&self, core: &Core) -> usize {
+        let now = core.clock.now();
+        let policy = core.policy();
+        let records = self.spool.take_replay();
+        let n = records.len();
+        for (id, record) in records {
+            let Some(frags) = fragments(record) else {
+                tracing::error!(record = id, "unreadable tail-sampling spool record skipped");
+                self.spool.release(id);
+                continue;
+            };
+            let arrivals: Vec<Arrival> = frags
+                .into_iter()
+                .map(|(trace, fragment)| {
+                    let req =
+                        ExportTraceServiceRequest::decode(fragment.clone()).unwrap_or_default();
+                    Arrival {
+                        id: trace,
+                        has_root: spans(&req).any(|s| s.span.parent_span_id.is_empty()),
+                        priority: rule_class(&policy, &req) == Class::Priority,
+                        fragment,
+                        late: None,
+                    }
+                })
+                .collect();
+            if arrivals.is_empty() {
+                self.spool.release(id);
+                continue;
+            }
+            self.hold(core, id, arrivals, now);
+        }
+        self.gauges();
+        n
+    }
+
+    /// Decides the traces due now and sends what waits (the release loop's turn; the
+    /// simulator calls it on its clock).
+    pub async fn tick(&self, core: &Core) {
+        let now = core.clock.now();
+        let due = self.buffer.take_due(now);
+        if due.len() > 1000 {
+            crate::ingest::off_the_workers(|| self.decide(core, due, now));
+        } else {
+            self.decide(core, due, now);
+        }
+        self.send_ready(core).await;
+        self.gauges();
+    }
+
+    /// At shutdown: decides what is due, sends what it can within `within`, and makes
+    /// the spool's releases durable. Undecided traces stay in the spool for the next start.
+    pub async fn drain(&self, core: &Core, within: Duration) -> Result<(), SpoolError> {
+        let now = core.clock.now();
+        let due = self.buffer.take_due(now);
+        self.decide(core, due, now);
+        let sent = tokio::time::timeout(within, async {
+            loop {
+                let before = self.lock_ready().len();
+                if before == 0 {
+                    break;
+                }
+                self.send_ready(core).await;
+                if self.lock_ready().len() >= before {
+                    tokio::time::sleep(TICK).await;
+                }
+            }
+        })
+        .await;
+        if sent.is_err() {
+            tracing::warn!(
+                held_bytes = self.held_bytes(),
+                "tail sampler: not everything decided could be sent before the grace period ended; the spool keeps it for the next start"
+            );
+        }
+        self.gauges();
+        self.spool.sync().await
+    }
+
+    /// Decides `taken` whole at `now`, counts the decisions, and queues what is kept.
+    pub fn decide(&self, core: &Core, taken: Vec<([u8; 16], Pending)>, now: Timestamp) {
+        if taken.is_empty() {
+            return;
+        }
+        let policy = core.policy();
+        let pacing = core.pacing.load();
+        let traces = pacing.signal(Signal::Traces);
+        let probs = traces.probabilities;
+        let state = traces.state;
+        let mark = self.settings.mark_attribute.as_deref();
+        let mut batch = Batch::default();
+        for (id, pending) in taken {
+            let mut trace = ExportTraceServiceRequest::default();
+            for f in &pending.fragments {
+                match ExportTraceServiceRequest::decode(f.clone()) {
+                    Ok(r) => trace.resource_spans.extend(r.resource_spans),
+                    Err(e) => tracing::error!(error = %e, "unreadable buffered spans skipped"),
+                }
+            }
+            let v = match pending.late {
+                Some((d, _)) => TraceVerdict {
+                    class: rule_class(&policy, &trace),
+                    p: d.p,
+                    by: d.by,
+                    dropped_by_policy: false,
+                },
+                None => verdict(
+                    &policy,
+                    &self.settings,
+                    &self.limiters,
+                    &probs,
+                    &trace,
+                    pending.bytes,
+                    now,
+                ),
+            };
+            let mut decisions = Vec::new();
+            for s in spans(&trace) {
+                decisions.push(if v.dropped_by_policy {
+                    SpanDecision {
+                        class: Some(v.class),
+                        fate: Fate::Drop(DropReason::Rule),
+                        tracestate: None,
+                        adjusted_count: None,
+                    }
+                } else {
+                    decide_at(&policy.traces, v.class, v.p, s.span)
+                });
+            }
+            let kept = decisions.iter().any(|d| d.fate == Fate::Keep);
+            let name =
+                v.by.and_then(|i| self.settings.policies.get(usize::from(i)))
+                    .map(|r| r.name.as_str());
+            if pending.late.is_none() {
+                core.traces.decide(
+                    &id,
+                    TraceDecision {
+                        p: if kept { v.p } else { 0.0 },
+                        by: v.by,
+                    },
+                    now,
+                );
+                let outcome = if kept { "kept" } else { "dropped" };
+                inc(&self.stats.decisions, &[name.unwrap_or("none"), outcome], 1);
+                self.stats
+                    .decision_seconds
+                    .observe(crate::clock::seconds_between(pending.first_seen, now).max(0.0));
+                if let Some(e) = pending.early {
+                    inc(&self.stats.early_decisions, &[e.as_str()], 1);
+                }
+            }
+            if kept && let (Some(key), Some(name)) = (mark, name) {
+                for rs in &mut trace.resource_spans {
+                    for span in rs.scope_spans.iter_mut().flat_map(|ss| &mut ss.spans) {
+                        crate::sampling::set_attribute(
+                            &mut span.attributes,
+                            key,
+                            any_value::Value::StringValue(name.to_string()),
+                        );
+                    }
+                }
+            }
+            for (s, d) in spans(&trace).zip(&decisions) {
+                let w = Weight {
+                    items: 1,
+                    units: tempo::span_share(s.span),
+                };
+                batch
+                    .account
+                    .record(d.class, &d.fate, w, d.tracestate.is_some());
+            }
+            batch.account.modified = true;
+            if kept {
+                batch.kept_records.extend(&pending.records);
+            } else {
+                batch.dropped_records.extend(&pending.records);
+            }
+            batch.bytes += pending.bytes as usize;
+            batch.req.resource_spans.extend(trace.resource_spans);
+            batch.decisions.extend(decisions);
+            if batch.bytes >= BATCH_BYTES {
+                self.queue(core, &policy, std::mem::take(&mut batch), state);
+            }
+        }
+        self.queue(core, &policy, batch, state);
+    }
+
+    /// Counts a batch's decisions and queues what is kept for the sender.
+    fn queue(&self, core: &Core, policy: &Arc<Policy>, mut b: Batch, state: PacingState) {
+        if b.decisions.is_empty() {
+            return;
+        }
+        let (offered, _) = b.req.weigh_encoded();
+        b.account.scale_units_to(offered.units);
+        if matches!(state, PacingState::Stopped | PacingState::PriorityOnly) {
+            let sampled = std::mem::take(&mut b.account.dropped[DropReason::Sampled]);
+            b.account.dropped[DropReason::AtLimit].add(sampled);
+        }
+        count_decided(core, Signal::Traces, &b.account, false);
+        b.req.apply(policy, &b.decisions);
+        self.unref(&b.dropped_records);
+        if b.req.is_empty() {
+            return;
+        }
+        let (kept, len) = b.req.weigh_encoded();
+        self.ready_bytes.fetch_add(len as u64, Ordering::Relaxed);
+        self.lock_ready().push_back(Ready {
+            req: b.req,
+            decisions: b.decisions,
+            account: b.account,
+            kept,
+            records: b.kept_records,
+            bytes: len as u64,
+        });
+    }
+
+    fn done(&self, r: &Ready) {
+        self.ready_bytes.fetch_sub(r.bytes, Ordering::Relaxed);
+        self.unref(&r.records);
+        self.freed.notify_waiters();
+    }
+
+    /// Sends decided traces in order: each waits for the per-second limit (and stops the
+    /// turn when it must wait), reserves the budget with buffered priority bytes set
+    /// aside, and is dispatched; what upstream cannot take now waits for the next turn.
+    pub async fn send_ready(&self, core: &Core) {
+        let _one = self.sending.lock().await;
+        loop {
+            let Some(r) = self.lock_ready().pop_front() else {
+                break;
+            };
+            if let Some(gate) = &core.rate_gates[Signal::Traces]
+                && gate.try_take(r.kept.units).is_err()
+            {
+                self.lock_ready().push_front(r);
+                break;
+            }
+            let attempt = Admitted {
+                req: r.req.clone(),
+                decisions: r.decisions.clone(),
+                account: r.account.clone(),
+                kept: r.kept,
+                policy: core.policy(),
+            };
+            let Some(reserved) = hold_budget(core, attempt, self.buffer.priority_bytes()) else {
+                // Past the budget: dropped and counted there.
+                self.done(&r);
+                continue;
+            };
+            match dispatch(core, reserved, RequestMeta::new(Transport::Tail)).await {
+                Ok(_) => self.done(&r),
+                Err(IngestError::Unavailable { message, .. }) => {
+                    tracing::debug!(%message, "upstream cannot take decided traces now; next turn");
+                    self.lock_ready().push_front(r);
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "upstream refused decided traces; they are dropped");
+                    self.done(&r);
+                }
+            }
+        }
+    }
+}
+
+/// How long a request waits for decided traces to leave when the buffer is full.
+const ROOM_WAIT: Duration = Duration::from_secs(2);
+
+/// Makes room for `incoming` bytes under `max_buffer`: decides the traces due soonest
+/// early, then waits (up to [`ROOM_WAIT`]) for the sender to take decided ones; 503 when
+/// they still fill it (upstream slower than the clients).
+async fn make_room(core: &Core, tail: &Tail, incoming: u64) -> Result<(), IngestError> {
+    let max = tail.settings.max_buffer;
+    if incoming > max {
+        return Err(IngestError::TooLarge(format!(
+            "the request's spans take {}, more than traces.tail.max_buffer ({}): send smaller batches",
+            crate::units::format_size(incoming),
+            crate::units::format_size(max)
+        )));
+    }
+    let began = core.clock.now();
+    loop {
+        let freed = tail.freed.notified();
+        tokio::pin!(freed);
+        freed.as_mut().enable();
+        let held = tail.held_bytes();
+        if held + incoming <= max {
+            return Ok(());
+        }
+        let taken = tail
+            .buffer
+            .take_soonest(held + incoming - max, Early::BufferFull);
+        if !taken.is_empty() {
+            tail.decide(core, taken, core.clock.now());
+            if tail.held_bytes() + incoming <= max {
+                return Ok(());
+            }
+        }
+        tail.wake.notify_one();
+        let waited = crate::clock::seconds_between(began, core.clock.now()).max(0.0);
+        let left = ROOM_WAIT.saturating_sub(Duration::from_secs_f64(waited));
+        if tokio::time::timeout(left, freed).await.is_err() {
+            tail.gauges();
+            return Err(IngestError::Unavailable {
+                retry_after: Duration::from_secs(1),
+                message: format!(
+                    "the tail sampler holds {} of traces.tail.max_buffer ({}) waiting for upstream; retry",
+                    crate::units::format_size(tail.held_bytes()),
+                    crate::units::format_size(max)
+                ),
+            });
+        }
+    }
+}
+
+/// Takes a trace request for tail sampling: span rules first, then the spans go to the
+/// spool and the buffer by trace. Answered once they are on disk; 503 with `Retry-After`
+/// when the buffer is full of decided traces upstream has not taken yet, or the spool
+/// cannot write.
+pub async fn accept(
+    core: &Core,
+    tail: &Tail,
+    mut req: ExportTraceServiceRequest,
+) -> Result<Accepted, IngestError> {
+    let policy = core.policy();
+    req.prune();
+    if req.is_empty() {
+        return Ok(Accepted::default());
+    }
+    req.canonicalize();
+    let (offered, len) = req.weigh_encoded();
+    within_size(len, policy.ingest.max_request_bytes)?;
+    let sig = [Signal::Traces.as_str()];
+    inc(&core.stats.received_items, &sig, offered.items);
+    inc(&core.stats.received_bytes, &sig, offered.units);
+
+    // Span rules (and `sampling.priority`) first: what they drop never waits.
+    let mut dropped = Account::default();
+    let mut index: HashMap<[u8; 16], usize> = HashMap::new();
+    let mut groups: Vec<Group> = Vec::new();
+    for (ri, mut rs) in std::mem::take(&mut req.resource_spans)
+        .into_iter()
+        .enumerate()
+    {
+        let scopes = std::mem::take(&mut rs.scope_spans);
+        let service = rules::service_name(rs.resource.as_ref()).to_string();
+        for (si, mut ss) in scopes.into_iter().enumerate() {
+            for span in std::mem::take(&mut ss.spans) {
+                let class = match classify(&policy.traces, rs.resource.as_ref(), &service, &span) {
+                    Ok(c) => c,
+                    Err(reason) => {
+                        let w = Weight {
+                            items: 1,
+                            units: tempo::span_share(&span),
+                        };
+                        dropped.drop(reason, w);
+                        continue;
+                    }
+                };
+                let Some(id) = key(&span.trace_id) else {
+                    continue;
+                };
+                let at = *index.entry(id).or_insert_with(|| {
+                    groups.push(Group {
+                        id,
+                        req: ExportTraceServiceRequest::default(),
+                        last: None,
+                        root: false,
+                        priority: false,
+                        spans: 0,
+                    });
+                    groups.len() - 1
+                });
+                let g = &mut groups[at];
+                g.root |= span.parent_span_id.is_empty();
+                g.priority |= class == Class::Priority;
+                g.push((ri, si), &rs, &ss, span);
+            }
+        }
+    }
+    count_decided(core, Signal::Traces, &dropped, false);
+    if groups.is_empty() {
+        return Ok(Accepted::default());
+    }
+
+    // One spool record: each trace's fragment after its ID and length.
+    let total: usize = groups.iter().map(|g| 20 + g.req.encoded_len()).sum();
+    let mut buf = Vec::with_capacity(total);
+    let mut bounds = Vec::with_capacity(groups.len());
+    for g in &groups {
+        buf.extend_from_slice(&g.id);
+        buf.extend_from_slice(&(g.req.encoded_len() as u32).to_le_bytes());
+        let start = buf.len();
+        g.req.encode_raw(&mut buf);
+        bounds.push(start..buf.len());
+    }
+    let record = Bytes::from(buf);
+    let incoming = record.len() as u64;
+
+    make_room(core, tail, incoming).await?;
+
+    let id = match tail.spool.append(record.clone()).await {
+        Ok(id) => id,
+        Err(e) => {
+            tracing::error!(error = %e, "tail sampling: spans not accepted");
+            return Err(IngestError::Unavailable {
+                retry_after: Duration::from_secs(5),
+                message: format!("{e}; retry"),
+            });
+        }
+    };
+    let now = core.clock.now();
+    let mut late_spans = 0u64;
+    let arrivals: Vec<Arrival> = groups
+        .iter()
+        .zip(bounds)
+        .map(|(g, range)| {
+            let late = core.traces.decided(&g.id, now);
+            if let Some((_, at)) = late {
+                late_spans += g.spans;
+                tail.stats
+                    .late_span_age
+                    .observe(crate::clock::seconds_between(at, now).max(0.0));
+            }
+            Arrival {
+                id: g.id,
+                fragment: record.slice(range),
+                has_root: g.root,
+                priority: g.priority,
+                late,
+            }
+        })
+        .collect();
+    tail.stats.late_spans.inc_by(late_spans);
+    if tail.hold(core, id, arrivals, now) {
+        tail.wake.notify_one();
+    }
+    tail.gauges();
+    Ok(Accepted::default())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,362 @@
+//! The trace buffer: each trace's spans, as encoded fragments, until its decision.
+//!
+//! Sharded by trace ID (each shard its own lock); each shard keeps its traces in a map
+//! and a heap of due times. A trace is due `decision_wait` after its first span, or
+//! `root_grace` after its root span arrived if that is sooner, or at once when it is over
+//! `max_trace_size` or follows a decision already made (late spans). Bytes are counted as
+//! the fragments' encoded sizes; the bound itself (`max_buffer`) is held by the caller,
+//! which takes the soonest-due traces early ([`Buffer::take_soonest`]) when it is near.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use jiff::Timestamp;
+
+use crate::sampling::memory::TraceDecision;
+use crate::store::RecordId;
+
+const SHARDS: usize = 16;
+
+/// Why a trace was decided before its time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Early {
+    /// The buffer was at `max_buffer`.
+    BufferFull,
+    /// The trace passed `max_trace_size`.
+    TraceSize,
+}
+
+impl Early {
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Early::BufferFull => "buffer_full",
+            Early::TraceSize => "trace_size",
+        }
+    }
+}
+
+/// One trace's spans, waiting.
+#[derive(Debug)]
+pub struct Pending {
+    /// Encoded `ExportTraceServiceRequest`s, each this trace's spans of one request.
+    pub fragments: Vec<Bytes>,
+    /// Their encoded bytes.
+    pub bytes: u64,
+    /// When its first span arrived.
+    pub first_seen: Timestamp,
+    /// When it is decided.
+    pub due: Timestamp,
+    /// The spool records holding its spans (one per request; may repeat across traces).
+    pub records: Vec<RecordId>,
+    /// Whether a span rule put one of its spans in the priority class.
+    pub priority: bool,
+    /// The decision its trace already had, and when it was made (late spans).
+    pub late: Option<(TraceDecision, Timestamp)>,
+    /// Why it was decided early, if it was.
+    pub early: Option<Early>,
+}
+
+/// What one request brings to one trace.
+#[derive(Debug)]
+pub struct Arrival {
+    /// The trace.
+    pub id: [u8; 16],
+    /// Its spans of this request, encoded.
+    pub fragment: Bytes,
+    /// Whether the root span (no parent) is among them.
+    pub has_root: bool,
+    /// Whether a span rule put one of them in the priority class.
+    pub priority: bool,
+    /// The trace's decision, if it was decided before.
+    pub late: Option<(TraceDecision, Timestamp)>,
+}
+
+/// How a trace is timed.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// `traces.tail.decision_wait`.
+    pub wait: Duration,
+    /// `traces.tail.root_grace`.
+    pub root_grace: Duration,
+    /// `traces.tail.max_trace_size`.
+    pub max_trace_size: u64,
+}
+
+#[derive(Default)]
+struct Shard {
+    map: HashMap<[u8; 16], Pending>,
+    due: BinaryHeap<Reverse<(Timestamp, [u8; 16])>>,
+}
+
+/// Traces waiting for their decision.
+pub struct Buffer {
+    shards: Vec<Mutex<Shard>>,
+    bytes: AtomicU64,
+    priority_bytes: AtomicU64,
+    traces: AtomicI64,
+}
+
+impl Default for Buffer {
+    fn default() -> Self {
+        Buffer {
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            bytes: AtomicU64::new(0),
+            priority_bytes: AtomicU64::new(0),
+            traces: AtomicI64::new(0),
+        }
+    }
+}
+
+impl Buffer {
+    fn shard(&self, id: &[u8; 16]) -> std::sync::MutexGuard<'_, Shard> {
+        self.shards[id[15] as usize % SHARDS]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds `a` (from spool record `record`) at `now`. Returns whether the trace is new to
+    /// the buffer, and whether it is due at once.
+    pub fn insert(&self, a: Arrival, record: RecordId, now: Timestamp, t: Timing) -> (bool, bool) {
+        let len = a.fragment.len() as u64;
+        let mut shard = self.shard(&a.id);
+        let Shard { map, due } = &mut *shard;
+        let new = !map.contains_key(&a.id);
+        let p = map.entry(a.id).or_insert_with(|| Pending {
+            fragments: Vec::new(),
+            bytes: 0,
+            first_seen: now,
+            due: if a.late.is_some() {
+                now
+            } else {
+                crate::clock::add(now, t.wait)
+            },
+            records: Vec::new(),
+            priority: false,
+            late: a.late,
+            early: None,
+        });
+        if new {
+            due.push(Reverse((p.due, a.id)));
+        }
+        p.fragments.push(a.fragment);
+        p.bytes += len;
+        p.records.push(record);
+        if a.priority && !p.priority {
+            p.priority = true;
+            self.priority_bytes
+                .fetch_add(p.bytes - len, Ordering::Relaxed);
+        }
+        if p.priority {
+            self.priority_bytes.fetch_add(len, Ordering::Relaxed);
+        }
+        let mut sooner = None;
+        if a.has_root {
+            sooner = Some(crate::clock::add(now, t.root_grace));
+        }
+        if p.bytes > t.max_trace_size && p.early.is_none() && p.late.is_none() {
+            p.early = Some(Early::TraceSize);
+            sooner = Some(now);
+        }
+        if let Some(s) = sooner
+            && s < p.due
+        {
+            p.due = s;
+            due.push(Reverse((s, a.id)));
+        }
+        let due_now = p.due <= now;
+        drop(shard);
+        self.bytes.fetch_add(len, Ordering::Relaxed);
+        if new {
+            self.traces.fetch_add(1, Ordering::Relaxed);
+        }
+        (new, due_now)
+    }
+
+    fn remove(&self, p: &Pending) {
+        self.bytes.fetch_sub(p.bytes, Ordering::Relaxed);
+        if p.priority {
+            self.priority_bytes.fetch_sub(p.bytes, Ordering::Relaxed);
+        }
+        self.traces.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Takes every trace due at `now`.
+    pub fn take_due(&self, now: Timestamp) -> Vec<([u8; 16], Pending)> {
+        let mut out = Vec::new();
+        for shard in &self.shards {
+            let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+            let Shard { map, due } = &mut *shard;
+            while let Some(Reverse((at, id))) = due.peek().copied() {
+                if at > now {
+                    break;
+                }
+                due.pop();
+                // A trace due sooner than first planned has two entries: the first taken
+                // wins, the other finds it gone.
+                if map.get(&id).is_some_and(|p| p.due == at)
+                    && let Some(p) = map.remove(&id)
+                {
+                    out.push((id, p));
+                }
+            }
+        }
+        for (_, p) in &out {
+            self.remove(p);
+        }
+        out
+    }
+
+    /// Takes the traces due soonest (about the oldest), shard by shard, until `want` bytes
+    /// are taken or none is left; each is marked decided early for `reason`.
+    pub fn take_soonest(&self, want: u64, reason: Early) -> Vec<([u8; 16], Pending)> {
+        let mut out = Vec::new();
+        let mut taken = 0u64;
+        while taken < want {
+            let mut any = false;
+            for shard in &self.shards {
+                let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+                let Shard { map, due } = &mut *shard;
+                while let Some(Reverse((at, id))) = due.pop() {
+                    if map.get(&id).is_some_and(|p| p.due == at)
+                        && let Some(mut p) = map.remove(&id)
+                    {
+                        taken += p.bytes;
+                        p.early.get_or_insert(reason);
+                        out.push((id, p));
+                        any = true;
+                        break;
+                    }
+                }
+                if taken >= want {
+                    break;
+                }
+            }
+            if !any {
+                break;
+            }
+        }
+        for (_, p) in &out {
+            self.remove(p);
+        }
+        out
+    }
+
+    /// Bytes of the traces held.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of the traces held with a priority span (set aside in the budget).
+    pub fn priority_bytes(&self) -> u64 {
+        self.priority_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Traces held.
+    pub fn traces(&self) -> u64 {
+        self.traces.load(Ordering::Relaxed).max(0) as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: u64) -> Timestamp {
+        crate::clock::add(
+            "2026-12-01T00:00:00Z".parse().unwrap(),
+            Duration::from_millis(s),
+        )
+    }
+
+    const TIMING: Timing = Timing {
+        wait: Duration::from_secs(10),
+        root_grace: Duration::from_secs(1),
+        max_trace_size: 1000,
+    };
+
+    fn arrival(id: u8, len: usize, root: bool) -> Arrival {
+        Arrival {
+            id: [id; 16],
+            fragment: Bytes::from(vec![0u8; len]),
+            has_root: root,
+            priority: false,
+            late: None,
+        }
+    }
+
+    #[test]
+    fn a_trace_is_due_after_the_wait_or_soon_after_its_root() {
+        let b = Buffer::default();
+        assert_eq!(
+            b.insert(arrival(1, 10, false), 0, t(0), TIMING),
+            (true, false)
+        );
+        assert_eq!(
+            b.insert(arrival(2, 10, false), 0, t(0), TIMING),
+            (true, false)
+        );
+        assert_eq!(
+            b.insert(arrival(1, 10, false), 1, t(500), TIMING),
+            (false, false)
+        );
+        assert_eq!(b.traces(), 2);
+        assert_eq!(b.bytes(), 30);
+        // Trace 2's root arrives at 2 s: due at 3 s, not 10 s.
+        b.insert(arrival(2, 10, true), 1, t(2000), TIMING);
+        assert!(b.take_due(t(2999)).is_empty());
+        let due = b.take_due(t(3000));
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].0, [2; 16]);
+        assert_eq!(due[0].1.records, vec![0, 1]);
+        assert!(
+            b.take_due(t(9999)).is_empty(),
+            "its first due time is stale"
+        );
+        let due = b.take_due(t(10_000));
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].1.fragments.len(), 2);
+        assert_eq!((b.traces(), b.bytes()), (0, 0));
+    }
+
+    #[test]
+    fn a_trace_over_its_cap_is_due_at_once_and_the_soonest_go_first_under_pressure() {
+        let b = Buffer::default();
+        b.insert(arrival(1, 600, false), 0, t(0), TIMING);
+        assert_eq!(
+            b.insert(arrival(1, 600, false), 1, t(100), TIMING),
+            (false, true)
+        );
+        let due = b.take_due(t(100));
+        assert_eq!(due[0].1.early, Some(Early::TraceSize));
+        for i in 2..10u8 {
+            b.insert(arrival(i, 100, false), 0, t(u64::from(i) * 100), TIMING);
+        }
+        let taken = b.take_soonest(250, Early::BufferFull);
+        let ids: Vec<u8> = taken.iter().map(|(id, _)| id[0]).collect();
+        assert_eq!(ids, vec![2, 3, 4]);
+        assert!(
+            taken
+                .iter()
+                .all(|(_, p)| p.early == Some(Early::BufferFull))
+        );
+        assert_eq!(b.bytes(), 500);
+    }
+
+    #[test]
+    fn priority_bytes_are_counted_from_the_first_priority_span() {
+        let b = Buffer::default();
+        b.insert(arrival(1, 100, false), 0, t(0), TIMING);
+        let mut a = arrival(1, 50, false);
+        a.priority = true;
+        b.insert(a, 1, t(1), TIMING);
+        b.insert(arrival(1, 25, false), 2, t(2), TIMING);
+        assert_eq!(b.priority_bytes(), 175);
+        b.take_soonest(1, Early::BufferFull);
+        assert_eq!(b.priority_bytes(), 0);
+    }
+}
