@@ -28,6 +28,8 @@ use super::spool::{RecordId, Spool, SpoolError};
 
 /// A segment is closed (and a new one begun) past this size.
 pub const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+/// A segment with nothing live is closed (and deleted) past this size.
+pub const IDLE_ROLL_BYTES: u64 = 1024 * 1024;
 /// The most commands written together under one flush.
 const MAX_BATCH: usize = 4096;
 const HEADER: usize = 1 + 4 + 4 + 8;
@@ -317,7 +319,12 @@ impl Writer {
                 self.segments.remove(&seq);
             }
         }
-        if self.current_len >= SEGMENT_BYTES {
+        // A full segment is closed; so is a smaller one once nothing in it is live, so
+        // the disk is given back when the buffer empties.
+        let live_here = self.segments.get(&self.current_seq).map_or(0, |s| s.1);
+        if self.current_len >= SEGMENT_BYTES
+            || (live_here == 0 && self.current_len >= IDLE_ROLL_BYTES)
+        {
             self.roll();
         }
         let total = self.segments.values().map(|(len, _)| len).sum();
@@ -400,6 +407,23 @@ mod tests {
             vec![Bytes::from_static(b"one"), Bytes::from_static(b"two")]
         );
         assert_eq!(segments_in(dir.path()).unwrap().len(), 1, "compacted");
+    }
+
+    #[tokio::test]
+    async fn the_disk_is_given_back_once_everything_is_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = FileSpool::open(dir.path()).unwrap();
+        let body = Bytes::from(vec![1u8; 300 * 1024]);
+        let mut ids = Vec::new();
+        for _ in 0..5 {
+            ids.push(s.append(body.clone()).await.unwrap());
+        }
+        assert!(s.bytes() > 1024 * 1024);
+        for id in ids {
+            s.release(id);
+        }
+        s.sync().await.unwrap();
+        assert_eq!(s.bytes(), 0);
     }
 
     #[tokio::test]

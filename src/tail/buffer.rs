@@ -13,11 +13,12 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
 use jiff::Timestamp;
 
 use crate::sampling::memory::TraceDecision;
 use crate::store::RecordId;
+
+use super::record::Part;
 
 const SHARDS: usize = 16;
 
@@ -43,15 +44,15 @@ impl Early {
 /// One trace's spans, waiting.
 #[derive(Debug)]
 pub struct Pending {
-    /// Encoded `ExportTraceServiceRequest`s, each this trace's spans of one request.
-    pub fragments: Vec<Bytes>,
-    /// Their encoded bytes.
+    /// Its spans, by request and envelope (slices of the requests' spool records).
+    pub parts: Vec<Part>,
+    /// What they are counted as (spans' bytes and shares of envelopes).
     pub bytes: u64,
     /// When its first span arrived.
     pub first_seen: Timestamp,
     /// When it is decided.
     pub due: Timestamp,
-    /// The spool records holding its spans (one per request; may repeat across traces).
+    /// The spool record of each part.
     pub records: Vec<RecordId>,
     /// Whether a span rule put one of its spans in the priority class.
     pub priority: bool,
@@ -66,8 +67,8 @@ pub struct Pending {
 pub struct Arrival {
     /// The trace.
     pub id: [u8; 16],
-    /// Its spans of this request, encoded.
-    pub fragment: Bytes,
+    /// Its spans of this request.
+    pub parts: Vec<Part>,
     /// Whether the root span (no parent) is among them.
     pub has_root: bool,
     /// Whether a span rule put one of them in the priority class.
@@ -122,12 +123,12 @@ impl Buffer {
     /// Adds `a` (from spool record `record`) at `now`. Returns whether the trace is new to
     /// the buffer, and whether it is due at once.
     pub fn insert(&self, a: Arrival, record: RecordId, now: Timestamp, t: Timing) -> (bool, bool) {
-        let len = a.fragment.len() as u64;
+        let len: u64 = a.parts.iter().map(|p| p.bytes).sum();
         let mut shard = self.shard(&a.id);
         let Shard { map, due } = &mut *shard;
         let new = !map.contains_key(&a.id);
         let p = map.entry(a.id).or_insert_with(|| Pending {
-            fragments: Vec::new(),
+            parts: Vec::new(),
             bytes: 0,
             first_seen: now,
             due: if a.late.is_some() {
@@ -143,9 +144,9 @@ impl Buffer {
         if new {
             due.push(Reverse((p.due, a.id)));
         }
-        p.fragments.push(a.fragment);
+        p.records.extend(std::iter::repeat_n(record, a.parts.len()));
+        p.parts.extend(a.parts);
         p.bytes += len;
-        p.records.push(record);
         if a.priority && !p.priority {
             p.priority = true;
             self.priority_bytes
@@ -280,9 +281,14 @@ mod tests {
     };
 
     fn arrival(id: u8, len: usize, root: bool) -> Arrival {
+        let spans = bytes::Bytes::from(vec![0u8; len]);
         Arrival {
             id: [id; 16],
-            fragment: Bytes::from(vec![0u8; len]),
+            parts: vec![Part {
+                envelope: bytes::Bytes::new(),
+                bytes: len as u64,
+                spans,
+            }],
             has_root: root,
             priority: false,
             late: None,
@@ -319,7 +325,7 @@ mod tests {
         );
         let due = b.take_due(t(10_000));
         assert_eq!(due.len(), 1);
-        assert_eq!(due[0].1.fragments.len(), 2);
+        assert_eq!(due[0].1.parts.len(), 2);
         assert_eq!((b.traces(), b.bytes()), (0, 0));
     }
 

@@ -24,18 +24,16 @@
 
 pub mod buffer;
 pub mod policies;
+pub mod record;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes};
 use jiff::Timestamp;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
-use prost::Message;
 
 use crate::budget::controller::PacingState;
 use crate::core::Core;
@@ -87,43 +85,6 @@ pub struct Tail {
     /// Wakes requests waiting for room when decided traces leave.
     freed: tokio::sync::Notify,
     stats: TailStats,
-}
-
-/// A trace's spans of one request, being gathered.
-struct Group {
-    id: [u8; 16],
-    req: ExportTraceServiceRequest,
-    last: Option<(usize, usize)>,
-    root: bool,
-    priority: bool,
-    spans: u64,
-}
-
-impl Group {
-    fn push(&mut self, at: (usize, usize), rs: &ResourceSpans, ss: &ScopeSpans, span: Span) {
-        if self.last.map(|l| l.0) != Some(at.0) {
-            self.req.resource_spans.push(ResourceSpans {
-                resource: rs.resource.clone(),
-                scope_spans: Vec::new(),
-                schema_url: rs.schema_url.clone(),
-            });
-        }
-        let Some(r) = self.req.resource_spans.last_mut() else {
-            return;
-        };
-        if self.last != Some(at) {
-            r.scope_spans.push(ScopeSpans {
-                scope: ss.scope.clone(),
-                spans: Vec::new(),
-                schema_url: ss.schema_url.clone(),
-            });
-        }
-        if let Some(s) = r.scope_spans.last_mut() {
-            s.spans.push(span);
-        }
-        self.last = Some(at);
-        self.spans += 1;
-    }
 }
 
 fn key(id: &[u8]) -> Option<[u8; 16]> {
@@ -220,23 +181,6 @@ fn verdict(
     }
 }
 
-/// Splits a spool record into its traces' fragments.
-fn fragments(mut record: Bytes) -> Option<Vec<([u8; 16], Bytes)>> {
-    let mut out = Vec::new();
-    while record.has_remaining() {
-        if record.remaining() < 20 {
-            return None;
-        }
-        let id = key(&record.split_to(16))?;
-        let len = record.get_u32_le() as usize;
-        if record.remaining() < len {
-            return None;
-        }
-        out.push((id, record.split_to(len)));
-    }
-    Some(out)
-}
-
 /// A batch of decided traces being put together.
 #[derive(Default)]
 struct Batch {
@@ -327,8 +271,10 @@ impl Tail {
     }
 
     /// Puts a record's traces in the buffer at `now`; returns whether any is due at once.
-    fn hold(&self, core: &Core, id: RecordId, groups: Vec<Arrival>, now: Timestamp) -> bool {
-        self.lock_refs().insert(id, groups.len() as u32);
+    fn hold(&self, id: RecordId, groups: Vec<Arrival>, now: Timestamp) -> bool {
+        let parts: usize = groups.iter().map(|a| a.parts.len()).sum();
+        self.lock_refs()
+            .insert(id, u32::try_from(parts).unwrap_or(u32::MAX));
         let timing = self.timing();
         let mut due = false;
         for a in groups {
@@ -339,7 +285,6 @@ impl Tail {
             }
             due |= due_now;
         }
-        let _ = core;
         due
     }
 
@@ -350,22 +295,24 @@ impl Tail {
         let policy = core.policy();
         let records = self.spool.take_replay();
         let n = records.len();
-        for (id, record) in records {
-            let Some(frags) = fragments(record) else {
+        for (id, bytes) in records {
+            let Some(record) = record::decode(bytes) else {
                 tracing::error!(record = id, "unreadable tail-sampling spool record skipped");
                 self.spool.release(id);
                 continue;
             };
-            let arrivals: Vec<Arrival> = frags
+            // The wait counts from when the spans were first accepted.
+            let seen = record.accepted_at.min(now);
+            let arrivals: Vec<Arrival> = record
+                .traces
                 .into_iter()
-                .map(|(trace, fragment)| {
-                    let req =
-                        ExportTraceServiceRequest::decode(fragment.clone()).unwrap_or_default();
+                .map(|t| {
+                    let req = record::expand(&t.parts);
                     Arrival {
-                        id: trace,
+                        id: t.id,
                         has_root: spans(&req).any(|s| s.span.parent_span_id.is_empty()),
                         priority: rule_class(&policy, &req) == Class::Priority,
-                        fragment,
+                        parts: t.parts,
                         late: None,
                     }
                 })
@@ -374,7 +321,7 @@ impl Tail {
                 self.spool.release(id);
                 continue;
             }
-            self.hold(core, id, arrivals, now);
+            self.hold(id, arrivals, seen);
         }
         self.gauges();
         n
@@ -436,13 +383,7 @@ impl Tail {
         let mark = self.settings.mark_attribute.as_deref();
         let mut batch = Batch::default();
         for (id, pending) in taken {
-            let mut trace = ExportTraceServiceRequest::default();
-            for f in &pending.fragments {
-                match ExportTraceServiceRequest::decode(f.clone()) {
-                    Ok(r) => trace.resource_spans.extend(r.resource_spans),
-                    Err(e) => tracing::error!(error = %e, "unreadable buffered spans skipped"),
-                }
-            }
+            let mut trace = record::expand(&pending.parts);
             let v = match pending.late {
                 Some((d, _)) => TraceVerdict {
                     class: rule_class(&policy, &trace),
@@ -682,15 +623,14 @@ pub async fn accept(
 
     // Span rules (and `sampling.priority`) first: what they drop never waits.
     let mut dropped = Account::default();
-    let mut index: HashMap<[u8; 16], usize> = HashMap::new();
-    let mut groups: Vec<Group> = Vec::new();
-    for (ri, mut rs) in std::mem::take(&mut req.resource_spans)
-        .into_iter()
-        .enumerate()
-    {
-        let scopes = std::mem::take(&mut rs.scope_spans);
+    let mut split = record::Builder::default();
+    // Per trace: whether its root span is here, whether a span is priority, its spans.
+    let mut seen: HashMap<[u8; 16], (bool, bool, u64)> = HashMap::new();
+    for rs in &mut req.resource_spans {
         let service = rules::service_name(rs.resource.as_ref()).to_string();
-        for (si, mut ss) in scopes.into_iter().enumerate() {
+        let scopes = std::mem::take(&mut rs.scope_spans);
+        for mut ss in scopes {
+            let env = split.envelope(rs, &ss);
             for span in std::mem::take(&mut ss.spans) {
                 let class = match classify(&policy.traces, rs.resource.as_ref(), &service, &span) {
                     Ok(c) => c,
@@ -706,46 +646,23 @@ pub async fn accept(
                 let Some(id) = key(&span.trace_id) else {
                     continue;
                 };
-                let at = *index.entry(id).or_insert_with(|| {
-                    groups.push(Group {
-                        id,
-                        req: ExportTraceServiceRequest::default(),
-                        last: None,
-                        root: false,
-                        priority: false,
-                        spans: 0,
-                    });
-                    groups.len() - 1
-                });
-                let g = &mut groups[at];
-                g.root |= span.parent_span_id.is_empty();
-                g.priority |= class == Class::Priority;
-                g.push((ri, si), &rs, &ss, span);
+                let t = seen.entry(id).or_default();
+                t.0 |= span.parent_span_id.is_empty();
+                t.1 |= class == Class::Priority;
+                t.2 += 1;
+                split.span(id, env, span);
             }
         }
     }
     count_decided(core, Signal::Traces, &dropped, false);
-    if groups.is_empty() {
+    if split.is_empty() {
         return Ok(Accepted::default());
     }
-
-    // One spool record: each trace's fragment after its ID and length.
-    let total: usize = groups.iter().map(|g| 20 + g.req.encoded_len()).sum();
-    let mut buf = Vec::with_capacity(total);
-    let mut bounds = Vec::with_capacity(groups.len());
-    for g in &groups {
-        buf.extend_from_slice(&g.id);
-        buf.extend_from_slice(&(g.req.encoded_len() as u32).to_le_bytes());
-        let start = buf.len();
-        g.req.encode_raw(&mut buf);
-        bounds.push(start..buf.len());
-    }
-    let record = Bytes::from(buf);
-    let incoming = record.len() as u64;
-
+    let bytes = split.encode(core.clock.now());
+    let incoming = bytes.len() as u64;
     make_room(core, tail, incoming).await?;
 
-    let id = match tail.spool.append(record.clone()).await {
+    let id = match tail.spool.append(bytes.clone()).await {
         Ok(id) => id,
         Err(e) => {
             tracing::error!(error = %e, "tail sampling: spans not accepted");
@@ -757,28 +674,34 @@ pub async fn accept(
     };
     let now = core.clock.now();
     let mut late_spans = 0u64;
-    let arrivals: Vec<Arrival> = groups
-        .iter()
-        .zip(bounds)
-        .map(|(g, range)| {
-            let late = core.traces.decided(&g.id, now);
+    let Some(record) = record::decode(bytes) else {
+        // Written just above: cannot happen; the record is released, never half-held.
+        tail.spool.release(id);
+        return Err(IngestError::BadRequest("unreadable spans".into()));
+    };
+    let arrivals: Vec<Arrival> = record
+        .traces
+        .into_iter()
+        .map(|t| {
+            let (root, priority, n) = seen.get(&t.id).copied().unwrap_or_default();
+            let late = core.traces.decided(&t.id, now);
             if let Some((_, at)) = late {
-                late_spans += g.spans;
+                late_spans += n;
                 tail.stats
                     .late_span_age
                     .observe(crate::clock::seconds_between(at, now).max(0.0));
             }
             Arrival {
-                id: g.id,
-                fragment: record.slice(range),
-                has_root: g.root,
-                priority: g.priority,
+                id: t.id,
+                parts: t.parts,
+                has_root: root,
+                priority,
                 late,
             }
         })
         .collect();
     tail.stats.late_spans.inc_by(late_spans);
-    if tail.hold(core, id, arrivals, now) {
+    if tail.hold(id, arrivals, now) {
         tail.wake.notify_one();
     }
     tail.gauges();

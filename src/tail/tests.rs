@@ -13,6 +13,7 @@ use crate::ingest::{self, RequestMeta, Transport};
 use crate::model::PerClass;
 use crate::store::MemorySpool;
 use crate::testkit::{self, FakeUpstream, span, traces};
+use opentelemetry_proto::tonic::trace::v1::Span;
 
 fn clock() -> crate::clock::SharedClock {
     Arc::new(TokioClock::new("2026-11-15T00:00:00Z".parse().unwrap()))

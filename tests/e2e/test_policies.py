@@ -17,7 +17,7 @@ from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.trace import Status, StatusCode
 
 import payloads
-from conftest import ROOT, policy_for
+from conftest import ROOT, policy_for, wait_for
 
 T0 = 1_764_000_000_000_000_000
 
@@ -85,11 +85,21 @@ def test_the_mastodon_policy(standin, frugal_factory):
 
     batch = spans_of("mastodon-prod/web", web) + spans_of("mastodon-prod/sidekiq", sidekiq)
     assert OTLPSpanExporter(endpoint=f"{f.http_url}/otlp/v1/traces").export(batch) == SpanExportResult.SUCCESS
-    names = {s.name for r in standin.of("traces") for rs in r.message.resource_spans
-             for ss in rs.scope_spans for s in ss.spans}
-    assert "GET /health" not in names, "health checks are never worth a byte"
-    assert {"GET /api/v1/timelines/home", "GET /api/v1/statuses", "GET /api/v2/search",
-            "ActivityPub::DeliveryWorker process"} <= names
+
+    def names():
+        return {s.name for r in standin.of("traces") for rs in r.message.resource_spans
+                for ss in rs.scope_spans for s in ss.spans}
+
+    # The policy tail-samples: each trace is decided a second after its root span.
+    wanted = {"GET /api/v1/timelines/home", "GET /api/v1/statuses", "GET /api/v2/search",
+              "ActivityPub::DeliveryWorker process"}
+    wait_for(lambda: wanted <= names(), what="the four traces upstream")
+    assert "GET /health" not in names(), "health checks are never worth a byte"
+    kept = [s for r in standin.of("traces") for rs in r.message.resource_spans
+            for ss in rs.scope_spans for s in ss.spans]
+    marks = {s.name: a.value.string_value for s in kept for a in s.attributes
+             if a.key == "frugal.tail.policy"}
+    assert marks == {"GET /api/v1/statuses": "errors", "GET /api/v2/search": "slow-requests"}
     u = f.usage()["signals"]["traces"]
     assert u["dropped"]["drop_rule"]["items"] == 1
     by_class = u["offered"]["by_class"]
