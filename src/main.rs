@@ -12,6 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use frugal::clock::{Clock as _, SystemClock};
 use frugal::model::Signal;
 use frugal::policy::{self, Overrides, Policy};
+use frugal::reload::PolicySource;
 
 /// Decoding OTLP allocates a string per attribute, so the allocator is a large share of
 /// frugal's CPU (about a quarter with mimalloc, more with glibc's; see BENCHMARKS.md).
@@ -250,8 +251,25 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 upstream_loki: a.upstream_loki,
                 data_dir: None,
             };
-            let policy = load_policy(&a.policy, overrides)?;
-            serve(policy)?;
+            let (policy, watched) = match &a.policy.policy {
+                // A file is watched: a reload loads it the same way, overrides included.
+                Some(path) => {
+                    let source = PolicySource {
+                        path: path.clone(),
+                        overrides: Overrides {
+                            data_dir: a.policy.data_dir.clone(),
+                            ..overrides
+                        },
+                    };
+                    let text = source
+                        .read()
+                        .map_err(|m| anyhow::anyhow!("{}", source.unreadable(m)))?;
+                    let policy = source.load(&text).map_err(|e| anyhow::anyhow!("{e}"))?;
+                    (policy, Some((source, text)))
+                }
+                None => (load_policy(&a.policy, overrides)?, None),
+            };
+            serve(policy, watched)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { policies } => {
@@ -354,7 +372,7 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn serve(policy: Policy) -> anyhow::Result<()> {
+fn serve(policy: Policy, watched: Option<(PolicySource, Vec<u8>)>) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -369,13 +387,19 @@ fn serve(policy: Policy) -> anyhow::Result<()> {
                 stop.cancel();
             }
         });
-        let running = tokio::select! {
+        let mut running = tokio::select! {
             r = frugal::app::start(policy, Arc::new(SystemClock)) => r?,
             () = stop.cancelled() => {
                 tracing::info!("stopped before frugal was ready; nothing to flush");
                 return Ok(());
             }
         };
+        match watched {
+            Some((source, text)) => running.watch_policy(source, text),
+            None => tracing::info!(
+                "the embedded policy runs: nothing to watch (give --policy to reload a file)"
+            ),
+        }
         stop.cancelled().await;
         tracing::info!("stopping: no new requests; finishing those in flight");
         running.stop().await
