@@ -62,12 +62,13 @@ pub struct Running {
 
 impl Running {
     /// Watches the policy file `source` (it held `loaded` when the running policy was
-    /// read from it): a change, or SIGHUP, reloads it (see [`crate::reload`]).
-    pub fn watch_policy(&mut self, source: PolicySource, loaded: Vec<u8>) {
+    /// read from it): a change, or SIGHUP, reloads it (see [`crate::reload`]). Without a
+    /// file (the embedded policy) SIGHUP is still taken, and only logged: its default
+    /// action would end frugal without the drain and the final flush.
+    pub fn watch_policy(&mut self, watched: Option<(PolicySource, Vec<u8>)>) {
         self.tasks.spawn(policy_watcher(
             self.core.clone(),
-            source,
-            loaded,
+            watched,
             self.shutdown.clone(),
         ));
     }
@@ -294,8 +295,7 @@ async fn pacer(
 /// symlink swap is followed) and at each SIGHUP, and reloads what changed.
 async fn policy_watcher(
     core: Arc<Core>,
-    source: PolicySource,
-    loaded: Vec<u8>,
+    watched: Option<(PolicySource, Vec<u8>)>,
     shutdown: CancellationToken,
 ) {
     use tokio::signal::unix::{SignalKind, signal};
@@ -304,6 +304,14 @@ async fn policy_watcher(
         Err(e) => {
             tracing::warn!(error = %e, "cannot listen for SIGHUP; the policy file is still watched");
             None
+        }
+    };
+    let Some((source, loaded)) = watched else {
+        loop {
+            tokio::select! {
+                () = sighup(&mut hangup) => tracing::info!("SIGHUP: the embedded policy runs, nothing to reload (give --policy FILE to reload a file)"),
+                () = shutdown.cancelled() => return,
+            }
         }
     };
     let mut watch = Watch::new(loaded);

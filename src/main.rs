@@ -394,12 +394,7 @@ fn serve(policy: Policy, watched: Option<(PolicySource, Vec<u8>)>) -> anyhow::Re
                 return Ok(());
             }
         };
-        match watched {
-            Some((source, text)) => running.watch_policy(source, text),
-            None => tracing::info!(
-                "the embedded policy runs: nothing to watch (give --policy to reload a file)"
-            ),
-        }
+        running.watch_policy(watched);
         stop.cancelled().await;
         tracing::info!("stopping: no new requests; finishing those in flight");
         running.stop().await
