@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import subprocess
 import threading
 import time
 from datetime import datetime, timezone
@@ -16,7 +17,7 @@ import requests
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 
 import payloads
-from conftest import metric_value, policy_for, wait_for
+from conftest import BIN, Lines, metric_value, policy_for, wait_for
 
 RECOMPUTE = 1.0  # pacing.recompute_every below
 POLL = 1.0  # how often frugal looks at the policy file (reload.rs POLL_EVERY)
@@ -176,3 +177,26 @@ def test_a_configmap_swap_under_load_changes_pacing_at_once_and_keeps_the_counte
     billed = sum(r.billed for r in standin.of("traces"))
     wait_for(lambda: traces(f)["used"] == billed, timeout=5, what=f"used == billed upstream ({billed})")
 
+
+
+def test_sighup_without_a_policy_file_is_logged_and_frugal_keeps_running(tmp_path):
+    """With the embedded policy there is nothing to reload; SIGHUP's default action (the
+    end of the process, without the drain and the final flush) must not happen either."""
+    env = {**os.environ, "GRAFANA_CLOUD_OTLP_ENDPOINT": "http://127.0.0.1:9/otlp",
+           "GRAFANA_CLOUD_INSTANCE_ID": "123456", "GRAFANA_CLOUD_API_TOKEN": "glc_test"}
+    proc = subprocess.Popen([str(BIN), "serve", "--data-dir", str(tmp_path / "data"), "--listen-http", "127.0.0.1:0",
+                             "--listen-grpc", "127.0.0.1:0", "--listen-admin", "127.0.0.1:0"],
+                            env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = Lines(proc.stderr)
+        lines.wait_for(r"frugal listening", timeout=20)
+        proc.send_signal(signal.SIGHUP)
+        lines.wait_for(r"SIGHUP: the embedded policy runs, nothing to reload", timeout=5)
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        assert any("usage counters flushed" in line for line in lines.lines)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
