@@ -64,11 +64,18 @@ impl Running {
     /// Watches the policy file `source` (it held `loaded` when the running policy was
     /// read from it): a change, or SIGHUP, reloads it (see [`crate::reload`]). Without a
     /// file (the embedded policy) SIGHUP is still taken, and only logged: its default
-    /// action would end frugal without the drain and the final flush.
-    pub fn watch_policy(&mut self, watched: Option<(PolicySource, Vec<u8>)>) {
+    /// action would end frugal without the drain and the final flush. `hangup` is the
+    /// SIGHUP stream, taken by the caller as early as it can (a SIGHUP before it exists
+    /// ends the process); `None` when it could not be had.
+    pub fn watch_policy(
+        &mut self,
+        watched: Option<(PolicySource, Vec<u8>)>,
+        hangup: Option<tokio::signal::unix::Signal>,
+    ) {
         self.tasks.spawn(policy_watcher(
             self.core.clone(),
             watched,
+            hangup,
             self.shutdown.clone(),
         ));
     }
@@ -296,16 +303,9 @@ async fn pacer(
 async fn policy_watcher(
     core: Arc<Core>,
     watched: Option<(PolicySource, Vec<u8>)>,
+    mut hangup: Option<tokio::signal::unix::Signal>,
     shutdown: CancellationToken,
 ) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hangup = match signal(SignalKind::hangup()) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for SIGHUP; the policy file is still watched");
-            None
-        }
-    };
     let Some((source, loaded)) = watched else {
         loop {
             tokio::select! {

@@ -378,6 +378,12 @@ fn serve(policy: Policy, watched: Option<(PolicySource, Vec<u8>)>) -> anyhow::Re
         .build()
         .context("starting the runtime")?;
     rt.block_on(async move {
+        // SIGHUP is taken from the first moment too (its default action would end frugal
+        // without a drain); the policy watcher reads it once frugal runs.
+        use tokio::signal::unix::{SignalKind, signal};
+        let hangup = signal(SignalKind::hangup())
+            .inspect_err(|e| tracing::warn!(error = %e, "cannot listen for SIGHUP; a policy file is still watched"))
+            .ok();
         // SIGTERM is honoured from the first moment, also while the store is being opened.
         let stop = tokio_util::sync::CancellationToken::new();
         tokio::spawn({
@@ -394,7 +400,7 @@ fn serve(policy: Policy, watched: Option<(PolicySource, Vec<u8>)>) -> anyhow::Re
                 return Ok(());
             }
         };
-        running.watch_policy(watched);
+        running.watch_policy(watched, hangup);
         stop.cancelled().await;
         tracing::info!("stopping: no new requests; finishing those in flight");
         running.stop().await
