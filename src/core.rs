@@ -201,3 +201,90 @@ fn rate_gate(
         .and_then(|b| b.max_rate)
         .map(|r| Arc::new(RateGate::new(r, clock.clone())))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::budget::controller::PacingState;
+    use crate::clock::ManualClock;
+    use crate::model::Signal;
+    use crate::testkit::{core, policy};
+
+    const BUDGETS: &str =
+        "budgets: {traces: {limit: 1GB, max_rate: 1MB/s}, logs: {limit: 1GB, max_rate: 1MB/s}}";
+
+    #[test]
+    fn a_reload_keeps_the_counters_rebuilds_only_changed_gates_and_paces_at_once() {
+        let clock = Arc::new(ManualClock::new("2026-12-10T00:00:00Z".parse().unwrap()));
+        let (core, _) = core(policy(BUDGETS), clock);
+        core.ledger.set_used(Signal::Traces, 600_000_000);
+        let before = core.rate_gates.load_full();
+        let period = core.ledger.period();
+        assert_eq!(
+            core.pacing.load().signal(Signal::Traces).state,
+            PacingState::Unconstrained
+        );
+
+        let held = core
+            .apply_policy(policy(
+                "budgets: {traces: {limit: 500MB, max_rate: 2MB/s}, logs: {limit: 1GB, max_rate: 1MB/s}}\nstore: {flush_interval: 2s}",
+            ))
+            .unwrap();
+        assert_eq!(held, ["store.flush_interval"]);
+        // The period and its counters as they were.
+        assert_eq!(core.ledger.used(Signal::Traces), 600_000_000);
+        assert_eq!(core.ledger.period(), period);
+        // The traces gate follows its new rate; the logs gate (unchanged) keeps its state.
+        let after = core.rate_gates.load_full();
+        let same = |s: Signal| match (&before[s], &after[s]) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        };
+        assert!(!same(Signal::Traces) && same(Signal::Logs));
+        // Pacing already follows the new limit (600 MB used of 500 MB): nothing more goes.
+        assert_eq!(
+            core.policy().budgets.traces.as_ref().unwrap().limit,
+            500_000_000
+        );
+        assert_eq!(
+            core.pacing.load().signal(Signal::Traces).state,
+            PacingState::Stopped
+        );
+        // The restart-only setting kept its running value.
+        assert_eq!(
+            core.policy().store.flush_interval,
+            policy("").store.flush_interval
+        );
+
+        // A mix that cannot hold is refused whole: the policy in force stays.
+        let problems = core
+            .apply_policy(policy(
+                "ingest: {max_request_size: 200MiB, max_in_flight: 400MiB}",
+            ))
+            .unwrap_err();
+        assert_eq!(problems[0].path, "ingest.max_request_size");
+        assert_eq!(
+            core.policy().budgets.traces.as_ref().unwrap().limit,
+            500_000_000
+        );
+        assert!(Arc::ptr_eq(&core.rate_gates.load_full(), &after));
+    }
+
+    #[test]
+    fn stream_gates_follow_logs_stream_limit() {
+        let clock = Arc::new(ManualClock::new("2026-12-10T00:00:00Z".parse().unwrap()));
+        let (core, _) = core(policy(""), clock);
+        assert!(core.streams.load().is_none());
+        core.apply_policy(policy("logs: {stream_limit: {max_rate: 1kB/s}}"))
+            .unwrap();
+        let gates = core.streams.load_full().unwrap();
+        // Unchanged: the same gates (their per-stream state kept).
+        core.apply_policy(policy(
+            "logs: {stream_limit: {max_rate: 1kB/s}}\nshadow: true",
+        ))
+        .unwrap();
+        assert!(Arc::ptr_eq(&gates, &core.streams.load_full().unwrap()));
+        core.apply_policy(policy("")).unwrap();
+        assert!(core.streams.load().is_none());
+    }
+}
