@@ -336,3 +336,22 @@ def test_the_alloy_chart_values_expose_the_receivers_ports_and_mount_the_config(
     assert (u.hostname, u.port) == ("grafana-alloy.alloy.svc.cluster.local", 4318)
     assert env["OTEL_EXPORTER_OTLP_PROTOCOL"] == "http/protobuf"
     assert env["OTEL_SERVICE_NAME_PREFIX"] == "mastodon-prod"
+
+
+def test_the_mastodon_env_merges_into_an_existing_env_configmap(tmp_path):
+    """The README's `kubectl patch --type merge --patch-file` (run here with `--local`, no
+    cluster) sets the OpenTelemetry keys and keeps the instance's own."""
+    existing = tmp_path / "mastodon-env.yaml"
+    existing.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "ConfigMap",
+                                        "metadata": {"name": "mastodon-env", "namespace": "mastodon"},
+                                        "data": {"LOCAL_DOMAIN": "example.social",
+                                                 "OTEL_EXPORTER_OTLP_ENDPOINT": "http://old:4318"}}))
+    readme = (ROOT / "README.md").read_text()
+    assert "kubectl -n mastodon patch configmap mastodon-env --type merge --patch-file deploy/alloy/mastodon-env.yaml" \
+        in readme
+    r = subprocess.run([kubectl(), "patch", "--local", "-f", str(existing), "--type", "merge", "--patch-file",
+                        str(ALLOY / "mastodon-env.yaml"), "-o", "yaml"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    data = yaml.safe_load(r.stdout)["data"]
+    want = yaml.safe_load((ALLOY / "mastodon-env.yaml").read_text())["data"]
+    assert data == {"LOCAL_DOMAIN": "example.social", **want}
