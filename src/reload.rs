@@ -46,8 +46,8 @@ impl PolicySource {
         }
     }
 
-    /// Validates `text` in full, as `serve` did at start: `${ENV}` from the process's
-    /// environment, then the command line's overrides.
+    /// Validates `text` in full, as `serve` did at start: the command line's overrides,
+    /// then `${ENV}` from the process's environment.
     pub fn load(&self, text: &[u8]) -> Result<Policy, PolicyError> {
         let name = self.path.display().to_string();
         let text = std::str::from_utf8(text).map_err(|e| PolicyError {
