@@ -118,6 +118,17 @@ def test_the_configmap_policy_is_the_repositorys(rendered):
     assert rendered.policy_text == (ROOT / "policies" / f"{rendered.overlay}.yaml").read_text()
 
 
+def test_the_policy_is_mounted_so_an_edit_reaches_the_pod_and_reloads(rendered):
+    """A subPath mount never sees a ConfigMap update, and a name with kustomize's hash
+    suffix would roll the pod on every edit instead of reloading it."""
+    mount_dir = rendered.policy_path.rsplit("/", 1)[0]
+    (mount,) = [m for m in rendered.container["volumeMounts"] if m["mountPath"] == mount_dir]
+    assert "subPath" not in mount and mount.get("readOnly") is True
+    kust = yaml.safe_load((DEPLOY / "overlays" / rendered.overlay / "kustomization.yaml").read_text())
+    assert kust["generatorOptions"]["disableNameSuffixHash"] is True
+    assert ("ConfigMap", "frugal-policy") in rendered.docs
+
+
 def test_ports_match_the_service_and_the_policys_listen_addresses(rendered):
     listen = rendered.policy["listen"]
     want = {"otlp-http": port_of(listen["http"]), "otlp-grpc": port_of(listen["grpc"]),
