@@ -420,7 +420,7 @@ pub fn usage_json(core: &Core) -> Value {
             });
         }
         if s == Signal::Logs
-            && let Some(g) = &core.streams
+            && let Some(g) = &*core.streams.load()
         {
             doc["streams_dropped"] = g
                 .top(10)

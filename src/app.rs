@@ -27,6 +27,7 @@ use crate::notifier::Notifier;
 use crate::policy::Policy;
 use crate::receivers::connections::{self, Listener};
 use crate::receivers::{otlp_grpc, otlp_http};
+use crate::reload::{POLL_EVERY, PolicySource, Step, Watch};
 use crate::stats::Stats;
 use crate::store::series::SeriesStore;
 use crate::store::{FileSpool, SledStore, UsageStore};
@@ -64,6 +65,25 @@ pub struct Running {
 }
 
 impl Running {
+    /// Watches the policy file `source` (it held `loaded` when the running policy was
+    /// read from it): a change, or SIGHUP, reloads it (see [`crate::reload`]). Without a
+    /// file (the embedded policy) SIGHUP is still taken, and only logged: its default
+    /// action would end frugal without the drain and the final flush. `hangup` is the
+    /// SIGHUP stream, taken by the caller as early as it can (a SIGHUP before it exists
+    /// ends the process); `None` when it could not be had.
+    pub fn watch_policy(
+        &mut self,
+        watched: Option<(PolicySource, Vec<u8>)>,
+        hangup: Option<tokio::signal::unix::Signal>,
+    ) {
+        self.tasks.spawn(policy_watcher(
+            self.core.clone(),
+            watched,
+            hangup,
+            self.shutdown.clone(),
+        ));
+    }
+
     /// Stops accepting, lets requests in flight finish (up to [`GRACE_PERIOD`]), flushes
     /// the usage counters and writes the active series.
     pub async fn stop(mut self) -> anyhow::Result<()> {
@@ -332,6 +352,62 @@ async fn pacer(
         }
         core.recompute();
     }
+}
+
+/// Looks at the policy file every [`POLL_EVERY`] (by its path, so a ConfigMap's `..data`
+/// symlink swap is followed) and at each SIGHUP, and reloads what changed.
+async fn policy_watcher(
+    core: Arc<Core>,
+    watched: Option<(PolicySource, Vec<u8>)>,
+    mut hangup: Option<tokio::signal::unix::Signal>,
+    shutdown: CancellationToken,
+) {
+    let Some((source, loaded)) = watched else {
+        loop {
+            tokio::select! {
+                () = sighup(&mut hangup) => tracing::info!("SIGHUP: the embedded policy runs, nothing to reload (give --policy FILE to reload a file)"),
+                () = shutdown.cancelled() => return,
+            }
+        }
+    };
+    let mut watch = Watch::new(loaded);
+    let mut tick = tokio::time::interval(POLL_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let forced = tokio::select! {
+            _ = tick.tick() => false,
+            () = sighup(&mut hangup) => true,
+            () = shutdown.cancelled() => break,
+        };
+        if forced {
+            tracing::info!(policy = %source.path.display(), "SIGHUP: loading the policy again");
+        }
+        let s = source.clone();
+        let read = match tokio::task::spawn_blocking(move || s.read()).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "policy read task failed");
+                continue;
+            }
+        };
+        match watch.look(read, forced) {
+            Step::Nothing => {}
+            Step::Unreadable(message) => crate::reload::refused(&core, &source.unreadable(message)),
+            Step::Load(text) => {
+                crate::reload::reload(&core, &source, &text);
+            }
+        }
+    }
+}
+
+/// The next SIGHUP (never, without a handler or once its stream has ended).
+async fn sighup(hangup: &mut Option<tokio::signal::unix::Signal>) {
+    if let Some(s) = hangup
+        && s.recv().await.is_some()
+    {
+        return;
+    }
+    std::future::pending().await
 }
 
 /// How often an active alert is re-posted to Alertmanager in the current period.

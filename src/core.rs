@@ -9,10 +9,11 @@
 
 use std::sync::{Arc, Mutex};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 
 use crate::budget::rate::RateGate;
 use crate::budget::series::SeriesAdmission;
+use crate::budget::streams::StreamGates;
 use crate::budget::{BudgetState, Pacer, Pacing};
 use crate::clock::SharedClock;
 use crate::forwarder::Export;
@@ -20,11 +21,14 @@ use crate::ingest::InFlight;
 use crate::ledger::Ledger;
 use crate::model::PerSignal;
 use crate::period::Period;
-use crate::policy::Policy;
+use crate::policy::{Policy, Problem};
 use crate::sampling::memory::TraceMemory;
 use crate::stats::Stats;
 use crate::store::series::SeriesStore;
 use crate::store::{StoreError, UsageStore};
+
+/// The per-second gate of each signal with a `max_rate`.
+pub type RateGates = PerSignal<Option<Arc<RateGate>>>;
 
 /// Everything the request path, the admin API and the background tasks share.
 pub struct Core {
@@ -41,10 +45,12 @@ pub struct Core {
     pub tail: Option<Arc<crate::tail::Tail>>,
     /// Which series exist, admission under the series limit, the minimum interval.
     pub series: SeriesAdmission,
-    /// Per-stream limits of Loki pushes (`logs.stream_limit`).
-    pub streams: Option<crate::budget::streams::StreamGates>,
-    /// Per-second ingestion limits (`budgets.<signal>.max_rate`).
-    pub rate_gates: PerSignal<Option<RateGate>>,
+    /// Per-stream limits of Loki pushes (`logs.stream_limit`; rebuilt when a reload
+    /// changes it).
+    pub streams: ArcSwapOption<StreamGates>,
+    /// Per-second ingestion limits (`budgets.<signal>.max_rate`; a signal's gate is
+    /// rebuilt when a reload changes its rate).
+    pub rate_gates: ArcSwap<RateGates>,
     /// The memory requests in flight may hold together (`ingest.max_in_flight`), taken
     /// by the receivers as bodies arrive and are decoded.
     pub in_flight: InFlight,
@@ -67,13 +73,7 @@ impl Core {
     ) -> Result<Core, StoreError> {
         let ledger = Arc::new(Ledger::open(store, policy.period.clone(), clock.now())?);
         let pacer = Pacer::new(&policy, &ledger.period());
-        let rate_gates = PerSignal::from_fn(|s| {
-            policy
-                .budgets
-                .bytes(s)
-                .and_then(|b| b.max_rate)
-                .map(|r| RateGate::new(r, clock.clone()))
-        });
+        let rate_gates = PerSignal::from_fn(|s| rate_gate(&policy, s, &clock));
         let in_flight = InFlight::new(policy.ingest.max_in_flight_bytes, stats.clone());
         stats
             .in_flight_limit_bytes
@@ -87,11 +87,13 @@ impl Core {
             traces: TraceMemory::default(),
             tail: None,
             series: SeriesAdmission::new(&policy.metrics),
-            streams: policy
-                .logs
-                .stream_limit
-                .map(crate::budget::streams::StreamGates::new),
-            rate_gates,
+            streams: ArcSwapOption::from(
+                policy
+                    .logs
+                    .stream_limit
+                    .map(|l| Arc::new(StreamGates::new(l))),
+            ),
+            rate_gates: ArcSwap::from_pointee(rate_gates),
             stats,
             upstream,
             clock,
@@ -116,6 +118,39 @@ impl Core {
     /// The policy in force.
     pub fn policy(&self) -> Arc<Policy> {
         self.policy.load_full()
+    }
+
+    /// Puts a validated `new` policy in force (a reload), keeping what the running frugal
+    /// holds from its start (see [`crate::reload::effective`]): returns the settings held
+    /// back that way, or every problem of the mix (then nothing changes). The period's
+    /// counters, the trace memory and the series state are untouched; gates whose limit
+    /// changed are rebuilt (a rebuilt gate starts full); pacing follows at once (one
+    /// recompute).
+    pub fn apply_policy(&self, new: Policy) -> Result<Vec<&'static str>, Vec<Problem>> {
+        let old = self.policy();
+        let (new, held) = crate::reload::effective(&old, new)?;
+        let new = Arc::new(new);
+        let gates = self.rate_gates.load_full();
+        let changed = |s| {
+            let rate = |p: &Policy| p.budgets.bytes(s).and_then(|b| b.max_rate);
+            rate(&old) != rate(&new)
+        };
+        if crate::model::Signal::ALL.into_iter().any(changed) {
+            self.rate_gates.store(Arc::new(PerSignal::from_fn(|s| {
+                if changed(s) {
+                    rate_gate(&new, s, &self.clock)
+                } else {
+                    gates[s].clone()
+                }
+            })));
+        }
+        if old.logs.stream_limit != new.logs.stream_limit {
+            self.streams
+                .store(new.logs.stream_limit.map(|l| Arc::new(StreamGates::new(l))));
+        }
+        self.policy.store(new);
+        self.recompute();
+        Ok(held)
     }
 
     /// Recomputes the keep probabilities at the clock's time and puts them in force.
@@ -168,5 +203,105 @@ impl Core {
         }
         self.ledger.flush(now)?;
         Ok(rolled)
+    }
+}
+
+/// The per-second gate of `signal` under `policy`, if it sets a `max_rate`.
+fn rate_gate(
+    policy: &Policy,
+    signal: crate::model::Signal,
+    clock: &SharedClock,
+) -> Option<Arc<RateGate>> {
+    policy
+        .budgets
+        .bytes(signal)
+        .and_then(|b| b.max_rate)
+        .map(|r| Arc::new(RateGate::new(r, clock.clone())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::budget::controller::PacingState;
+    use crate::clock::ManualClock;
+    use crate::model::Signal;
+    use crate::testkit::{core, policy};
+
+    const BUDGETS: &str =
+        "budgets: {traces: {limit: 1GB, max_rate: 1MB/s}, logs: {limit: 1GB, max_rate: 1MB/s}}";
+
+    #[test]
+    fn a_reload_keeps_the_counters_rebuilds_only_changed_gates_and_paces_at_once() {
+        let clock = Arc::new(ManualClock::new("2026-12-10T00:00:00Z".parse().unwrap()));
+        let (core, _) = core(policy(BUDGETS), clock);
+        core.ledger.set_used(Signal::Traces, 600_000_000);
+        let before = core.rate_gates.load_full();
+        let period = core.ledger.period();
+        assert_eq!(
+            core.pacing.load().signal(Signal::Traces).state,
+            PacingState::Unconstrained
+        );
+
+        let held = core
+            .apply_policy(policy(
+                "budgets: {traces: {limit: 500MB, max_rate: 2MB/s}, logs: {limit: 1GB, max_rate: 1MB/s}}\nstore: {flush_interval: 2s}",
+            ))
+            .unwrap();
+        assert_eq!(held, ["store.flush_interval"]);
+        // The period and its counters as they were.
+        assert_eq!(core.ledger.used(Signal::Traces), 600_000_000);
+        assert_eq!(core.ledger.period(), period);
+        // The traces gate follows its new rate; the logs gate (unchanged) keeps its state.
+        let after = core.rate_gates.load_full();
+        let same = |s: Signal| match (&before[s], &after[s]) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        };
+        assert!(!same(Signal::Traces) && same(Signal::Logs));
+        // Pacing already follows the new limit (600 MB used of 500 MB): nothing more goes.
+        assert_eq!(
+            core.policy().budgets.traces.as_ref().unwrap().limit,
+            500_000_000
+        );
+        assert_eq!(
+            core.pacing.load().signal(Signal::Traces).state,
+            PacingState::Stopped
+        );
+        // The restart-only setting kept its running value.
+        assert_eq!(
+            core.policy().store.flush_interval,
+            policy("").store.flush_interval
+        );
+
+        // A mix that cannot hold is refused whole: the policy in force stays.
+        let problems = core
+            .apply_policy(policy(
+                "ingest: {max_request_size: 200MiB, max_in_flight: 400MiB}",
+            ))
+            .unwrap_err();
+        assert_eq!(problems[0].path, "ingest.max_request_size");
+        assert_eq!(
+            core.policy().budgets.traces.as_ref().unwrap().limit,
+            500_000_000
+        );
+        assert!(Arc::ptr_eq(&core.rate_gates.load_full(), &after));
+    }
+
+    #[test]
+    fn stream_gates_follow_logs_stream_limit() {
+        let clock = Arc::new(ManualClock::new("2026-12-10T00:00:00Z".parse().unwrap()));
+        let (core, _) = core(policy(""), clock);
+        assert!(core.streams.load().is_none());
+        core.apply_policy(policy("logs: {stream_limit: {max_rate: 1kB/s}}"))
+            .unwrap();
+        let gates = core.streams.load_full().unwrap();
+        // Unchanged: the same gates (their per-stream state kept).
+        core.apply_policy(policy(
+            "logs: {stream_limit: {max_rate: 1kB/s}}\nshadow: true",
+        ))
+        .unwrap();
+        assert!(Arc::ptr_eq(&gates, &core.streams.load_full().unwrap()));
+        core.apply_policy(policy("")).unwrap();
+        assert!(core.streams.load().is_none());
     }
 }

@@ -30,6 +30,7 @@ pub mod period;
 pub mod policy;
 pub mod proto;
 pub mod receivers;
+pub mod reload;
 pub mod sampling;
 pub mod simulate;
 pub mod stats;

@@ -12,6 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use frugal::clock::{Clock as _, SystemClock};
 use frugal::model::Signal;
 use frugal::policy::{self, Overrides, Policy};
+use frugal::reload::PolicySource;
 
 /// Decoding OTLP allocates a string per attribute, so the allocator is a large share of
 /// frugal's CPU (about a quarter with mimalloc, more with glibc's; see BENCHMARKS.md).
@@ -254,8 +255,25 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 upstream_loki: a.upstream_loki,
                 data_dir: None,
             };
-            let policy = load_policy(&a.policy, overrides)?;
-            serve(policy)?;
+            let (policy, watched) = match &a.policy.policy {
+                // A file is watched: a reload loads it the same way, overrides included.
+                Some(path) => {
+                    let source = PolicySource {
+                        path: path.clone(),
+                        overrides: Overrides {
+                            data_dir: a.policy.data_dir.clone(),
+                            ..overrides
+                        },
+                    };
+                    let text = source
+                        .read()
+                        .map_err(|m| anyhow::anyhow!("{}", source.unreadable(m)))?;
+                    let policy = source.load(&text).map_err(|e| anyhow::anyhow!("{e}"))?;
+                    (policy, Some((source, text)))
+                }
+                None => (load_policy(&a.policy, overrides)?, None),
+            };
+            serve(policy, watched)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { policies } => {
@@ -359,12 +377,18 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn serve(policy: Policy) -> anyhow::Result<()> {
+fn serve(policy: Policy, watched: Option<(PolicySource, Vec<u8>)>) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the runtime")?;
     rt.block_on(async move {
+        // SIGHUP is taken from the first moment too (its default action would end frugal
+        // without a drain); the policy watcher reads it once frugal runs.
+        use tokio::signal::unix::{SignalKind, signal};
+        let hangup = signal(SignalKind::hangup())
+            .inspect_err(|e| tracing::warn!(error = %e, "cannot listen for SIGHUP; a policy file is still watched"))
+            .ok();
         // SIGTERM is honoured from the first moment, also while the store is being opened.
         let stop = tokio_util::sync::CancellationToken::new();
         tokio::spawn({
@@ -374,13 +398,14 @@ fn serve(policy: Policy) -> anyhow::Result<()> {
                 stop.cancel();
             }
         });
-        let running = tokio::select! {
+        let mut running = tokio::select! {
             r = frugal::app::start(policy, Arc::new(SystemClock)) => r?,
             () = stop.cancelled() => {
                 tracing::info!("stopped before frugal was ready; nothing to flush");
                 return Ok(());
             }
         };
+        running.watch_policy(watched, hangup);
         stop.cancelled().await;
         tracing::info!("stopping: no new requests; finishing those in flight");
         running.stop().await

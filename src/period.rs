@@ -10,7 +10,7 @@ use jiff::tz::TimeZone;
 use jiff::{Timestamp, ToSpan};
 
 /// How the budget's period is laid out in time.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum PeriodSpec {
     /// A calendar month starting on `reset_day` (clamped to the month's last day) at
     /// midnight in `tz`. Grafana Cloud bills the UTC month starting on the 1st.

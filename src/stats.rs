@@ -60,6 +60,9 @@ pub struct Stats {
     /// Flushes of the usage counters to disk, by result: `ok`, `error`
     /// (`frugal_store_flushes_total`).
     pub store_flushes: IntCounterVec,
+    /// Policy reloads (a changed file or SIGHUP), by result: `ok`, `error`
+    /// (`frugal_policy_reload_total`).
+    pub policy_reloads: IntCounterVec,
     /// When the usage counters were last flushed to disk, in Unix seconds
     /// (`frugal_store_last_flush_timestamp_seconds`).
     pub store_last_flush: Gauge,
@@ -444,6 +447,12 @@ impl Stats {
                 "Flushes of the usage counters to disk, by result.",
                 &["result"],
             )?,
+            policy_reloads: counter(
+                &r,
+                "frugal_policy_reload_total",
+                "Policy reloads (a changed policy file or SIGHUP), by result: ok (in force), error (refused, the old policy kept).",
+                &["result"],
+            )?,
             store_last_flush: gauge(
                 &r,
                 "frugal_store_last_flush_timestamp_seconds",
@@ -560,6 +569,7 @@ impl Stats {
         }
         for r in ["ok", "error"] {
             self.store_flushes.with_label_values(&[r]);
+            self.policy_reloads.with_label_values(&[r]);
         }
         for format in crate::policy::WebhookFormat::ALL {
             for outcome in NOTIFICATION_OUTCOMES {
@@ -722,7 +732,7 @@ mod tests {
         }
         // Every registered family, except the one whose label (the status code) is open and
         // the upstreams', which each configured destination creates.
-        let registered = 48;
+        let registered = 49;
         assert_eq!(families.len(), registered - 3, "{names:?}");
         assert!(!names.contains(&"frugal_requests_total"));
         let text = stats.render();

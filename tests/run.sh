@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine:
 #   1. what the tests need: Python's venv module, util-linux, g++, Prometheus,
-#      Alertmanager, Chromium and Node (Debian packages, only if missing), a Python venv in
+#      Alertmanager, Chromium, Node and kubectl (Debian packages, only if missing), a Python venv in
 #      .venv with the OpenTelemetry SDK and exporters, and playwright-core in
 #      tests/e2e/browser (npm ci, only when its lock file changed; it drives Debian's
 #      Chromium, never a browser of its own), and winston-loki in tests/e2e/loki-clients
@@ -24,6 +24,7 @@ command -v promtool >/dev/null || need_apt+=(prometheus)   # promtool checks the
 command -v chromium >/dev/null || need_apt+=(chromium)   # the status page's browser test
 command -v node >/dev/null || need_apt+=(nodejs npm)     # ...driven by playwright-core
 command -v prometheus-alertmanager >/dev/null || need_apt+=(prometheus-alertmanager)   # receives notifications
+command -v kubectl >/dev/null || need_apt+=(kubernetes-client)   # renders deploy/kubernetes (kustomize)
 if [ ${#need_apt[@]} -gt 0 ]; then
   say "installing Debian packages: ${need_apt[*]}"
   sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"

@@ -52,13 +52,14 @@ pub fn admit<P: Payload>(core: &Core, mut req: P) -> Result<Option<Admitted<P>>,
             PacingState::PriorityOnly | PacingState::Stopped => Remember::Never,
         };
         let now = core.clock.now();
+        let streams = core.streams.load();
         let mut memory = core.traces.session(now, remember);
         let mut ctx = super::payload::Deciding {
             policy: &policy,
             pacing: &pacing,
             memory: &mut memory,
             series: &core.series,
-            streams: core.streams.as_ref(),
+            streams: streams.as_deref(),
             now,
         };
         P::decide(&mut ctx, &req)

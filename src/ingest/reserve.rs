@@ -43,7 +43,7 @@ pub fn reserve<P: Payload>(core: &Core, a: Admitted<P>) -> Option<Reserved<P>> {
         return Some(Reserved { req, charge });
     }
     // The per-second limit: non-priority items give way first.
-    if let Some(gate) = &core.rate_gates[signal]
+    if let Some(gate) = &core.rate_gates.load()[signal]
         && gate.try_take(kept.units).is_err()
     {
         let priority = account.kept[Class::Priority];

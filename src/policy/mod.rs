@@ -65,7 +65,7 @@ pub struct Policy {
 
 /// Built-in notifications: when each budget passes a threshold, or is projected to run out
 /// before the period ends, once per period, to these webhooks (`alerts`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Alerts {
     /// Fractions of the limit (less reserved) that notify when usage reaches them,
     /// ascending, without duplicates.
@@ -172,7 +172,7 @@ impl WebhookFormat {
 }
 
 /// The addresses frugal listens on.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Listen {
     /// OTLP/HTTP.
     pub http: SocketAddr,
@@ -259,7 +259,7 @@ impl std::fmt::Debug for IngestAuth {
 }
 
 /// Where frugal sends what it keeps.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Upstreams {
     /// The OTLP endpoint every signal goes to.
     pub otlp: Endpoint,
@@ -272,7 +272,7 @@ pub struct Upstreams {
 }
 
 /// An OTLP/HTTP endpoint: Grafana Cloud's OTLP gateway, or any OTLP receiver.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Endpoint {
     /// Base URL; the signal path (`/v1/traces`, ...) is appended.
     pub endpoint: String,
@@ -289,7 +289,7 @@ pub struct Endpoint {
 }
 
 /// How frugal authenticates to an upstream.
-#[derive(Clone)]
+#[derive(Clone, PartialEq)]
 pub enum UpstreamAuth {
     /// No credential.
     None,
@@ -329,7 +329,7 @@ pub enum Compression {
 /// Retries with exponential backoff and jitter; all of them end within `max_elapsed`, which
 /// must stay below the client's own timeout (10 s for the SDKs, 30 s for Alloy) so the
 /// client never resends what frugal is still delivering.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Retry {
     /// The wait before the first retry.
     pub initial_backoff: Duration,
@@ -340,7 +340,7 @@ pub struct Retry {
 }
 
 /// Where and how the usage counters are persisted.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Store {
     /// Where sled keeps the usage counters (`--data-dir` overrides).
     pub data_dir: std::path::PathBuf,

@@ -32,10 +32,14 @@ def pytest_configure(config):
 class Frugal:
     """A frugal process."""
 
-    def __init__(self, policy: str, data_dir: Path, env: dict | None = None, extra_args=(),
-                 listen_admin: str = "127.0.0.1:0"):
-        self.policy_path = data_dir.parent / f"policy-{id(self)}.yaml"
-        self.policy_path.write_text(policy)
+    def __init__(self, policy: str | None, data_dir: Path, env: dict | None = None, extra_args=(),
+                 listen_admin: str = "127.0.0.1:0", policy_path: Path | None = None):
+        """`policy` is written to a file of its own; or, with `policy_path`, that file (which
+        the test writes and changes itself) is the policy."""
+        if policy_path is None:
+            policy_path = data_dir.parent / f"policy-{id(self)}.yaml"
+            policy_path.write_text(policy)
+        self.policy_path = policy_path
         self.data_dir = data_dir
         self.env = env or {}
         self.extra_args = list(extra_args)
@@ -150,7 +154,7 @@ def standin():
 def frugal_factory(tmp_path):
     started: list[Frugal] = []
 
-    def make(policy: str, data_dir: Path | None = None, **kw) -> Frugal:
+    def make(policy: str | None, data_dir: Path | None = None, **kw) -> Frugal:
         f = Frugal(policy, data_dir or (tmp_path / f"data{len(started)}"), **kw)
         started.append(f)
         return f
