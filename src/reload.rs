@@ -193,6 +193,7 @@ pub fn effective(old: &Policy, new: Policy) -> Result<(Policy, Vec<&'static str>
     p.metrics.admission_window = old.metrics.admission_window;
     p.metrics.min_sample_interval = old.metrics.min_sample_interval;
     p.alerts = old.alerts.clone();
+    p.traces.tail = old.traces.tail.clone();
     let problems = conflicts(&p);
     if problems.is_empty() {
         Ok((p, held))
@@ -223,6 +224,12 @@ pub fn restart_only(old: &Policy, new: &Policy) -> Vec<&'static str> {
             "store.cache_size",
         ),
         (o.period != n.period, "period"),
+        // The tail sampler's buffer, spool and policies are built at start (its regexes
+        // have no equality: compared as written).
+        (
+            format!("{:?}", o.traces.tail) != format!("{:?}", n.traces.tail),
+            "traces.tail",
+        ),
         (ou.otlp != nu.otlp, "upstream.otlp"),
         (ou.remote_write != nu.remote_write, "upstream.remote_write"),
         (ou.loki != nu.loki, "upstream.loki"),

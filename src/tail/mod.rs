@@ -516,7 +516,7 @@ impl Tail {
             let Some(r) = self.lock_ready().pop_front() else {
                 break;
             };
-            if let Some(gate) = &core.rate_gates[Signal::Traces]
+            if let Some(gate) = &core.rate_gates.load()[Signal::Traces]
                 && gate.try_take(r.kept.units).is_err()
             {
                 self.lock_ready().push_front(r);
