@@ -21,7 +21,7 @@ import yaml
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
 import payloads
-from conftest import BIN, ROOT, Lines
+from conftest import BIN, ROOT, Lines, wait_for
 
 DEPLOY = ROOT / "deploy" / "kubernetes"
 OVERLAYS = sorted(p.name for p in (DEPLOY / "overlays").iterdir() if p.is_dir())
@@ -260,6 +260,8 @@ def test_the_real_binary_starts_with_the_rendered_pod_and_answers_its_probes(ren
         assert rendered.container["livenessProbe"]["httpGet"]["path"] == "/healthz"
         # The credentials reach upstream: a trace goes through with the Secret's values.
         OTLPSpanExporter(endpoint=f"http://{http}/otlp/v1/traces").export(payloads.spans(random.Random(3), 5))
+        # (The Mastodon policy tail-samples: the trace leaves once it is decided.)
+        wait_for(lambda: standin.of("traces"), timeout=20, what="the trace upstream")
         (got,) = standin.of("traces")
         token = base64.b64encode(b"123456:glc_test_token").decode()
         assert got.headers.get("authorization") == f"Basic {token}"
