@@ -668,12 +668,17 @@ mod tests {
 
     /// The README's metric table: each family's name and type.
     fn readme_metrics() -> Vec<(String, String)> {
+        readme_table("metrics table")
+    }
+
+    /// A metric table of the README, between `<!-- {marker}: start -->` and its end.
+    fn readme_table(marker: &str) -> Vec<(String, String)> {
         let readme = include_str!("../README.md");
         let table = readme
-            .split("<!-- metrics table: start -->")
+            .split(&format!("<!-- {marker}: start -->"))
             .nth(1)
-            .and_then(|t| t.split("<!-- metrics table: end -->").next())
-            .expect("the README has the metrics table");
+            .and_then(|t| t.split(&format!("<!-- {marker}: end -->")).next())
+            .expect("the README has the table");
         table
             .lines()
             .filter_map(|l| {
@@ -736,21 +741,7 @@ mod tests {
     fn the_readme_metric_table_and_the_scrape_agree_both_ways() {
         let (core, _) = every_series();
         let readme = readme_metrics();
-        let scraped: Vec<(String, String)> = core
-            .stats
-            .registry
-            .gather()
-            .iter()
-            .map(|f| {
-                let t = match f.get_field_type() {
-                    prometheus::proto::MetricType::COUNTER => "counter",
-                    prometheus::proto::MetricType::GAUGE => "gauge",
-                    prometheus::proto::MetricType::HISTOGRAM => "histogram",
-                    other => panic!("{other:?}"),
-                };
-                (f.name().to_string(), t.to_string())
-            })
-            .collect();
+        let scraped = families(&core);
         for m in &scraped {
             assert!(
                 readme.contains(m),
@@ -764,6 +755,52 @@ mod tests {
             );
         }
         assert_eq!(readme.len(), scraped.len(), "each family once");
+    }
+
+    /// Each metric family of a scrape, with its type.
+    fn families(core: &Core) -> Vec<(String, String)> {
+        core.stats
+            .registry
+            .gather()
+            .iter()
+            .map(|f| {
+                let t = match f.get_field_type() {
+                    prometheus::proto::MetricType::COUNTER => "counter",
+                    prometheus::proto::MetricType::GAUGE => "gauge",
+                    prometheus::proto::MetricType::HISTOGRAM => "histogram",
+                    other => panic!("{other:?}"),
+                };
+                (f.name().to_string(), t.to_string())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_readme_tail_table_and_a_tail_sampling_scrape_agree_and_it_says_how_many() {
+        let clock = Arc::new(ManualClock::new("2026-11-16T00:00:00Z".parse().unwrap()));
+        let (core, _) = testkit::core(testkit::policy("traces: {tail: {}}"), clock);
+        let tail: Vec<(String, String)> = families(&core)
+            .into_iter()
+            .filter(|(n, _)| n.starts_with("frugal_tail_"))
+            .collect();
+        let mut readme = readme_table("tail metrics table");
+        let mut scraped = tail.clone();
+        // Decisions are counted per policy as they happen: none at start.
+        scraped.push(("frugal_tail_decisions_total".into(), "counter".into()));
+        readme.sort();
+        scraped.sort();
+        assert_eq!(readme, scraped);
+        let series = core
+            .stats
+            .render()
+            .lines()
+            .filter(|l| l.starts_with("frugal_tail_"))
+            .count();
+        let said = format!("**{series} more series**");
+        assert!(
+            include_str!("../README.md").contains(&said),
+            "the README should say {said}"
+        );
     }
 
     #[test]

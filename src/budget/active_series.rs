@@ -766,7 +766,15 @@ mod tests {
         before.observe(Fingerprint(5), t(T0));
         before.persist(&series).unwrap();
         drop((series, first));
-        let reopened = SledStore::open(dir.path(), 1 << 20).unwrap();
+        // sled lets go of its file lock from a background thread: a reopen right after a
+        // drop may find it still held for a moment.
+        let reopened = (0..100)
+            .find_map(|_| {
+                SledStore::open(dir.path(), 1 << 20)
+                    .inspect_err(|_| std::thread::sleep(std::time::Duration::from_millis(50)))
+                    .ok()
+            })
+            .unwrap();
         let after = ActiveSeries::new(Windows::DEFAULT);
         assert_eq!(after.restore(&reopened.series_store().unwrap()).unwrap(), 1);
         assert_eq!(after.observe(Fingerprint(5), t(T0)), Seen::Known);

@@ -231,7 +231,8 @@ fn build(root: Node<'_>, source_name: &str) -> Option<Policy> {
     top.finish();
     let (pacing, store, ingest, upstream) = (pacing?, store?, ingest?, upstream?);
     let length = period.shortest_length();
-    check_across_sections(length, &pacing, &store, &ingest, &upstream, problems);
+    let tail = traces.as_ref().is_some_and(|t| t.tail.is_some());
+    check_across_sections(length, &pacing, &store, &ingest, &upstream, tail, problems);
     Some(Policy {
         source: source_name.to_string(),
         listen: listen?,
@@ -257,6 +258,7 @@ fn check_across_sections(
     store: &Store,
     ingest: &Ingest,
     upstream: &Upstreams,
+    tail: bool,
     problems: &Problems,
 ) {
     if let Some(every) = pacing.recompute_every {
@@ -288,12 +290,29 @@ fn check_across_sections(
             "cannot be combined with ingest.auth: the client's Authorization header is frugal's ingest credential, not one for upstream",
         );
     }
+    if tail && matches!(upstream.otlp.auth, UpstreamAuth::PassThrough) {
+        problems.push(
+            "upstream.otlp.pass_through_auth",
+            "cannot be combined with traces.tail: tail-sampled traces leave after their clients were answered, with no client credentials to pass on; give upstream.otlp its own basic_auth or bearer_token",
+        );
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::policy::{AtLimit, SamplingMode};
+
+    #[test]
+    fn tail_sampling_refuses_passing_client_credentials_through() {
+        let text = "upstream: {otlp: {endpoint: 'http://x:1', pass_through_auth: true}}\ntraces: {tail: {}}\n";
+        let e = load_str(text, "p.yaml", &Overrides::default(), &|_| None).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("upstream.otlp.pass_through_auth: cannot be combined with traces.tail"),
+            "{e}"
+        );
+    }
 
     fn env(k: &str) -> Option<String> {
         match k {

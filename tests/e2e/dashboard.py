@@ -14,6 +14,9 @@ DASHBOARD = ROOT / "dashboards" / "frugal-quota-burn.json"
 FRUGAL_DS = "${datasource}"
 USAGE_DS = "${usage_datasource}"
 MIXED_DS = "-- Mixed --"
+# The row of the tail sampler's families (frugal_tail_*), which frugal exports only when
+# the policy has `traces.tail`: on any other frugal its panels show No data.
+TAIL_ROW = "Tail sampling"
 
 
 def load() -> dict:

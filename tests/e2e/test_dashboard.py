@@ -108,11 +108,39 @@ def test_every_query_runs_on_a_datasource_variable():
 
 def test_every_frugal_metric_the_dashboard_reads_is_in_the_readme_table():
     readme = (ROOT / "README.md").read_text()
-    table = readme.split("<!-- metrics table: start -->")[1].split("<!-- metrics table: end -->")[0]
-    documented = set(re.findall(r"`(frugal_\w+)`", table))
+    # Two tables: what every frugal exports, and what one with traces.tail exports too.
+    tables = [readme.split(f"<!-- {name}: start -->")[1].split(f"<!-- {name}: end -->")[0]
+              for name in ("metrics table", "tail metrics table")]
+    documented = {m for table in tables for m in re.findall(r"`(frugal_\w+)`", table)}
     read = {re.sub(r"_(bucket|sum|count)$", "", m) for _, t, _ in dashboard.targets()
             for m in re.findall(r"\bfrugal_\w+", t["expr"])}
     assert read - documented == set(), "the dashboard reads metrics frugal does not document"
+
+
+def test_the_tail_sampling_row_and_only_it_reads_the_tail_families():
+    """frugal exports frugal_tail_* only with traces.tail: those panels sit together in one
+    row, so a frugal without tail sampling shows one row of No data, nothing broken elsewhere
+    (and test_live_prometheus.py knows which queries need a tail-sampling frugal)."""
+    rows = [p for p in dashboard.panels() if p["type"] == "row" and p["title"] == dashboard.TAIL_ROW]
+    assert len(rows) == 1 and not rows[0].get("repeat")
+    in_row = [p for p in dashboard.panels() if p["_row"] == dashboard.TAIL_ROW and p["type"] != "row"]
+    assert in_row, "the tail-sampling row has panels"
+    for p, t, ds in dashboard.targets():
+        names = set(re.findall(r"\bfrugal_\w+", t["expr"]))
+        tail = {n for n in names if n.startswith("frugal_tail_")}
+        if p["_row"] == dashboard.TAIL_ROW:
+            assert names and tail == names and ds == FRUGAL_DS, f"{p['title']!r}: {t['expr']}"
+        else:
+            assert not tail, f"{p['title']!r} outside the tail-sampling row reads {tail}"
+    read = {re.sub(r"_(bucket|sum|count)$", "", m) for p, t, _ in dashboard.targets()
+            if p["_row"] == dashboard.TAIL_ROW for m in re.findall(r"\bfrugal_\w+", t["expr"])}
+    assert read == {"frugal_tail_buffered_traces", "frugal_tail_buffered_bytes", "frugal_tail_spool_bytes",
+                    "frugal_tail_traces_received_total", "frugal_tail_decisions_total",
+                    "frugal_tail_early_decisions_total", "frugal_tail_late_spans_total",
+                    "frugal_tail_decision_seconds", "frugal_tail_late_span_age_seconds"}, \
+        "every tail-sampling family is on the dashboard"
+    for p in in_row:
+        assert "traces.tail" in p["description"], f"{p['title']!r}: say it needs traces.tail"
 
 
 def test_the_per_signal_row_repeats_over_the_byte_budgeted_signals():

@@ -3,7 +3,9 @@ started here) scraping frugal while it paces, drops, is refused and loses its up
 every expression in dashboards/frugal-quota-burn.json and dashboards/frugal-alerts.yaml,
 with the template variables filled in as Grafana would, returns data through Prometheus's
 query API — except the queries on Grafana Cloud's own usage datasource (`grafanacloud_*`),
-which only Grafana Cloud has. The rules, loaded unmodified, fire when usage is pushed past
+which only Grafana Cloud has, and the tail-sampling row's (`frugal_tail_*`, exported only
+with `traces.tail`), which return nothing, without error, from that frugal and data from a
+second one that tail-samples. The rules, loaded unmodified, fire when usage is pushed past
 a threshold with `frugal usage set` and stay quiet below it."""
 
 from __future__ import annotations
@@ -114,6 +116,21 @@ class Load(threading.Thread):
             self.stop.wait(0.05)
 
 
+def frugal_queries(instance: str):
+    """(panel, target, expression) for every dashboard query on frugal's datasource, the
+    variables filled in as Grafana does for this job and instance, a query of the per-signal
+    row once for each signal."""
+    for p, t, ds in dashboard.targets():
+        if ds == dashboard.USAGE_DS:
+            continue  # grafanacloud_*: only Grafana Cloud has them
+        signals = ["traces", "logs"] if 'signal="$signal"' in t["expr"] else ["traces|logs"]
+        for sig in signals:
+            # A picked value goes into a regex matcher escaped, as Grafana does.
+            yield p, t, dashboard.substitute(t["expr"], {
+                "job": JOB, "instance": re.escape(instance).replace("\\", "\\\\"),
+                "signal": sig, "__rate_interval": RATE_INTERVAL})
+
+
 def selectors(expr: str) -> list[str]:
     """The frugal metric selectors in a PromQL expression (name and label matchers)."""
     return [m.group(0) for m in re.finditer(r"\bfrugal_\w+(\{[^}]*\})?", expr)]
@@ -206,21 +223,17 @@ logs:
         assert ("FrugalProjectedOverage", "logs", "pending") in firing  # for: 15m
 
         # Every dashboard query on frugal's datasource returns data, the variables filled in
-        # as Grafana does for this job and instance, the per-signal row for each signal.
-        instance = f"127.0.0.1:{f.admin_port}"
+        # as Grafana does for this job and instance, the per-signal row for each signal; but
+        # the tail-sampling row's: this frugal has no traces.tail, so they run without error
+        # and return nothing (No data in Grafana). The next test gives them data.
         empty, queried = [], 0
-        for p, t, ds in dashboard.targets():
-            if ds == dashboard.USAGE_DS:
-                continue  # grafanacloud_*: only Grafana Cloud has them
-            signals = ["traces", "logs"] if 'signal="$signal"' in t["expr"] else ["traces|logs"]
-            for sig in signals:
-                # A picked value goes into a regex matcher escaped, as Grafana does.
-                expr = dashboard.substitute(t["expr"], {
-                    "job": JOB, "instance": re.escape(instance).replace("\\", "\\\\"),
-                    "signal": sig, "__rate_interval": RATE_INTERVAL})
-                queried += 1
-                if not prom.query(expr):
-                    empty.append(f"{p['title']} [{t['refId']}]: {expr}")
+        for p, t, expr in frugal_queries(f"127.0.0.1:{f.admin_port}"):
+            queried += 1
+            result = prom.query(expr)  # fails on an error
+            if p["_row"] == dashboard.TAIL_ROW:
+                assert result == [], f"{p['title']} [{t['refId']}] without traces.tail: {expr}\n{result}"
+            elif not result:
+                empty.append(f"{p['title']} [{t['refId']}]: {expr}")
         assert not empty, "dashboard queries without data:\n" + "\n".join(empty)
         assert queried > 30
 
@@ -237,6 +250,59 @@ logs:
                     assert prom.query(sel), f"{rule['alert']}: {sel} matches nothing"
             else:
                 assert result, f"{rule['alert']}: no data\n{rule['expr']}"
+    finally:
+        load.stop.set()
+        load.join(20)
+    assert load.answers.get(200), load.answers
+
+
+def test_the_tail_sampling_row_returns_data_from_a_frugal_that_tail_samples(standin, frugal_factory, prom_factory):
+    """A frugal with `traces.tail` (decisions 1 s after a trace's first span, sooner once its
+    root arrived; a status_code policy keeping errors) under the same OTLP/HTTP load of
+    traces, 10 % with an error: once it has decided traces (and they reached upstream),
+    every query of the tail-sampling row returns data, and the rest of the dashboard's
+    queries run without error."""
+    f = frugal_factory(policy_for(standin.url, budgets=f"""
+pacing: {{recompute_every: 1s}}
+budgets:
+  traces: {{limit: {LIMIT}, target: 95%}}
+  logs: {{limit: {LIMIT}, target: 95%}}
+""", extra="""
+traces:
+  tail:
+    decision_wait: 1s
+    root_grace: 200ms
+    policies:
+      - {name: errors, type: status_code, status_code: {status_codes: [ERROR]}, class: priority}
+"""))
+    prom = prom_factory(f"127.0.0.1:{f.admin_port}")
+    wait_for(prom.ready, timeout=30, what="prometheus ready")
+    wait_for(lambda: prom.query(f'frugal_tail_buffered_bytes{{job="{JOB}"}}'), timeout=30,
+             what="the first scrape, with the tail families")
+    load = Load(f)
+    load.start()
+    try:
+        # Spans are acknowledged once in the spool and sent after their trace's decision:
+        # poll for both, then for two scrapes' worth of decisions in Prometheus (so rates
+        # and the latency quantiles have something to work on).
+        wait_for(lambda: f.metric("frugal_tail_decisions_total", policy="errors", decision="kept"),
+                 timeout=20, what="error traces kept by the tail policy")
+        wait_for(lambda: f.metric("frugal_tail_decisions_total", policy="none", decision="kept"),
+                 timeout=20, what="other traces kept at the keep probability")
+        wait_for(lambda: standin.of("traces"), timeout=20, what="decided traces upstream")
+        wait_for(lambda: prom.query(f'sum(rate(frugal_tail_decision_seconds_count{{job="{JOB}"}}[{RATE_INTERVAL}])) > 0')
+                 and prom.query(f'sum(rate(frugal_tail_decisions_total{{job="{JOB}"}}[{RATE_INTERVAL}])) > 0'),
+                 timeout=30, interval=0.5, what="decisions scraped")
+
+        empty, tail_queries = [], 0
+        for p, t, expr in frugal_queries(f"127.0.0.1:{f.admin_port}"):
+            result = prom.query(expr)  # fails on an error
+            if p["_row"] == dashboard.TAIL_ROW:
+                tail_queries += 1
+                if not result:
+                    empty.append(f"{p['title']} [{t['refId']}]: {expr}")
+        assert not empty, "tail-sampling queries without data:\n" + "\n".join(empty)
+        assert tail_queries >= 9
     finally:
         load.stop.set()
         load.join(20)
