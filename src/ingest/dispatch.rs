@@ -9,7 +9,7 @@ use super::{Accepted, IngestError, Payload, RequestMeta, Reserved, Ticket};
 use crate::core::Core;
 use crate::forwarder::{ExportContext, Metering, Outcome};
 use crate::ledger::Charge;
-use crate::model::{RejectReason, Unit};
+use crate::model::{Destination, RejectReason, Unit};
 use crate::stats::{Stats, inc};
 
 /// Bodies up to this size are encoded on the async worker (a millisecond or so).
@@ -34,6 +34,18 @@ pub async fn dispatch<P: Payload>(
     if let Some(t) = &meta.ticket {
         t.shrink_to(body.len() as u64 + body.len() as u64 / 4);
     }
+    send_encoded(core, P::DESTINATION, body, charge, meta).await
+}
+
+/// Sends `body`, already encoded from what `charge` holds, to `destination`, and turns
+/// upstream's answer into the client's (the tail sampler's decided traces come here).
+pub async fn send_encoded(
+    core: &Core,
+    destination: Destination,
+    body: Bytes,
+    charge: Charge,
+    meta: RequestMeta,
+) -> Result<Accepted, IngestError> {
     let billing = Arc::new(Billing {
         charge,
         stats: core.stats.clone(),
@@ -49,7 +61,7 @@ pub async fn dispatch<P: Payload>(
         deadline,
         metering: Some(billing.clone()),
     };
-    let outcome = core.upstream.export(P::DESTINATION, body, ctx).await;
+    let outcome = core.upstream.export(destination, body, ctx).await;
     settle(&billing, &outcome)
 }
 

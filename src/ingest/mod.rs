@@ -34,10 +34,10 @@ use crate::model::{DropReason, Signal};
 use crate::stats::inc;
 pub use admit::{Admitted, admit};
 pub(crate) use admit::{count_decided, within_size};
-pub use dispatch::{Billing, dispatch};
+pub use dispatch::{Billing, dispatch, send_encoded};
 pub use inflight::{InFlight, Ticket};
 pub use payload::Payload;
-pub use reserve::{Reserved, hold_budget, reserve};
+pub use reserve::{Reserved, reserve};
 
 /// How a request arrived.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,7 +180,7 @@ pub fn off_the_workers<T>(f: impl FnOnce() -> T) -> T {
 }
 
 /// Counts priority items frugal dropped (already counted by reason).
-fn record_priority_drop(core: &Core, signal: Signal, items: u64) {
+pub(crate) fn record_priority_drop(core: &Core, signal: Signal, items: u64) {
     inc(
         &core.stats.priority_dropped_items,
         &[signal.as_str()],
@@ -189,7 +189,13 @@ fn record_priority_drop(core: &Core, signal: Signal, items: u64) {
 }
 
 /// Counts items frugal dropped (or, in shadow mode, would have).
-fn record_drop(core: &Core, signal: Signal, reason: DropReason, w: Weight, shadow: bool) {
+pub(crate) fn record_drop(
+    core: &Core,
+    signal: Signal,
+    reason: DropReason,
+    w: Weight,
+    shadow: bool,
+) {
     if w.is_zero() {
         return;
     }

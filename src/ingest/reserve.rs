@@ -60,48 +60,19 @@ pub fn reserve<P: Payload>(core: &Core, a: Admitted<P>) -> Option<Reserved<P>> {
         }
         kept = req.weigh();
     }
-    hold_budget(
-        core,
-        Admitted {
-            req,
-            decisions,
-            account,
-            kept,
-            policy,
-        },
-        0,
-    )
-}
-
-/// Reserves the budget for `a` (the per-second limit already held), as [`reserve`] does;
-/// `set_aside` bytes of the target are kept for priority items not yet decided (the tail
-/// sampler's buffered priority traces), so other items never take them.
-pub fn hold_budget<P: Payload>(core: &Core, a: Admitted<P>, set_aside: u64) -> Option<Reserved<P>> {
-    let signal = P::SIGNAL;
-    let Admitted {
-        mut req,
-        decisions,
-        account,
-        kept,
-        policy,
-    } = a;
-    let charge = match policy.budgets.bytes(signal) {
+    let charge = match budget {
         None => core.ledger.charge(signal, kept),
-        Some(b) => hold(
-            core, signal, b, set_aside, &mut req, &decisions, &account, kept,
-        )?,
+        Some(b) => hold(core, signal, b, &mut req, &decisions, &account, kept)?,
     };
     Some(Reserved { req, charge })
 }
 
 /// Reserves `kept` against the budget; past the target, keeps only priority items (with
 /// `keep_priority`) and reserves them against the limit.
-#[allow(clippy::too_many_arguments)]
 fn hold<P: Payload>(
     core: &Core,
     signal: Signal,
     b: &ByteBudget,
-    set_aside: u64,
     req: &mut P,
     decisions: &[P::Decision],
     account: &Account,
@@ -114,11 +85,7 @@ fn hold<P: Payload>(
     };
     let priority = account.kept[Class::Priority];
     let only_priority = priority.items == kept.items;
-    let cap = if only_priority {
-        priority_cap
-    } else {
-        target.saturating_sub(set_aside)
-    };
+    let cap = if only_priority { priority_cap } else { target };
     if let Some(charge) = core.ledger.reserve(signal, kept, cap) {
         return Some(charge);
     }

@@ -73,8 +73,21 @@ pub struct Arrival {
     pub has_root: bool,
     /// Whether a span rule put one of them in the priority class.
     pub priority: bool,
+    /// How many spans.
+    pub spans: u64,
     /// The trace's decision, if it was decided before.
     pub late: Option<(TraceDecision, Timestamp)>,
+}
+
+/// What became of an arrival.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Inserted {
+    /// It began a trace in the buffer (not a late one).
+    pub new: bool,
+    /// Its trace is due at once.
+    pub due_now: bool,
+    /// It follows a decision made at this time (a late span).
+    pub late: Option<Timestamp>,
 }
 
 /// How a trace is timed.
@@ -92,6 +105,9 @@ pub struct Timing {
 struct Shard {
     map: HashMap<[u8; 16], Pending>,
     due: BinaryHeap<Reverse<(Timestamp, [u8; 16])>>,
+    /// Traces taken for their decision and not yet settled, with what arrived for them
+    /// meanwhile: it follows the decision once it is made ([`Buffer::settle`]).
+    deciding: HashMap<[u8; 16], Vec<(Arrival, RecordId)>>,
 }
 
 /// Traces waiting for their decision.
@@ -120,13 +136,35 @@ impl Buffer {
             .unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Adds `a` (from spool record `record`) at `now`. Returns whether the trace is new to
-    /// the buffer, and whether it is due at once.
-    pub fn insert(&self, a: Arrival, record: RecordId, now: Timestamp, t: Timing) -> (bool, bool) {
+    /// Adds `a` (from spool record `record`) at `now`. A trace neither held nor being
+    /// decided is looked up with `decided` (under the shard's lock, so a decision made
+    /// meanwhile is never missed); one being decided waits for its decision.
+    pub fn insert(
+        &self,
+        mut a: Arrival,
+        record: RecordId,
+        now: Timestamp,
+        t: Timing,
+        decided: impl Fn(&[u8; 16]) -> Option<(TraceDecision, Timestamp)>,
+    ) -> Inserted {
         let len: u64 = a.parts.iter().map(|p| p.bytes).sum();
         let mut shard = self.shard(&a.id);
-        let Shard { map, due } = &mut *shard;
+        let Shard { map, due, deciding } = &mut *shard;
         let new = !map.contains_key(&a.id);
+        if new && a.late.is_none() {
+            if let Some(parked) = deciding.get_mut(&a.id) {
+                parked.push((a, record));
+                drop(shard);
+                self.bytes.fetch_add(len, Ordering::Relaxed);
+                return Inserted {
+                    new: false,
+                    due_now: false,
+                    late: None,
+                };
+            }
+            a.late = decided(&a.id);
+        }
+        let late = a.late.map(|(_, at)| at);
         let p = map.entry(a.id).or_insert_with(|| Pending {
             parts: Vec::new(),
             bytes: 0,
@@ -175,7 +213,34 @@ impl Buffer {
         if new {
             self.traces.fetch_add(1, Ordering::Relaxed);
         }
-        (new, due_now)
+        Inserted {
+            new: new && late.is_none(),
+            due_now,
+            late,
+        }
+    }
+
+    /// Trace `id` was decided: what arrived for it while it was being decided follows the
+    /// decision, as late spans. Returns how many spans those were, and whether any is due.
+    pub fn settle(
+        &self,
+        id: &[u8; 16],
+        d: TraceDecision,
+        at: Timestamp,
+        now: Timestamp,
+        t: Timing,
+    ) -> (u64, bool) {
+        let parked = self.shard(id).deciding.remove(id).unwrap_or_default();
+        let mut spans = 0;
+        let mut due = false;
+        for (mut a, record) in parked {
+            let len: u64 = a.parts.iter().map(|p| p.bytes).sum();
+            self.bytes.fetch_sub(len, Ordering::Relaxed);
+            spans += a.spans;
+            a.late = Some((d, at));
+            due |= self.insert(a, record, now, t, |_| None).due_now;
+        }
+        (spans, due)
     }
 
     fn remove(&self, p: &Pending) {
@@ -186,12 +251,12 @@ impl Buffer {
         self.traces.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// Takes every trace due at `now`.
+    /// Takes every trace due at `now`; each is being decided until [`Buffer::settle`].
     pub fn take_due(&self, now: Timestamp) -> Vec<([u8; 16], Pending)> {
         let mut out = Vec::new();
         for shard in &self.shards {
             let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
-            let Shard { map, due } = &mut *shard;
+            let Shard { map, due, deciding } = &mut *shard;
             while let Some(Reverse((at, id))) = due.peek().copied() {
                 if at > now {
                     break;
@@ -202,6 +267,7 @@ impl Buffer {
                 if map.get(&id).is_some_and(|p| p.due == at)
                     && let Some(p) = map.remove(&id)
                 {
+                    deciding.entry(id).or_default();
                     out.push((id, p));
                 }
             }
@@ -213,7 +279,8 @@ impl Buffer {
     }
 
     /// Takes the traces due soonest (about the oldest), shard by shard, until `want` bytes
-    /// are taken or none is left; each is marked decided early for `reason`.
+    /// are taken or none is left; each is marked decided early for `reason`, and is being
+    /// decided until [`Buffer::settle`].
     pub fn take_soonest(&self, want: u64, reason: Early) -> Vec<([u8; 16], Pending)> {
         let mut out = Vec::new();
         let mut taken = 0u64;
@@ -221,11 +288,12 @@ impl Buffer {
             let mut any = false;
             for shard in &self.shards {
                 let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
-                let Shard { map, due } = &mut *shard;
+                let Shard { map, due, deciding } = &mut *shard;
                 while let Some(Reverse((at, id))) = due.pop() {
                     if map.get(&id).is_some_and(|p| p.due == at)
                         && let Some(mut p) = map.remove(&id)
                     {
+                        deciding.entry(id).or_default();
                         taken += p.bytes;
                         p.early.get_or_insert(reason);
                         out.push((id, p));
@@ -291,29 +359,26 @@ mod tests {
             }],
             has_root: root,
             priority: false,
+            spans: 1,
             late: None,
         }
+    }
+
+    fn put(b: &Buffer, a: Arrival, record: RecordId, at: Timestamp) -> (bool, bool) {
+        let i = b.insert(a, record, at, TIMING, |_| None);
+        (i.new, i.due_now)
     }
 
     #[test]
     fn a_trace_is_due_after_the_wait_or_soon_after_its_root() {
         let b = Buffer::default();
-        assert_eq!(
-            b.insert(arrival(1, 10, false), 0, t(0), TIMING),
-            (true, false)
-        );
-        assert_eq!(
-            b.insert(arrival(2, 10, false), 0, t(0), TIMING),
-            (true, false)
-        );
-        assert_eq!(
-            b.insert(arrival(1, 10, false), 1, t(500), TIMING),
-            (false, false)
-        );
+        assert_eq!(put(&b, arrival(1, 10, false), 0, t(0)), (true, false));
+        assert_eq!(put(&b, arrival(2, 10, false), 0, t(0)), (true, false));
+        assert_eq!(put(&b, arrival(1, 10, false), 1, t(500)), (false, false));
         assert_eq!(b.traces(), 2);
         assert_eq!(b.bytes(), 30);
         // Trace 2's root arrives at 2 s: due at 3 s, not 10 s.
-        b.insert(arrival(2, 10, true), 1, t(2000), TIMING);
+        put(&b, arrival(2, 10, true), 1, t(2000));
         assert!(b.take_due(t(2999)).is_empty());
         let due = b.take_due(t(3000));
         assert_eq!(due.len(), 1);
@@ -332,15 +397,12 @@ mod tests {
     #[test]
     fn a_trace_over_its_cap_is_due_at_once_and_the_soonest_go_first_under_pressure() {
         let b = Buffer::default();
-        b.insert(arrival(1, 600, false), 0, t(0), TIMING);
-        assert_eq!(
-            b.insert(arrival(1, 600, false), 1, t(100), TIMING),
-            (false, true)
-        );
+        put(&b, arrival(1, 600, false), 0, t(0));
+        assert_eq!(put(&b, arrival(1, 600, false), 1, t(100)), (false, true));
         let due = b.take_due(t(100));
         assert_eq!(due[0].1.early, Some(Early::TraceSize));
         for i in 2..10u8 {
-            b.insert(arrival(i, 100, false), 0, t(u64::from(i) * 100), TIMING);
+            put(&b, arrival(i, 100, false), 0, t(u64::from(i) * 100));
         }
         let taken = b.take_soonest(250, Early::BufferFull);
         let ids: Vec<u8> = taken.iter().map(|(id, _)| id[0]).collect();
@@ -354,13 +416,43 @@ mod tests {
     }
 
     #[test]
+    fn spans_arriving_while_their_trace_is_decided_follow_the_decision() {
+        let b = Buffer::default();
+        put(&b, arrival(1, 10, true), 0, t(0));
+        assert_eq!(b.take_due(t(1000)).len(), 1);
+        let i = b.insert(arrival(1, 5, false), 1, t(1001), TIMING, |_| {
+            panic!("not looked up while its trace is being decided")
+        });
+        assert_eq!(
+            i,
+            Inserted {
+                new: false,
+                due_now: false,
+                late: None
+            }
+        );
+        assert_eq!(b.bytes(), 5, "held meanwhile");
+        let d = TraceDecision { p: 1.0, by: None };
+        assert_eq!(b.settle(&[1; 16], d, t(1002), t(1002), TIMING), (1, true));
+        let late = b.take_due(t(1002));
+        assert_eq!(late[0].1.late.map(|(d, _)| d.p), Some(1.0));
+        assert_eq!(b.settle(&[1; 16], d, t(1002), t(1002), TIMING), (0, false));
+        // Settled: a later span looks the decision up.
+        let i = b.insert(arrival(1, 5, false), 2, t(1003), TIMING, |_| {
+            Some((d, t(1002)))
+        });
+        assert_eq!(i.late, Some(t(1002)));
+        assert!(!i.new);
+    }
+
+    #[test]
     fn priority_bytes_are_counted_from_the_first_priority_span() {
         let b = Buffer::default();
-        b.insert(arrival(1, 100, false), 0, t(0), TIMING);
+        put(&b, arrival(1, 100, false), 0, t(0));
         let mut a = arrival(1, 50, false);
         a.priority = true;
-        b.insert(a, 1, t(1), TIMING);
-        b.insert(arrival(1, 25, false), 2, t(2), TIMING);
+        put(&b, a, 1, t(1));
+        put(&b, arrival(1, 25, false), 2, t(2));
         assert_eq!(b.priority_bytes(), 175);
         b.take_soonest(1, Early::BufferFull);
         assert_eq!(b.priority_bytes(), 0);

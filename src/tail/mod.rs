@@ -31,6 +31,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use jiff::Timestamp;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value;
@@ -38,12 +39,13 @@ use opentelemetry_proto::tonic::common::v1::any_value;
 use crate::budget::controller::PacingState;
 use crate::core::Core;
 use crate::ingest::{
-    Accepted, Admitted, IngestError, Payload, RequestMeta, Transport, count_decided, dispatch,
-    hold_budget, within_size,
+    Accepted, IngestError, Payload, RequestMeta, Transport, count_decided, record_drop,
+    record_priority_drop, send_encoded, within_size,
 };
+use crate::ledger::Charge;
 use crate::metering::{Weight, tempo};
-use crate::model::{Class, DropReason, Signal};
-use crate::policy::{Policy, TailPolicy};
+use crate::model::{Class, Destination, DropReason, Signal};
+use crate::policy::{AtLimit, Policy, TailPolicy};
 use crate::sampling::memory::TraceDecision;
 use crate::sampling::traces::{SpanDecision, classify, decide_at};
 use crate::sampling::{Account, ClassProbabilities, Fate, rules};
@@ -53,19 +55,22 @@ pub use buffer::{Arrival, Buffer, Early, Pending, Timing};
 use policies::{Limiters, SpanRef, TailOutcome, TraceView};
 
 /// Decided traces are sent in requests of about this many bytes.
-const BATCH_BYTES: usize = 2 * 1024 * 1024;
+const BATCH_BYTES: usize = 512 * 1024;
 /// How often the release loop looks for traces due (sooner when a request brings one).
 pub const TICK: Duration = Duration::from_millis(200);
 
 /// Decided traces waiting to be sent.
 struct Ready {
-    req: ExportTraceServiceRequest,
-    decisions: Vec<SpanDecision>,
-    account: Account,
+    /// The kept spans, marked, encoded as they are sent (what is held is what goes out).
+    body: Bytes,
+    /// Their billable weight.
     kept: Weight,
-    /// The spool records of its traces, once per trace.
+    /// Whether they are priority traces (batches never mix priority with the rest).
+    priority: bool,
+    /// The spool record of each part of its traces.
     records: Vec<RecordId>,
-    bytes: u64,
+    /// Its traces (remembered as dropped if the budget refuses them).
+    traces: Vec<[u8; 16]>,
 }
 
 /// The tail sampler: the buffer, the spool, the policies' limiters, and what waits to be
@@ -79,6 +84,8 @@ pub struct Tail {
     refs: Mutex<HashMap<RecordId, u32>>,
     ready: Mutex<VecDeque<Ready>>,
     ready_bytes: AtomicU64,
+    /// Bytes of requests between making room and entering the buffer.
+    admitting: AtomicU64,
     sending: tokio::sync::Mutex<()>,
     /// Wakes the release loop when a request brings a trace due at once.
     pub wake: tokio::sync::Notify,
@@ -188,6 +195,7 @@ struct Batch {
     decisions: Vec<SpanDecision>,
     account: Account,
     kept_records: Vec<RecordId>,
+    kept_traces: Vec<[u8; 16]>,
     dropped_records: Vec<RecordId>,
     bytes: usize,
 }
@@ -208,6 +216,7 @@ impl Tail {
             refs: Mutex::new(HashMap::new()),
             ready: Mutex::new(VecDeque::new()),
             ready_bytes: AtomicU64::new(0),
+            admitting: AtomicU64::new(0),
             sending: tokio::sync::Mutex::new(()),
             wake: tokio::sync::Notify::new(),
             freed: tokio::sync::Notify::new(),
@@ -228,9 +237,11 @@ impl Tail {
         }
     }
 
-    /// Bytes held: buffered, and decided but not yet sent.
+    /// Bytes held: buffered, decided but not yet sent, and entering.
     pub fn held_bytes(&self) -> u64 {
-        self.buffer.bytes() + self.ready_bytes.load(Ordering::Relaxed)
+        self.buffer.bytes()
+            + self.ready_bytes.load(Ordering::Relaxed)
+            + self.admitting.load(Ordering::Relaxed)
     }
 
     /// Traces buffered, undecided.
@@ -271,20 +282,30 @@ impl Tail {
     }
 
     /// Puts a record's traces in the buffer at `now`; returns whether any is due at once.
-    fn hold(&self, id: RecordId, groups: Vec<Arrival>, now: Timestamp) -> bool {
+    fn hold(&self, core: &Core, id: RecordId, groups: Vec<Arrival>, now: Timestamp) -> bool {
         let parts: usize = groups.iter().map(|a| a.parts.len()).sum();
         self.lock_refs()
             .insert(id, u32::try_from(parts).unwrap_or(u32::MAX));
         let timing = self.timing();
         let mut due = false;
+        let mut late_spans = 0;
         for a in groups {
-            let late = a.late;
-            let (new, due_now) = self.buffer.insert(a, id, now, timing);
-            if new && late.is_none() {
+            let spans = a.spans;
+            let i = self
+                .buffer
+                .insert(a, id, now, timing, |t| core.traces.decided(t, now));
+            if i.new {
                 self.stats.traces_received.inc();
             }
-            due |= due_now;
+            if let Some(at) = i.late {
+                late_spans += spans;
+                self.stats
+                    .late_span_age
+                    .observe(crate::clock::seconds_between(at, now).max(0.0));
+            }
+            due |= i.due_now;
         }
+        self.stats.late_spans.inc_by(late_spans);
         due
     }
 
@@ -312,6 +333,7 @@ impl Tail {
                         id: t.id,
                         has_root: spans(&req).any(|s| s.span.parent_span_id.is_empty()),
                         priority: rule_class(&policy, &req) == Class::Priority,
+                        spans: spans(&req).count() as u64,
                         parts: t.parts,
                         late: None,
                     }
@@ -321,7 +343,7 @@ impl Tail {
                 self.spool.release(id);
                 continue;
             }
-            self.hold(id, arrivals, seen);
+            self.hold(core, id, arrivals, seen);
         }
         self.gauges();
         n
@@ -381,7 +403,12 @@ impl Tail {
         let probs = traces.probabilities;
         let state = traces.state;
         let mark = self.settings.mark_attribute.as_deref();
-        let mut batch = Batch::default();
+        let timing = self.timing();
+        // Priority traces travel apart, so the budget can refuse the rest without them.
+        let mut priority = Batch::default();
+        let mut other = Batch::default();
+        let mut late_spans = 0;
+        let mut due = false;
         for (id, pending) in taken {
             let mut trace = record::expand(&pending.parts);
             let v = match pending.late {
@@ -418,24 +445,29 @@ impl Tail {
             let name =
                 v.by.and_then(|i| self.settings.policies.get(usize::from(i)))
                     .map(|r| r.name.as_str());
-            if pending.late.is_none() {
-                core.traces.decide(
-                    &id,
-                    TraceDecision {
-                        p: if kept { v.p } else { 0.0 },
-                        by: v.by,
-                    },
-                    now,
-                );
-                let outcome = if kept { "kept" } else { "dropped" };
-                inc(&self.stats.decisions, &[name.unwrap_or("none"), outcome], 1);
-                self.stats
-                    .decision_seconds
-                    .observe(crate::clock::seconds_between(pending.first_seen, now).max(0.0));
-                if let Some(e) = pending.early {
-                    inc(&self.stats.early_decisions, &[e.as_str()], 1);
+            let decision = TraceDecision {
+                p: if kept { v.p } else { 0.0 },
+                by: v.by,
+            };
+            let decided_at = match pending.late {
+                Some((_, at)) => at,
+                None => {
+                    core.traces.decide(&id, decision, now);
+                    let outcome = if kept { "kept" } else { "dropped" };
+                    inc(&self.stats.decisions, &[name.unwrap_or("none"), outcome], 1);
+                    self.stats
+                        .decision_seconds
+                        .observe(crate::clock::seconds_between(pending.first_seen, now).max(0.0));
+                    if let Some(e) = pending.early {
+                        inc(&self.stats.early_decisions, &[e.as_str()], 1);
+                    }
+                    now
                 }
-            }
+            };
+            // What arrived while it was being decided follows the decision.
+            let (parked, parked_due) = self.buffer.settle(&id, decision, decided_at, now, timing);
+            late_spans += parked;
+            due |= parked_due;
             if kept && let (Some(key), Some(name)) = (mark, name) {
                 for rs in &mut trace.resource_spans {
                     for span in rs.scope_spans.iter_mut().flat_map(|ss| &mut ss.spans) {
@@ -447,6 +479,12 @@ impl Tail {
                     }
                 }
             }
+            let is_priority = v.class == Class::Priority;
+            let batch = if is_priority {
+                &mut priority
+            } else {
+                &mut other
+            };
             for (s, d) in spans(&trace).zip(&decisions) {
                 let w = Weight {
                     items: 1,
@@ -459,6 +497,7 @@ impl Tail {
             batch.account.modified = true;
             if kept {
                 batch.kept_records.extend(&pending.records);
+                batch.kept_traces.push(id);
             } else {
                 batch.dropped_records.extend(&pending.records);
             }
@@ -466,14 +505,27 @@ impl Tail {
             batch.req.resource_spans.extend(trace.resource_spans);
             batch.decisions.extend(decisions);
             if batch.bytes >= BATCH_BYTES {
-                self.queue(core, &policy, std::mem::take(&mut batch), state);
+                let full = std::mem::take(batch);
+                self.queue(core, &policy, full, state, is_priority);
             }
         }
-        self.queue(core, &policy, batch, state);
+        self.queue(core, &policy, priority, state, true);
+        self.queue(core, &policy, other, state, false);
+        self.stats.late_spans.inc_by(late_spans);
+        if due {
+            self.wake.notify_one();
+        }
     }
 
-    /// Counts a batch's decisions and queues what is kept for the sender.
-    fn queue(&self, core: &Core, policy: &Arc<Policy>, mut b: Batch, state: PacingState) {
+    /// Counts a batch's decisions and queues what is kept for the sender, encoded.
+    fn queue(
+        &self,
+        core: &Core,
+        policy: &Arc<Policy>,
+        mut b: Batch,
+        state: PacingState,
+        priority: bool,
+    ) {
         if b.decisions.is_empty() {
             return;
         }
@@ -489,22 +541,54 @@ impl Tail {
         if b.req.is_empty() {
             return;
         }
-        let (kept, len) = b.req.weigh_encoded();
-        self.ready_bytes.fetch_add(len as u64, Ordering::Relaxed);
+        let (kept, _) = b.req.weigh_encoded();
+        let body = Bytes::from(prost::Message::encode_to_vec(&b.req));
+        self.ready_bytes
+            .fetch_add(body.len() as u64, Ordering::Relaxed);
         self.lock_ready().push_back(Ready {
-            req: b.req,
-            decisions: b.decisions,
-            account: b.account,
+            body,
             kept,
+            priority,
             records: b.kept_records,
-            bytes: len as u64,
+            traces: b.kept_traces,
         });
     }
 
     fn done(&self, r: &Ready) {
-        self.ready_bytes.fetch_sub(r.bytes, Ordering::Relaxed);
+        self.ready_bytes
+            .fetch_sub(r.body.len() as u64, Ordering::Relaxed);
         self.unref(&r.records);
         self.freed.notify_waiters();
+    }
+
+    /// Holds the budget for `r`: priority traces against the limit (with `keep_priority`),
+    /// the rest against the target less the buffered priority bytes. Refused: counted as
+    /// dropped at the limit, its traces remembered as dropped.
+    fn reserve(&self, core: &Core, r: &Ready) -> Option<Charge> {
+        let policy = core.policy();
+        let Some(b) = policy.budgets.bytes(Signal::Traces) else {
+            return Some(core.ledger.charge(Signal::Traces, r.kept));
+        };
+        let cap = match (r.priority, b.at_limit) {
+            (true, AtLimit::KeepPriority) => b.effective_limit(),
+            (true, AtLimit::DropAll) => b.target_bytes(),
+            (false, _) => b
+                .target_bytes()
+                .saturating_sub(self.buffer.priority_bytes()),
+        };
+        if let Some(charge) = core.ledger.reserve(Signal::Traces, r.kept, cap) {
+            return Some(charge);
+        }
+        record_drop(core, Signal::Traces, DropReason::AtLimit, r.kept, false);
+        if r.priority {
+            record_priority_drop(core, Signal::Traces, r.kept.items);
+        }
+        let now = core.clock.now();
+        for id in &r.traces {
+            core.traces
+                .decide(id, TraceDecision { p: 0.0, by: None }, now);
+        }
+        None
     }
 
     /// Sends decided traces in order: each waits for the per-second limit (and stops the
@@ -522,19 +606,13 @@ impl Tail {
                 self.lock_ready().push_front(r);
                 break;
             }
-            let attempt = Admitted {
-                req: r.req.clone(),
-                decisions: r.decisions.clone(),
-                account: r.account.clone(),
-                kept: r.kept,
-                policy: core.policy(),
-            };
-            let Some(reserved) = hold_budget(core, attempt, self.buffer.priority_bytes()) else {
-                // Past the budget: dropped and counted there.
+            let Some(charge) = self.reserve(core, &r) else {
                 self.done(&r);
                 continue;
             };
-            match dispatch(core, reserved, RequestMeta::new(Transport::Tail)).await {
+            let meta = RequestMeta::new(Transport::Tail);
+            let body = r.body.clone();
+            match send_encoded(core, Destination::OtlpTraces, body, charge, meta).await {
                 Ok(_) => self.done(&r),
                 Err(IngestError::Unavailable { message, .. }) => {
                     tracing::debug!(%message, "upstream cannot take decided traces now; next turn");
@@ -553,10 +631,25 @@ impl Tail {
 /// How long a request waits for decided traces to leave when the buffer is full.
 const ROOM_WAIT: Duration = Duration::from_secs(2);
 
-/// Makes room for `incoming` bytes under `max_buffer`: decides the traces due soonest
-/// early, then waits (up to [`ROOM_WAIT`]) for the sender to take decided ones; 503 when
-/// they still fill it (upstream slower than the clients).
-async fn make_room(core: &Core, tail: &Tail, incoming: u64) -> Result<(), IngestError> {
+/// Room taken in the buffer by a request on its way in; given back when dropped (by
+/// then its spans are in the buffer, or it was refused).
+struct Admitting<'a>(&'a AtomicU64, u64);
+
+impl Drop for Admitting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(self.1, Ordering::Relaxed);
+    }
+}
+
+/// Makes room for `incoming` bytes under `max_buffer` and takes it (atomically, so
+/// requests arriving together cannot overshoot): decides the traces due soonest early,
+/// then waits (up to [`ROOM_WAIT`]) for the sender to take decided ones; 503 when they
+/// still fill it (upstream slower than the clients).
+async fn make_room<'a>(
+    core: &Core,
+    tail: &'a Tail,
+    incoming: u64,
+) -> Result<Admitting<'a>, IngestError> {
     let max = tail.settings.max_buffer;
     if incoming > max {
         return Err(IngestError::TooLarge(format!(
@@ -570,18 +663,18 @@ async fn make_room(core: &Core, tail: &Tail, incoming: u64) -> Result<(), Ingest
         let freed = tail.freed.notified();
         tokio::pin!(freed);
         freed.as_mut().enable();
+        tail.admitting.fetch_add(incoming, Ordering::Relaxed);
+        let taken = Admitting(&tail.admitting, incoming);
         let held = tail.held_bytes();
-        if held + incoming <= max {
-            return Ok(());
+        if held <= max {
+            return Ok(taken);
         }
-        let taken = tail
-            .buffer
-            .take_soonest(held + incoming - max, Early::BufferFull);
-        if !taken.is_empty() {
-            tail.decide(core, taken, core.clock.now());
-            if tail.held_bytes() + incoming <= max {
-                return Ok(());
-            }
+        drop(taken);
+        let early = tail.buffer.take_soonest(held - max, Early::BufferFull);
+        if !early.is_empty() {
+            tail.decide(core, early, core.clock.now());
+            tail.wake.notify_one();
+            continue;
         }
         tail.wake.notify_one();
         let waited = crate::clock::seconds_between(began, core.clock.now()).max(0.0);
@@ -658,9 +751,9 @@ pub async fn accept(
     if split.is_empty() {
         return Ok(Accepted::default());
     }
-    let bytes = split.encode(core.clock.now());
+    let bytes = split.encode(core.clock.now(), len);
     let incoming = bytes.len() as u64;
-    make_room(core, tail, incoming).await?;
+    let room = make_room(core, tail, incoming).await?;
 
     let id = match tail.spool.append(bytes.clone()).await {
         Ok(id) => id,
@@ -673,7 +766,6 @@ pub async fn accept(
         }
     };
     let now = core.clock.now();
-    let mut late_spans = 0u64;
     let Some(record) = record::decode(bytes) else {
         // Written just above: cannot happen; the record is released, never half-held.
         tail.spool.release(id);
@@ -684,26 +776,20 @@ pub async fn accept(
         .into_iter()
         .map(|t| {
             let (root, priority, n) = seen.get(&t.id).copied().unwrap_or_default();
-            let late = core.traces.decided(&t.id, now);
-            if let Some((_, at)) = late {
-                late_spans += n;
-                tail.stats
-                    .late_span_age
-                    .observe(crate::clock::seconds_between(at, now).max(0.0));
-            }
             Arrival {
                 id: t.id,
                 parts: t.parts,
                 has_root: root,
                 priority,
-                late,
+                spans: n,
+                late: None,
             }
         })
         .collect();
-    tail.stats.late_spans.inc_by(late_spans);
-    if tail.hold(id, arrivals, now) {
+    if tail.hold(core, id, arrivals, now) {
         tail.wake.notify_one();
     }
+    drop(room);
     tail.gauges();
     Ok(Accepted::default())
 }

@@ -2,8 +2,7 @@
 //!
 //! A request's resources and scopes are written once (envelopes), and each trace's spans
 //! as parts that name their envelope, so a trace held in memory costs its spans' encoded
-//! bytes and a share of the envelopes, not a copy of every resource per trace. The
-//! buffer's parts are slices of the record's one allocation.
+//! bytes and a share of the envelopes, not a copy of every resource per trace.
 //!
 //! Layout (integers little-endian):
 //! `accepted_at_ms: i64 | envelopes: u32 | envelopes × (len: u32, ResourceSpans with one
@@ -90,9 +89,12 @@ impl Builder {
         self.traces.is_empty()
     }
 
-    /// The record's bytes.
-    pub fn encode(self, accepted_at: Timestamp) -> Bytes {
-        let mut buf = Vec::new();
+    /// The record's bytes; `size_hint` is about how many (the request's encoded size: its
+    /// resources, scopes and spans appear once each here too), so the buffer is allocated
+    /// once.
+    pub fn encode(self, accepted_at: Timestamp, size_hint: usize) -> Bytes {
+        let framing = 16 + 16 * self.envelopes.len() + 32 * self.traces.len();
+        let mut buf = Vec::with_capacity(size_hint + framing);
         buf.put_i64_le(accepted_at.as_millisecond());
         buf.put_u32_le(self.envelopes.len() as u32);
         for e in &self.envelopes {
@@ -124,17 +126,20 @@ fn u32_of(b: &mut Bytes) -> Option<u32> {
     (b.remaining() >= 4).then(|| b.get_u32_le())
 }
 
-/// Reads a record; its parts are slices of `record`. `None` if it is malformed.
+/// Reads a record into parts of their own. `None` if it is malformed.
 pub fn decode(mut record: Bytes) -> Option<Record> {
     if record.remaining() < 12 {
         return None;
     }
     let accepted_at = Timestamp::from_millisecond(record.get_i64_le()).ok()?;
     let n = u32_of(&mut record)? as usize;
+    // Parts are copied out of the record: a slice would keep the whole record in memory
+    // as long as any one of its traces waits, and the buffer could not count what it
+    // holds. An envelope is copied once and shared by the parts that name it.
     let mut envelopes = Vec::with_capacity(n.min(record.remaining() / 4));
     for _ in 0..n {
         let len = u32_of(&mut record)? as usize;
-        envelopes.push(take(&mut record, len)?);
+        envelopes.push(Bytes::copy_from_slice(&take(&mut record, len)?));
     }
     let mut traces = Vec::new();
     let mut uses = vec![0u64; envelopes.len()];
@@ -145,7 +150,7 @@ pub fn decode(mut record: Bytes) -> Option<Record> {
         for _ in 0..n {
             let env = u32_of(&mut record)? as usize;
             let len = u32_of(&mut record)? as usize;
-            let spans = take(&mut record, len)?;
+            let spans = Bytes::copy_from_slice(&take(&mut record, len)?);
             *uses.get_mut(env)? += 1;
             parts.push(Part {
                 envelope: envelopes[env].clone(),
@@ -206,7 +211,7 @@ mod tests {
             b.span(id, env, s);
         }
         let at: Timestamp = "2026-12-01T00:00:01.5Z".parse().unwrap();
-        let bytes = b.encode(at);
+        let bytes = b.encode(at, 0);
         let r = decode(bytes.clone()).unwrap();
         assert_eq!(r.accepted_at, at);
         assert_eq!(r.traces.len(), 2);
@@ -217,7 +222,7 @@ mod tests {
             expand(&r.traces[1].parts),
             traces("web", vec![span(2, 1, true)])
         );
-        // Parts share the record's allocation, and count the envelope once between them.
+        // Parts count the envelope once between them.
         let counted: u64 = r
             .traces
             .iter()

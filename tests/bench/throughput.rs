@@ -19,32 +19,20 @@
 
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
 use prost::Message as _;
 
-const SPANS_PER_REQUEST: usize = 1000;
+#[path = "common.rs"]
+#[allow(dead_code)]
+mod common;
+use common::{Frugal, kv, latencies, pct, saturate, sink};
 
-fn kv(k: &str, v: &str) -> KeyValue {
-    KeyValue {
-        key: k.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(v.into())),
-        }),
-        ..Default::default()
-    }
-}
+const SPANS_PER_REQUEST: usize = 1000;
 
 /// A span of exactly 358 encoded bytes (with its tag and length inside ScopeSpans).
 fn span(i: usize, pad: usize, marked: bool) -> Span {
@@ -209,48 +197,10 @@ fn gzip(b: &[u8]) -> Bytes {
     Bytes::from(e.finish().unwrap())
 }
 
-/// A sink answering 200 with an empty export response.
-async fn sink() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(
-                    |req: http::Request<hyper::body::Incoming>| async move {
-                        let _ = req.into_body().collect().await;
-                        let mut r = http::Response::new(Full::new(Bytes::new()));
-                        r.headers_mut().insert(
-                            "content-type",
-                            http::HeaderValue::from_static("application/x-protobuf"),
-                        );
-                        Ok::<_, std::convert::Infallible>(r)
-                    },
-                );
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    addr
-}
-
-struct Frugal {
-    child: Child,
-    http: SocketAddr,
-}
-
-impl Frugal {
-    fn start(bin: &str, upstream: SocketAddr, compression: &str, dir: &std::path::Path) -> Frugal {
-        let policy = dir.join("bench.yaml");
-        std::fs::write(
-            &policy,
-            format!(
-                "upstream: {{otlp: {{endpoint: 'http://{upstream}', compression: {compression}}},\n\
+/// frugal with the benchmark's policy, forwarding to `upstream` with `compression`.
+fn start(bin: &str, upstream: SocketAddr, compression: &str, dir: &std::path::Path) -> Frugal {
+    let policy = format!(
+        "upstream: {{otlp: {{endpoint: 'http://{upstream}', compression: {compression}}},\n\
                  remote_write: {{endpoint: 'http://{upstream}/api/v1/write'}},\n\
                  loki: {{endpoint: 'http://{upstream}/loki/api/v1/push'}}}}\n\
                  budgets: {{traces: {{limit: 50000TB, target: 95%}}, logs: {{limit: 50000TB, target: 95%}},\n\
@@ -259,141 +209,8 @@ impl Frugal {
                  pacing: {{enabled: false}}\n\
                  traces: {{priority: [{{name: errors, status_code: ERROR}}, {{name: slow, latency_over: 2s}}],\n\
                  drop: [{{name: bench, attributes: {{server.address: mastodon.dropme.}}}}]}}\n"
-            ),
-        )
-        .unwrap();
-        let mut child = Command::new(bin)
-            .args(["serve", "--policy"])
-            .arg(&policy)
-            .args(["--data-dir"])
-            .arg(dir.join("data"))
-            .args([
-                "--listen-http",
-                "127.0.0.1:0",
-                "--listen-grpc",
-                "off",
-                "--listen-admin",
-                "127.0.0.1:0",
-            ])
-            .env("RUST_LOG", "warn,frugal::app=info")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let mut lines = std::io::BufReader::new(stderr);
-        let mut line = String::new();
-        let http = loop {
-            line.clear();
-            std::io::BufRead::read_line(&mut lines, &mut line).unwrap();
-            if let Some(rest) = line.split("frugal listening http=").nth(1) {
-                break rest.split_whitespace().next().unwrap().parse().unwrap();
-            }
-        };
-        std::thread::spawn(move || std::io::copy(&mut lines, &mut std::io::sink()));
-        Frugal { child, http }
-    }
-
-    fn cpu_seconds(&self) -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
-        let fields: Vec<&str> = stat
-            .rsplit(')')
-            .next()
-            .unwrap()
-            .split_whitespace()
-            .collect();
-        let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
-        ticks / 100.0
-    }
-
-    fn peak_rss_mb(&self) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        let kb: f64 = status
-            .lines()
-            .find(|l| l.starts_with("VmHWM:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap();
-        kb / 1024.0
-    }
-}
-
-impl Drop for Frugal {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
-
-async fn post(client: &HttpClient, url: &str, body: Bytes, gzip: bool) -> u16 {
-    let mut b = http::Request::post(url).header("content-type", "application/x-protobuf");
-    if gzip {
-        b = b.header("content-encoding", "gzip");
-    } else if url.ends_with("/loki/api/v1/push") {
-        // Loki reads protobuf pushes as snappy by their content type.
-    } else if url.ends_with("/push") || url.ends_with("/write") {
-        b = b.header("content-encoding", "snappy");
-    }
-    let resp = client
-        .request(b.body(Full::new(body)).unwrap())
-        .await
-        .expect("the request to frugal failed");
-    let status = resp.status().as_u16();
-    let _ = resp.into_body().collect().await;
-    status
-}
-
-/// Sends as fast as `connections` clients can for `seconds`; returns requests done. Every
-/// request must be answered 200: a failure ends the run with an error.
-async fn saturate(url: &str, body: Bytes, gzip: bool, connections: usize, seconds: f64) -> u64 {
-    let done = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut tasks = Vec::new();
-    for _ in 0..connections {
-        let (url, body, done, stop) = (url.to_string(), body.clone(), done.clone(), stop.clone());
-        tasks.push(tokio::spawn(async move {
-            let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
-            while !stop.load(Ordering::Relaxed) {
-                let status = post(&client, &url, body.clone(), gzip).await;
-                if !(200..300).contains(&status) {
-                    return Err(format!("frugal answered {status}"));
-                }
-                done.fetch_add(1, Ordering::Relaxed);
-            }
-            Ok(())
-        }));
-    }
-    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
-    stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        // Requests in flight at the deadline finish; a failed one fails the run.
-        t.await
-            .expect("a load task panicked")
-            .expect("a request failed");
-    }
-    done.load(Ordering::Relaxed)
-}
-
-/// Latencies (ms) of `n` requests sent one at a time at `rate` per second.
-async fn latencies(url: &str, body: Bytes, gzip: bool, n: usize, rate: f64) -> Vec<f64> {
-    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
-    let mut out = Vec::with_capacity(n);
-    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
-    for _ in 0..n {
-        tick.tick().await;
-        #[allow(clippy::disallowed_methods)] // the benchmark measures wall time itself
-        let t = std::time::Instant::now();
-        let status = post(&client, url, body.clone(), gzip).await;
-        assert!((200..300).contains(&status), "answered {status}");
-        out.push(t.elapsed().as_secs_f64() * 1000.0);
-    }
-    out.sort_by(|a, b| a.total_cmp(b));
-    out
-}
-
-fn pct(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+    );
+    Frugal::start(bin, &policy, dir)
 }
 
 fn main() {
@@ -470,7 +287,7 @@ pub fn run(smoke: bool, args: &[String]) {
                 rt.block_on(async {
                     let dir = tempfile::tempdir().unwrap();
                     let upstream = sink().await;
-                    let f = Frugal::start(bin, upstream, compression, dir.path());
+                    let f = start(bin, upstream, compression, dir.path());
                     let (path, direct_path) = if remote_write {
                         ("/api/v1/push", "/api/v1/write")
                     } else if loki_push {

@@ -179,3 +179,30 @@ fn the_csv_has_as_many_columns_in_every_row_as_in_its_header() {
     }
     assert!(rows >= 700, "an hourly row for the month: {rows}");
 }
+
+#[test]
+fn tail_sampling_keeps_every_error_and_slow_trace_whole_inside_the_budget() {
+    // The free-tier policy has no tail section: `--tail` adds one keeping errors and slow
+    // traces whole (`simulate::SIMULATED_TAIL`); the same month by head sampling keeps only
+    // the error and slow spans themselves.
+    let cfg = |tail| Config {
+        tail,
+        ..config(3.0, Scenario::Steady)
+    };
+    let tail = simulate(&free_tier(), &cfg(true)).unwrap();
+    check(&tail);
+    assert!(tail.tail && tail.notable_traces > 0);
+    assert_eq!(
+        tail.notable_spans_kept, tail.notable_spans,
+        "every span of every error or slow trace arrived"
+    );
+    let head = simulate(&free_tier(), &cfg(false)).unwrap();
+    assert!(!head.tail);
+    assert!(
+        head.notable_spans_kept * 2 < head.notable_spans,
+        "head sampling keeps the error and slow spans, not their traces: {} of {}",
+        head.notable_spans_kept,
+        head.notable_spans
+    );
+    assert!(tail.notable_bytes > 2 * head.notable_bytes);
+}
