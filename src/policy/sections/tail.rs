@@ -628,19 +628,11 @@ fn trace_state(o: &mut Obj<'_>) -> Option<TailKind> {
 }
 
 fn rate_limiting(o: &mut Obj<'_>) -> Option<TailKind> {
-    let rate = required(
-        o,
-        "spans_per_second",
-        "missing: how many spans a second this policy keeps",
-        positive,
-    )?;
-    let burst = with(o, "burst_capacity", positive);
-    if o.has("burst_capacity") && burst.is_none() {
-        return None;
-    }
+    let missing = "missing: how many spans a second this policy keeps";
+    let (rate, burst) = bucket(o, "spans_per_second", missing, positive)?;
     Some(TailKind::RateLimiting {
         spans_per_second: rate,
-        burst_capacity: burst.unwrap_or(rate.saturating_mul(TAIL_BURST_PER_RATE)),
+        burst_capacity: burst,
     })
 }
 
@@ -653,20 +645,31 @@ fn bytes_limiting(o: &mut Obj<'_>) -> Option<TailKind> {
         }
         Some(v)
     };
-    let rate = required(
-        o,
-        "bytes_per_second",
-        "missing: how many bytes a second this policy keeps (a size: 100kB)",
-        size,
-    )?;
-    let burst = with(o, "burst_capacity", size);
+    let missing = "missing: how many bytes a second this policy keeps (a size: 100kB)";
+    let (rate, burst) = bucket(o, "bytes_per_second", missing, size)?;
+    Some(TailKind::BytesLimiting {
+        bytes_per_second: rate,
+        burst_capacity: burst,
+    })
+}
+
+/// A token bucket's rate (`rate_key`, required) and `burst_capacity` (by default
+/// [`TAIL_BURST_PER_RATE`] times the rate), each read by `read`.
+fn bucket(
+    o: &mut Obj<'_>,
+    rate_key: &'static str,
+    missing: &'static str,
+    read: impl Fn(Node<'_>) -> Option<u64> + Copy,
+) -> Option<(u64, u64)> {
+    let rate = required(o, rate_key, missing, read)?;
+    let burst = with(o, "burst_capacity", read);
     if o.has("burst_capacity") && burst.is_none() {
         return None;
     }
-    Some(TailKind::BytesLimiting {
-        bytes_per_second: rate,
-        burst_capacity: burst.unwrap_or(rate.saturating_mul(TAIL_BURST_PER_RATE)),
-    })
+    Some((
+        rate,
+        burst.unwrap_or(rate.saturating_mul(TAIL_BURST_PER_RATE)),
+    ))
 }
 
 fn probabilistic(o: &mut Obj<'_>) -> Option<TailKind> {
