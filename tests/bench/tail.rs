@@ -14,8 +14,8 @@
 //!
 //! Cases:
 //! 1. **flood**: eight clients send at least 4× `max_buffer` (32 MB; 8 MB with `--smoke`)
-//!    with `decision_wait: 2s` and no budget pressure, plus one trace of 6,000 spans in two requests, over
-//!    `max_trace_size` (1 MB); a 503 is retried after its `Retry-After`. Then it waits for
+//!    with `decision_wait: 2s` and no budget pressure, after one trace of 6,000 spans in
+//!    two requests, over `max_trace_size` (1 MB); a 503 is retried after its `Retry-After`. Then it waits for
 //!    the buffer to empty and asserts: every trace received was decided, the sink got every
 //!    trace and every span, the big trace was decided early for its size, frugal's peak
 //!    resident set stayed under its idle resident set + what the same flood costs without
@@ -57,7 +57,7 @@ const HALF: usize = TRACE_SPANS / 2;
 /// Traces begun (and traces completed) in each request.
 const TRACES_PER_REQUEST: usize = SPANS_PER_REQUEST / 2 / HALF;
 /// The big trace: two requests of [`BIG_PARTS`] × 1,000 spans (about 1.4 MB, over
-/// `max_trace_size`), sent as the flood begins, so the second finds the first still
+/// `max_trace_size`), sent just before the flood, so the second finds the first still
 /// buffered and takes the trace over its cap.
 const BIG_TRACE_REQUESTS: u64 = 2;
 const BIG_PARTS: u64 = 3;
@@ -587,18 +587,19 @@ async fn flood(bin: &str, t: &Arc<Template>, max_buffer: u64, memory_bound: bool
     let began = std::time::Instant::now();
     let cpu0 = f.cpu_seconds();
     let (stop_watch, watch) = watch_held(f.admin);
-    let big = {
-        let (t, url) = (t.clone(), url.clone());
-        tokio::spawn(async move {
-            let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
-            let retries = AtomicU64::new(0);
-            for r in 0..BIG_TRACE_REQUESTS {
-                send(&client, &url, t.big(nonce, r), &retries).await;
-            }
-            retries.load(Ordering::Relaxed)
-        })
+    // The big trace goes first, its requests one after the other with nothing else
+    // buffered: the second finds the first held (a 2xx is answered once the spans are
+    // in the buffer) and takes the trace over its cap, rather than finding it decided
+    // early under the flood's pressure and following that decision.
+    let big_retries = {
+        let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+        let retries = AtomicU64::new(0);
+        for r in 0..BIG_TRACE_REQUESTS {
+            send(&client, &url, t.big(nonce, r), &retries).await;
+        }
+        retries.load(Ordering::Relaxed)
     };
-    let retries = load(t, &url, nonce, clients, requests).await + big.await.unwrap();
+    let retries = load(t, &url, nonce, clients, requests).await + big_retries;
     let sending = began.elapsed().as_secs_f64();
     let all_there = drained(&f, Duration::from_secs(60), || {
         let s = seen.lock().unwrap();
