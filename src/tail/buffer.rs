@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
+use crate::model::Class;
 use crate::sampling::memory::TraceDecision;
 use crate::store::RecordId;
 
@@ -54,8 +55,9 @@ pub struct Pending {
     pub due: Timestamp,
     /// The spool record of each part.
     pub records: Vec<RecordId>,
-    /// Whether a span rule put one of its spans in the priority class.
-    pub priority: bool,
+    /// The class span rules put it in: the highest of its spans' (priority bytes are set
+    /// aside in the budget).
+    pub class: Class,
     /// The decision its trace already had, and when it was made (late spans).
     pub late: Option<(TraceDecision, Timestamp)>,
     /// Why it was decided early, if it was.
@@ -71,8 +73,8 @@ pub struct Arrival {
     pub parts: Vec<Part>,
     /// Whether the root span (no parent) is among them.
     pub has_root: bool,
-    /// Whether a span rule put one of them in the priority class.
-    pub priority: bool,
+    /// The highest class span rules put them in.
+    pub class: Class,
     /// How many spans.
     pub spans: u64,
     /// The trace's decision, if it was decided before.
@@ -175,7 +177,7 @@ impl Buffer {
                 crate::clock::add(now, t.wait)
             },
             records: Vec::new(),
-            priority: false,
+            class: Class::Bulk,
             late: a.late,
             early: None,
         });
@@ -185,12 +187,12 @@ impl Buffer {
         p.records.extend(std::iter::repeat_n(record, a.parts.len()));
         p.parts.extend(a.parts);
         p.bytes += len;
-        if a.priority && !p.priority {
-            p.priority = true;
+        if a.class == Class::Priority && p.class != Class::Priority {
             self.priority_bytes
                 .fetch_add(p.bytes - len, Ordering::Relaxed);
         }
-        if p.priority {
+        p.class = p.class.min(a.class);
+        if p.class == Class::Priority {
             self.priority_bytes.fetch_add(len, Ordering::Relaxed);
         }
         let mut sooner = None;
@@ -245,7 +247,7 @@ impl Buffer {
 
     fn remove(&self, p: &Pending) {
         self.bytes.fetch_sub(p.bytes, Ordering::Relaxed);
-        if p.priority {
+        if p.class == Class::Priority {
             self.priority_bytes.fetch_sub(p.bytes, Ordering::Relaxed);
         }
         self.traces.fetch_sub(1, Ordering::Relaxed);
@@ -358,7 +360,7 @@ mod tests {
                 spans,
             }],
             has_root: root,
-            priority: false,
+            class: Class::Normal,
             spans: 1,
             late: None,
         }
@@ -450,7 +452,7 @@ mod tests {
         let b = Buffer::default();
         put(&b, arrival(1, 100, false), 0, t(0));
         let mut a = arrival(1, 50, false);
-        a.priority = true;
+        a.class = Class::Priority;
         put(&b, a, 1, t(1));
         put(&b, arrival(1, 25, false), 2, t(2));
         assert_eq!(b.priority_bytes(), 175);

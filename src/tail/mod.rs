@@ -138,7 +138,7 @@ struct TraceVerdict {
 /// Decides one whole trace: a pure function of the policy, the keep probabilities, the
 /// trace and the limiters' state at `now`.
 fn verdict(
-    policy: &Policy,
+    ruled: Class,
     tail: &TailPolicy,
     limiters: &Limiters,
     probs: &ClassProbabilities,
@@ -146,7 +146,6 @@ fn verdict(
     bytes: u64,
     now: Timestamp,
 ) -> TraceVerdict {
-    let ruled = rule_class(policy, trace);
     let view = TraceView {
         spans: spans(trace).collect(),
         bytes,
@@ -332,7 +331,7 @@ impl Tail {
                     Arrival {
                         id: t.id,
                         has_root: spans(&req).any(|s| s.span.parent_span_id.is_empty()),
-                        priority: rule_class(&policy, &req) == Class::Priority,
+                        class: rule_class(&policy, &req),
                         spans: spans(&req).count() as u64,
                         parts: t.parts,
                         late: None,
@@ -413,13 +412,13 @@ impl Tail {
             let mut trace = record::expand(&pending.parts);
             let v = match pending.late {
                 Some((d, _)) => TraceVerdict {
-                    class: rule_class(&policy, &trace),
+                    class: pending.class,
                     p: d.p,
                     by: d.by,
                     dropped_by_policy: false,
                 },
                 None => verdict(
-                    &policy,
+                    pending.class,
                     &self.settings,
                     &self.limiters,
                     &probs,
@@ -717,8 +716,8 @@ pub async fn accept(
     // Span rules (and `sampling.priority`) first: what they drop never waits.
     let mut dropped = Account::default();
     let mut split = record::Builder::default();
-    // Per trace: whether its root span is here, whether a span is priority, its spans.
-    let mut seen: HashMap<[u8; 16], (bool, bool, u64)> = HashMap::new();
+    // Per trace: whether its root span is here, its spans' highest class, its spans.
+    let mut seen: HashMap<[u8; 16], (bool, Class, u64)> = HashMap::new();
     for rs in &mut req.resource_spans {
         let service = rules::service_name(rs.resource.as_ref()).to_string();
         let scopes = std::mem::take(&mut rs.scope_spans);
@@ -739,9 +738,9 @@ pub async fn accept(
                 let Some(id) = key(&span.trace_id) else {
                     continue;
                 };
-                let t = seen.entry(id).or_default();
+                let t = seen.entry(id).or_insert((false, Class::Bulk, 0));
                 t.0 |= span.parent_span_id.is_empty();
-                t.1 |= class == Class::Priority;
+                t.1 = t.1.min(class);
                 t.2 += 1;
                 split.span(id, env, span);
             }
@@ -775,12 +774,15 @@ pub async fn accept(
         .traces
         .into_iter()
         .map(|t| {
-            let (root, priority, n) = seen.get(&t.id).copied().unwrap_or_default();
+            let (root, class, n) = seen
+                .get(&t.id)
+                .copied()
+                .unwrap_or((false, Class::Normal, 0));
             Arrival {
                 id: t.id,
                 parts: t.parts,
                 has_root: root,
-                priority,
+                class,
                 spans: n,
                 late: None,
             }

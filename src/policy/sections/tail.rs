@@ -896,26 +896,28 @@ fn positive(n: Node<'_>) -> Option<u64> {
 
 /// A whole number, negative allowed (also quoted).
 fn int(n: Node<'_>) -> Option<i64> {
-    let v = match n.value {
-        Value::Number(x) => x.as_i64(),
-        Value::String(s) => s.trim().parse().ok(),
-        _ => None,
-    };
-    if v.is_none() {
-        n.problem(format!("{} is not a whole number", n.value));
-    }
-    v
+    numeric(n, serde_json::Number::as_i64, "a whole number")
 }
 
 /// A number (also quoted).
 fn number(n: Node<'_>) -> Option<f64> {
+    numeric(n, serde_json::Number::as_f64, "a number")
+}
+
+/// A number read by `from`, or parsed from a quoted one; a problem saying it is not
+/// `what` otherwise.
+fn numeric<T: std::str::FromStr>(
+    n: Node<'_>,
+    from: fn(&serde_json::Number) -> Option<T>,
+    what: &str,
+) -> Option<T> {
     let v = match n.value {
-        Value::Number(x) => x.as_f64(),
+        Value::Number(x) => from(x),
         Value::String(s) => s.trim().parse().ok(),
         _ => None,
     };
     if v.is_none() {
-        n.problem(format!("{} is not a number", n.value));
+        n.problem(format!("{} is not {what}", n.value));
     }
     v
 }
