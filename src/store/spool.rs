@@ -3,9 +3,10 @@
 //!
 //! With `traces.tail`, frugal answers a client 2xx once the request's spans are in the
 //! spool, not once upstream has them: the spool is what makes that answer true across a
-//! crash. Each record is one request's spans (as the buffer holds them); it is released
-//! when every trace in it is decided and either acknowledged upstream, refused by
-//! upstream, or dropped by policy. On start, the records not released are replayed into
+//! crash. Each record is one request's spans (the buffer holds where each trace's are,
+//! and reads them with [`Spool::read`] at its decision); it is released when every trace
+//! in it is decided and either acknowledged upstream, refused by upstream, or dropped by
+//! policy. On start, the records not released are replayed into
 //! the buffer.
 //!
 //! - [`Spool::append`] resolves only once the record is durable. Appends waiting together
@@ -45,13 +46,53 @@ pub enum SpoolError {
     /// The spool is shut down.
     #[error("the tail-sampling spool is closed")]
     Closed,
+    /// A read asked for a record the spool does not hold (released, or never written),
+    /// or for bytes past its end.
+    #[error("tail-sampling spool record {id} has no bytes {from}..{to}")]
+    NotHeld {
+        /// The record.
+        id: RecordId,
+        /// The first byte asked for.
+        from: u64,
+        /// The byte after the last asked for.
+        to: u64,
+    },
+}
+
+impl SpoolError {
+    /// Record `id` has no `len` bytes at `offset`.
+    pub fn not_held(id: RecordId, offset: u32, len: u32) -> SpoolError {
+        SpoolError::NotHeld {
+            id,
+            from: u64::from(offset),
+            to: u64::from(offset) + u64::from(len),
+        }
+    }
+}
+
+/// Where `len` bytes at `offset` are in a record's payload of `payload_len` bytes, if it
+/// has them.
+pub(super) fn slice_of(
+    id: RecordId,
+    payload_len: u64,
+    offset: u32,
+    len: u32,
+) -> Result<std::ops::Range<u64>, SpoolError> {
+    let (from, to) = (u64::from(offset), u64::from(offset) + u64::from(len));
+    if to > payload_len {
+        return Err(SpoolError::not_held(id, offset, len));
+    }
+    Ok(from..to)
 }
 
 /// Durable records of acknowledged spans, until their traces are done.
 pub trait Spool: Send + Sync + 'static {
     /// Appends `record`; resolves with its ID once it is durable.
     fn append(&self, record: Bytes) -> BoxFuture<'static, Result<RecordId, SpoolError>>;
-    /// Marks record `id` done: it is not replayed after the next flush.
+    /// `len` bytes at `offset` of record `id` (one appended and not released): the
+    /// buffer holds where a trace's spans are, and reads them at its decision.
+    fn read(&self, id: RecordId, offset: u32, len: u32) -> Result<Bytes, SpoolError>;
+    /// Marks record `id` done: it is not replayed after the next flush, nor read.
     fn release(&self, id: RecordId);
     /// The records found when the spool was opened and not released since, in append
     /// order (what the buffer replays at start). Taken once: later calls return none.
@@ -101,6 +142,16 @@ impl Spool for MemorySpool {
         s.next += 1;
         s.records.insert(id, record);
         Box::pin(async move { Ok(id) })
+    }
+
+    fn read(&self, id: RecordId, offset: u32, len: u32) -> Result<Bytes, SpoolError> {
+        let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let record = s
+            .records
+            .get(&id)
+            .ok_or(SpoolError::not_held(id, offset, len))?;
+        let r = slice_of(id, record.len() as u64, offset, len)?;
+        Ok(record.slice(r.start as usize..r.end as usize))
     }
 
     fn release(&self, id: RecordId) {
@@ -205,6 +256,48 @@ pub(crate) mod conformance {
         assert_eq!(r.open().take_replay().len(), 200);
     }
 
+    /// Reads give back slices of records held, from before a restart too, and refuse
+    /// released records and bytes past a record's end.
+    pub async fn reads_slices_of_held_records<R: Reopen>(mut r: R) {
+        let spool = r.open();
+        let mut ids = Vec::new();
+        for i in 0..20 {
+            ids.push(spool.append(body(i)).await.unwrap());
+        }
+        for (i, id) in ids.iter().enumerate() {
+            let b = body(i as u32);
+            let at = (i % 5) as u32;
+            let len = b.len() as u32 - at - 1;
+            assert_eq!(
+                spool.read(*id, at, len).unwrap(),
+                b.slice(at as usize..(at + len) as usize)
+            );
+            let whole = b.len() as u32;
+            assert!(spool.read(*id, 0, whole).is_ok());
+            assert!(
+                matches!(spool.read(*id, 1, whole), Err(SpoolError::NotHeld { .. })),
+                "past the end"
+            );
+        }
+        spool.release(ids[0]);
+        spool.sync().await.unwrap();
+        assert!(matches!(
+            spool.read(ids[0], 0, 1),
+            Err(SpoolError::NotHeld { .. })
+        ));
+        assert!(matches!(
+            spool.read(u64::MAX, 0, 1),
+            Err(SpoolError::NotHeld { .. })
+        ));
+        drop(spool);
+        let again = r.open();
+        let back = again.take_replay();
+        assert_eq!(back.len(), 19);
+        for (id, bytes) in back {
+            assert_eq!(again.read(id, 2, 3).unwrap(), bytes.slice(2..5));
+        }
+    }
+
     struct Memory(Option<MemorySpool>);
 
     impl Reopen for Memory {
@@ -223,5 +316,6 @@ pub(crate) mod conformance {
     async fn memory_spool_conforms() {
         replays_exactly_the_unreleased(Memory(None)).await;
         concurrent_appends_all_land(Memory(None)).await;
+        reads_slices_of_held_records(Memory(None)).await;
     }
 }

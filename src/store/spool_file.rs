@@ -8,6 +8,10 @@
 //! records are all released is deleted once the writer has moved past it (at
 //! [`SEGMENT_BYTES`]).
 //!
+//! Readers ([`Spool::read`]) find a record through the [`Index`] the writer keeps (its
+//! segment and where its payload starts) and read it with `pread` on a handle of their
+//! own; a segment deleted while a read holds its handle stays readable until it ends.
+//!
 //! Opening reads every segment (a torn record ends its segment: it was never
 //! acknowledged), keeps the records not released, writes them into a fresh segment,
 //! flushes it, and only then deletes the old ones: the spool starts compact, and a crash
@@ -16,6 +20,7 @@
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
+use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
@@ -24,7 +29,7 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use tokio::sync::oneshot;
 
-use super::spool::{RecordId, Spool, SpoolError};
+use super::spool::{RecordId, Spool, SpoolError, slice_of};
 
 /// A segment is closed (and a new one begun) past this size.
 pub const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
@@ -46,9 +51,24 @@ enum Cmd {
 
 /// The spool on disk, in `dir`.
 pub struct FileSpool {
+    dir: PathBuf,
     tx: Mutex<mpsc::Sender<Cmd>>,
     bytes: Arc<AtomicU64>,
     replay: Mutex<Vec<(RecordId, Bytes)>>,
+    index: Arc<Mutex<Index>>,
+}
+
+/// Where the records not released are: kept by the writer, looked up by readers.
+#[derive(Default)]
+struct Index {
+    /// Per record: its segment, where its payload starts there, and its length.
+    records: HashMap<RecordId, (u64, u64, u64)>,
+    /// Read handles, per segment, opened at its first read.
+    files: HashMap<u64, Arc<File>>,
+}
+
+fn lock(index: &Mutex<Index>) -> std::sync::MutexGuard<'_, Index> {
+    index.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 struct Writer {
@@ -57,8 +77,8 @@ struct Writer {
     current_seq: u64,
     current_len: u64,
     next_id: RecordId,
-    /// Records not released, by the segment they are in.
-    live: HashMap<RecordId, u64>,
+    /// Records not released, shared with readers.
+    index: Arc<Mutex<Index>>,
     /// Per segment: its size and how many records in it are not released.
     segments: HashMap<u64, (u64, u64)>,
     bytes: Arc<AtomicU64>,
@@ -167,9 +187,13 @@ impl FileSpool {
             .open(&path)
             .map_err(err)?;
         let mut buf = Vec::new();
+        let mut index = Index::default();
         for (id, payload) in &records {
+            let at = (buf.len() + HEADER) as u64;
             encode(&mut buf, DATA, *id, payload);
+            index.records.insert(*id, (seq, at, payload.len() as u64));
         }
+        let index = Arc::new(Mutex::new(index));
         current.write_all(&buf).map_err(err)?;
         current.sync_data().map_err(err)?;
         sync_dir(dir).map_err(err)?;
@@ -184,7 +208,7 @@ impl FileSpool {
             current_seq: seq,
             current_len: len,
             next_id: max_id.map_or(0, |m| m + 1),
-            live: records.iter().map(|(id, _)| (*id, seq)).collect(),
+            index: index.clone(),
             segments: HashMap::from([(seq, (len, records.len() as u64))]),
             bytes: bytes.clone(),
         };
@@ -194,9 +218,11 @@ impl FileSpool {
             .spawn(move || writer.run(rx))
             .map_err(err)?;
         Ok(FileSpool {
+            dir: dir.to_path_buf(),
             tx: Mutex::new(tx),
             bytes,
             replay: Mutex::new(records),
+            index,
         })
     }
 
@@ -219,6 +245,29 @@ impl Spool for FileSpool {
             }
             rx.await.unwrap_or(Err(SpoolError::Closed))
         })
+    }
+
+    fn read(&self, id: RecordId, offset: u32, len: u32) -> Result<Bytes, SpoolError> {
+        let (file, at) = {
+            let mut ix = lock(&self.index);
+            let &(seq, start, payload_len) = ix
+                .records
+                .get(&id)
+                .ok_or(SpoolError::not_held(id, offset, len))?;
+            let r = slice_of(id, payload_len, offset, len)?;
+            let file = match ix.files.get(&seq) {
+                Some(f) => f.clone(),
+                None => {
+                    let f = Arc::new(File::open(segment_path(&self.dir, seq)).map_err(io)?);
+                    ix.files.insert(seq, f.clone());
+                    f
+                }
+            };
+            (file, start + r.start)
+        };
+        let mut buf = vec![0u8; len as usize];
+        file.read_exact_at(&mut buf, at).map_err(io)?;
+        Ok(Bytes::from(buf))
     }
 
     fn release(&self, id: RecordId) {
@@ -266,16 +315,19 @@ impl Writer {
         let mut appended = Vec::new();
         let mut syncs = Vec::new();
         let mut emptied = Vec::new();
+        let index = self.index.clone();
+        let mut ix = lock(&index);
         for cmd in batch {
             match cmd {
                 Cmd::Append(payload, reply) => {
                     let id = self.next_id;
                     self.next_id += 1;
+                    let at = (buf.len() + HEADER) as u64;
                     encode(&mut buf, DATA, id, &payload);
-                    appended.push((id, reply));
+                    appended.push((id, at, payload.len() as u64, reply));
                 }
                 Cmd::Release(id) => {
-                    let Some(seq) = self.live.remove(&id) else {
+                    let Some((seq, _, _)) = ix.records.remove(&id) else {
                         continue;
                     };
                     encode(&mut buf, RELEASE, id, &[]);
@@ -289,6 +341,7 @@ impl Writer {
                 Cmd::Sync(reply) => syncs.push(reply),
             }
         }
+        drop(ix);
         let durable = if buf.is_empty() {
             Ok(())
         } else {
@@ -303,21 +356,21 @@ impl Writer {
         });
         match &durable {
             Ok(()) => {
+                let base = self.current_len;
                 self.current_len += buf.len() as u64;
                 if let Some(s) = self.segments.get_mut(&self.current_seq) {
                     s.0 = self.current_len;
                     s.1 += appended.len() as u64;
                 }
-                for (id, _) in &appended {
-                    self.live.insert(*id, self.current_seq);
+                let mut ix = lock(&self.index);
+                for (id, at, len, _) in &appended {
+                    ix.records.insert(*id, (self.current_seq, base + at, *len));
                 }
             }
             Err(e) => tracing::error!(error = %e, "tail-sampling spool write failed"),
         }
         for seq in emptied {
-            if fs::remove_file(segment_path(&self.dir, seq)).is_ok() {
-                self.segments.remove(&seq);
-            }
+            self.delete(seq);
         }
         // A full segment is closed; so is a smaller one once nothing in it is live, so
         // the disk is given back when the buffer empties.
@@ -329,11 +382,19 @@ impl Writer {
         }
         let total = self.segments.values().map(|(len, _)| len).sum();
         self.bytes.store(total, Ordering::Relaxed);
-        for (id, reply) in appended {
+        for (id, _, _, reply) in appended {
             let _ = reply.send(durable.clone().map(|()| id));
         }
         for reply in syncs {
             let _ = reply.send(durable.clone());
+        }
+    }
+
+    /// Deletes segment `seq` (nothing in it is live) and its read handle.
+    fn delete(&mut self, seq: u64) {
+        if fs::remove_file(segment_path(&self.dir, seq)).is_ok() {
+            self.segments.remove(&seq);
+            lock(&self.index).files.remove(&seq);
         }
     }
 
@@ -352,10 +413,8 @@ impl Writer {
                 self.current_len = 0;
                 self.segments.insert(seq, (0, 0));
                 let _ = sync_dir(&self.dir);
-                if self.segments.get(&old).is_some_and(|s| s.1 == 0)
-                    && fs::remove_file(segment_path(&self.dir, old)).is_ok()
-                {
-                    self.segments.remove(&old);
+                if self.segments.get(&old).is_some_and(|s| s.1 == 0) {
+                    self.delete(old);
                 }
             }
             Err(e) => {
@@ -383,6 +442,7 @@ mod tests {
     async fn file_spool_conforms() {
         conformance::replays_exactly_the_unreleased(Dir(tempfile::tempdir().unwrap())).await;
         conformance::concurrent_appends_all_land(Dir(tempfile::tempdir().unwrap())).await;
+        conformance::reads_slices_of_held_records(Dir(tempfile::tempdir().unwrap())).await;
     }
 
     #[tokio::test]

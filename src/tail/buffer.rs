@@ -1,10 +1,10 @@
-//! The trace buffer: each trace's spans, as encoded fragments, until its decision.
+//! The trace buffer: where each trace's spans are in the spool, until its decision.
 //!
 //! Sharded by trace ID (each shard its own lock); each shard keeps its traces in a map
 //! and a heap of due times. A trace is due `decision_wait` after its first span, or
 //! `root_grace` after its root span arrived if that is sooner, or at once when it is over
 //! `max_trace_size` or follows a decision already made (late spans). Bytes are counted as
-//! the fragments' encoded sizes; the bound itself (`max_buffer`) is held by the caller,
+//! the spans' encoded sizes (with shares of their resources and scopes); the bound itself (`max_buffer`) is held by the caller,
 //! which takes the soonest-due traces early ([`Buffer::take_soonest`]) when it is near.
 
 use std::cmp::Reverse;
@@ -19,7 +19,7 @@ use crate::model::Class;
 use crate::sampling::memory::TraceDecision;
 use crate::store::RecordId;
 
-use super::record::Part;
+use super::record::Chunk;
 
 const SHARDS: usize = 16;
 
@@ -45,16 +45,14 @@ impl Early {
 /// One trace's spans, waiting.
 #[derive(Debug)]
 pub struct Pending {
-    /// Its spans, by request and envelope (slices of the requests' spool records).
-    pub parts: Vec<Part>,
+    /// Where its spans are: a chunk per request that brought some.
+    pub chunks: Vec<Chunk>,
     /// What they are counted as (spans' bytes and shares of envelopes).
     pub bytes: u64,
     /// When its first span arrived.
     pub first_seen: Timestamp,
     /// When it is decided.
     pub due: Timestamp,
-    /// The spool record of each part.
-    pub records: Vec<RecordId>,
     /// The class span rules put it in: the highest of its spans' (priority bytes are set
     /// aside in the budget).
     pub class: Class,
@@ -64,13 +62,20 @@ pub struct Pending {
     pub early: Option<Early>,
 }
 
+impl Pending {
+    /// The spool record of each of its chunks.
+    pub fn records(&self) -> impl Iterator<Item = RecordId> + '_ {
+        self.chunks.iter().map(|c| c.record)
+    }
+}
+
 /// What one request brings to one trace.
 #[derive(Debug)]
 pub struct Arrival {
     /// The trace.
     pub id: [u8; 16],
-    /// Its spans of this request.
-    pub parts: Vec<Part>,
+    /// Where its spans of this request are.
+    pub chunk: Chunk,
     /// Whether the root span (no parent) is among them.
     pub has_root: bool,
     /// The highest class span rules put them in.
@@ -109,7 +114,7 @@ struct Shard {
     due: BinaryHeap<Reverse<(Timestamp, [u8; 16])>>,
     /// Traces taken for their decision and not yet settled, with what arrived for them
     /// meanwhile: it follows the decision once it is made ([`Buffer::settle`]).
-    deciding: HashMap<[u8; 16], Vec<(Arrival, RecordId)>>,
+    deciding: HashMap<[u8; 16], Vec<Arrival>>,
 }
 
 /// Traces waiting for their decision.
@@ -138,24 +143,23 @@ impl Buffer {
             .unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Adds `a` (from spool record `record`) at `now`. A trace neither held nor being
+    /// Adds `a` at `now`. A trace neither held nor being
     /// decided is looked up with `decided` (under the shard's lock, so a decision made
     /// meanwhile is never missed); one being decided waits for its decision.
     pub fn insert(
         &self,
         mut a: Arrival,
-        record: RecordId,
         now: Timestamp,
         t: Timing,
         decided: impl Fn(&[u8; 16]) -> Option<(TraceDecision, Timestamp)>,
     ) -> Inserted {
-        let len: u64 = a.parts.iter().map(|p| p.bytes).sum();
+        let len = a.chunk.bytes;
         let mut shard = self.shard(&a.id);
         let Shard { map, due, deciding } = &mut *shard;
         let new = !map.contains_key(&a.id);
         if new && a.late.is_none() {
             if let Some(parked) = deciding.get_mut(&a.id) {
-                parked.push((a, record));
+                parked.push(a);
                 drop(shard);
                 self.bytes.fetch_add(len, Ordering::Relaxed);
                 return Inserted {
@@ -168,7 +172,7 @@ impl Buffer {
         }
         let late = a.late.map(|(_, at)| at);
         let p = map.entry(a.id).or_insert_with(|| Pending {
-            parts: Vec::new(),
+            chunks: Vec::new(),
             bytes: 0,
             first_seen: now,
             due: if a.late.is_some() {
@@ -176,7 +180,6 @@ impl Buffer {
             } else {
                 crate::clock::add(now, t.wait)
             },
-            records: Vec::new(),
             class: Class::Bulk,
             late: a.late,
             early: None,
@@ -184,8 +187,7 @@ impl Buffer {
         if new {
             due.push(Reverse((p.due, a.id)));
         }
-        p.records.extend(std::iter::repeat_n(record, a.parts.len()));
-        p.parts.extend(a.parts);
+        p.chunks.push(a.chunk);
         p.bytes += len;
         if a.class == Class::Priority && p.class != Class::Priority {
             self.priority_bytes
@@ -235,12 +237,11 @@ impl Buffer {
         let parked = self.shard(id).deciding.remove(id).unwrap_or_default();
         let mut spans = 0;
         let mut due = false;
-        for (mut a, record) in parked {
-            let len: u64 = a.parts.iter().map(|p| p.bytes).sum();
-            self.bytes.fetch_sub(len, Ordering::Relaxed);
+        for mut a in parked {
+            self.bytes.fetch_sub(a.chunk.bytes, Ordering::Relaxed);
             spans += a.spans;
             a.late = Some((d, at));
-            due |= self.insert(a, record, now, t, |_| None).due_now;
+            due |= self.insert(a, now, t, |_| None).due_now;
         }
         (spans, due)
     }
@@ -351,14 +352,15 @@ mod tests {
     };
 
     fn arrival(id: u8, len: usize, root: bool) -> Arrival {
-        let spans = bytes::Bytes::from(vec![0u8; len]);
         Arrival {
             id: [id; 16],
-            parts: vec![Part {
-                envelope: bytes::Bytes::new(),
+            chunk: Chunk {
+                record: 0,
+                offset: 0,
+                len: len as u32,
+                envelopes: Vec::new().into(),
                 bytes: len as u64,
-                spans,
-            }],
+            },
             has_root: root,
             class: Class::Normal,
             spans: 1,
@@ -366,8 +368,9 @@ mod tests {
         }
     }
 
-    fn put(b: &Buffer, a: Arrival, record: RecordId, at: Timestamp) -> (bool, bool) {
-        let i = b.insert(a, record, at, TIMING, |_| None);
+    fn put(b: &Buffer, mut a: Arrival, record: RecordId, at: Timestamp) -> (bool, bool) {
+        a.chunk.record = record;
+        let i = b.insert(a, at, TIMING, |_| None);
         (i.new, i.due_now)
     }
 
@@ -385,14 +388,14 @@ mod tests {
         let due = b.take_due(t(3000));
         assert_eq!(due.len(), 1);
         assert_eq!(due[0].0, [2; 16]);
-        assert_eq!(due[0].1.records, vec![0, 1]);
+        assert_eq!(due[0].1.records().collect::<Vec<_>>(), vec![0, 1]);
         assert!(
             b.take_due(t(9999)).is_empty(),
             "its first due time is stale"
         );
         let due = b.take_due(t(10_000));
         assert_eq!(due.len(), 1);
-        assert_eq!(due[0].1.parts.len(), 2);
+        assert_eq!(due[0].1.chunks.len(), 2);
         assert_eq!((b.traces(), b.bytes()), (0, 0));
     }
 
@@ -422,7 +425,7 @@ mod tests {
         let b = Buffer::default();
         put(&b, arrival(1, 10, true), 0, t(0));
         assert_eq!(b.take_due(t(1000)).len(), 1);
-        let i = b.insert(arrival(1, 5, false), 1, t(1001), TIMING, |_| {
+        let i = b.insert(arrival(1, 5, false), t(1001), TIMING, |_| {
             panic!("not looked up while its trace is being decided")
         });
         assert_eq!(
@@ -440,7 +443,7 @@ mod tests {
         assert_eq!(late[0].1.late.map(|(d, _)| d.p), Some(1.0));
         assert_eq!(b.settle(&[1; 16], d, t(1002), t(1002), TIMING), (0, false));
         // Settled: a later span looks the decision up.
-        let i = b.insert(arrival(1, 5, false), 2, t(1003), TIMING, |_| {
+        let i = b.insert(arrival(1, 5, false), t(1003), TIMING, |_| {
             Some((d, t(1002)))
         });
         assert_eq!(i.late, Some(t(1002)));

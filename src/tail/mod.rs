@@ -2,7 +2,8 @@
 //!
 //! A trace request goes through [`accept`] instead of the admit stage: span rules drop
 //! what they drop, the rest is split by trace ID into encoded fragments, written to the
-//! [`Spool`] (the client hears 2xx once it is on disk) and held in the [`Buffer`]. The
+//! [`Spool`] (the client hears 2xx once it is on disk), and the [`Buffer`] holds where
+//! each trace's spans are in it (they are read back at the decision). The
 //! release loop ([`Tail::tick`], spawned by `app.rs`, driven by the simulator on its
 //! clock) takes the traces due, decides each whole ([`Tail::decide`]: the tail policies
 //! of [`policies`], then the class's keep probability for what no keep policy took, by
@@ -67,7 +68,7 @@ struct Ready {
     kept: Weight,
     /// Whether they are priority traces (batches never mix priority with the rest).
     priority: bool,
-    /// The spool record of each part of its traces.
+    /// The spool record of each chunk of its traces.
     records: Vec<RecordId>,
     /// Its traces (remembered as dropped if the budget refuses them).
     traces: Vec<[u8; 16]>,
@@ -282,9 +283,9 @@ impl Tail {
 
     /// Puts a record's traces in the buffer at `now`; returns whether any is due at once.
     fn hold(&self, core: &Core, id: RecordId, groups: Vec<Arrival>, now: Timestamp) -> bool {
-        let parts: usize = groups.iter().map(|a| a.parts.len()).sum();
+        // One reference per trace (each arrival is one chunk of the record).
         self.lock_refs()
-            .insert(id, u32::try_from(parts).unwrap_or(u32::MAX));
+            .insert(id, u32::try_from(groups.len()).unwrap_or(u32::MAX));
         let timing = self.timing();
         let mut due = false;
         let mut late_spans = 0;
@@ -292,7 +293,7 @@ impl Tail {
             let spans = a.spans;
             let i = self
                 .buffer
-                .insert(a, id, now, timing, |t| core.traces.decided(t, now));
+                .insert(a, now, timing, |t| core.traces.decided(t, now));
             if i.new {
                 self.stats.traces_received.inc();
             }
@@ -316,24 +317,25 @@ impl Tail {
         let records = self.spool.take_replay();
         let n = records.len();
         for (id, bytes) in records {
-            let Some(record) = record::decode(bytes) else {
+            let Some(record) = record::decode(&bytes, id) else {
                 tracing::error!(record = id, "unreadable tail-sampling spool record skipped");
                 self.spool.release(id);
                 continue;
             };
+            let read = record::from_record(&bytes);
             // The wait counts from when the spans were first accepted.
             let seen = record.accepted_at.min(now);
             let arrivals: Vec<Arrival> = record
                 .traces
                 .into_iter()
-                .map(|t| {
-                    let req = record::expand(&t.parts);
+                .map(|(trace, chunk)| {
+                    let req = record::expand([&chunk], &read);
                     Arrival {
-                        id: t.id,
+                        id: trace,
                         has_root: spans(&req).any(|s| s.span.parent_span_id.is_empty()),
                         class: rule_class(&policy, &req),
                         spans: spans(&req).count() as u64,
-                        parts: t.parts,
+                        chunk,
                         late: None,
                     }
                 })
@@ -409,7 +411,9 @@ impl Tail {
         let mut late_spans = 0;
         let mut due = false;
         for (id, pending) in taken {
-            let mut trace = record::expand(&pending.parts);
+            let mut trace = record::expand(&pending.chunks, |c| {
+                self.spool.read(c.record, c.offset, c.len)
+            });
             let v = match pending.late {
                 Some((d, _)) => TraceVerdict {
                     class: pending.class,
@@ -495,10 +499,10 @@ impl Tail {
             }
             batch.account.modified = true;
             if kept {
-                batch.kept_records.extend(&pending.records);
+                batch.kept_records.extend(pending.records());
                 batch.kept_traces.push(id);
             } else {
-                batch.dropped_records.extend(&pending.records);
+                batch.dropped_records.extend(pending.records());
             }
             batch.bytes += pending.bytes as usize;
             batch.req.resource_spans.extend(trace.resource_spans);
@@ -765,7 +769,7 @@ pub async fn accept(
         }
     };
     let now = core.clock.now();
-    let Some(record) = record::decode(bytes) else {
+    let Some(record) = record::decode(&bytes, id) else {
         // Written just above: cannot happen; the record is released, never half-held.
         tail.spool.release(id);
         return Err(IngestError::BadRequest("unreadable spans".into()));
@@ -773,14 +777,14 @@ pub async fn accept(
     let arrivals: Vec<Arrival> = record
         .traces
         .into_iter()
-        .map(|t| {
+        .map(|(trace, chunk)| {
             let (root, class, n) = seen
-                .get(&t.id)
+                .get(&trace)
                 .copied()
                 .unwrap_or((false, Class::Normal, 0));
             Arrival {
-                id: t.id,
-                parts: t.parts,
+                id: trace,
+                chunk,
                 has_root: root,
                 class,
                 spans: n,

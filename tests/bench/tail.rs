@@ -66,10 +66,11 @@ const MB: u64 = 1_000_000;
 /// same flood costs frugal without tail sampling (measured first, in the same run: the
 /// requests being decoded, encoded and sent), plus `max_buffer` × 1.5 (the goal
 /// for memory per buffered byte), plus [`NOISE_MIB`] for the difference between two runs
-/// of the same flood (about ±10 MiB seen). NOT MET today: the tail flood peaks 60–70 MiB
-/// over this bound with mimalloc's default purge delay (about 0–5 MiB over it with
-/// `MIMALLOC_PURGE_DELAY=0`, at half the CPU efficiency); BENCHMARKS.md has the figures.
-/// The full bench fails on it; the smoke test in the suite reports it.
+/// of the same flood (about ±10 MiB seen). NOT MET today, though waiting spans now stay
+/// in the spool rather than in memory: the tail flood peaks 25–35 MiB over this bound
+/// with mimalloc's default purge delay (about 7 MiB over it with
+/// `MIMALLOC_PURGE_DELAY=0`); BENCHMARKS.md has the figures. The full bench fails on it;
+/// the smoke test in the suite reports it.
 const NOISE_MIB: f64 = 16.0;
 const BUFFER_FACTOR: f64 = 1.5;
 
