@@ -19,7 +19,7 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::{IoSlice, Read, Write};
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -92,12 +92,33 @@ fn segment_path(dir: &Path, seq: u64) -> PathBuf {
     dir.join(format!("spool-{seq:010}.log"))
 }
 
+fn header(kind: u8, id: RecordId, payload: &[u8]) -> [u8; HEADER] {
+    let mut h = [0u8; HEADER];
+    h[0] = kind;
+    h[1..5].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+    h[5..9].copy_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    h[9..].copy_from_slice(&id.to_le_bytes());
+    h
+}
+
 fn encode(buf: &mut Vec<u8>, kind: u8, id: RecordId, payload: &[u8]) {
-    buf.push(kind);
-    buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    buf.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
-    buf.extend_from_slice(&id.to_le_bytes());
+    buf.extend_from_slice(&header(kind, id, payload));
     buf.extend_from_slice(payload);
+}
+
+/// Writes `pieces` one after the other, with as few calls as the system allows, without
+/// copying them into one buffer.
+fn write_pieces(f: &mut File, pieces: &[Bytes]) -> std::io::Result<()> {
+    let mut slices: Vec<IoSlice<'_>> = pieces.iter().map(|b| IoSlice::new(b)).collect();
+    let mut rest = &mut slices[..];
+    while !rest.is_empty() {
+        let n = f.write_vectored(rest)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        IoSlice::advance_slices(&mut rest, n);
+    }
+    Ok(())
 }
 
 /// The records of one segment's bytes, up to the first torn or corrupt one.
@@ -311,7 +332,9 @@ impl Writer {
     }
 
     fn write(&mut self, batch: Vec<Cmd>) {
-        let mut buf = Vec::new();
+        // Headers and payloads as they are (a payload is not copied).
+        let mut pieces: Vec<Bytes> = Vec::new();
+        let mut written = 0u64;
         let mut appended = Vec::new();
         let mut syncs = Vec::new();
         let mut emptied = Vec::new();
@@ -322,15 +345,19 @@ impl Writer {
                 Cmd::Append(payload, reply) => {
                     let id = self.next_id;
                     self.next_id += 1;
-                    let at = (buf.len() + HEADER) as u64;
-                    encode(&mut buf, DATA, id, &payload);
-                    appended.push((id, at, payload.len() as u64, reply));
+                    let at = written + HEADER as u64;
+                    let len = payload.len() as u64;
+                    pieces.push(Bytes::copy_from_slice(&header(DATA, id, &payload)));
+                    pieces.push(payload);
+                    written = at + len;
+                    appended.push((id, at, len, reply));
                 }
                 Cmd::Release(id) => {
                     let Some((seq, _, _)) = ix.records.remove(&id) else {
                         continue;
                     };
-                    encode(&mut buf, RELEASE, id, &[]);
+                    pieces.push(Bytes::copy_from_slice(&header(RELEASE, id, &[])));
+                    written += HEADER as u64;
                     if let Some(s) = self.segments.get_mut(&seq) {
                         s.1 = s.1.saturating_sub(1);
                         if s.1 == 0 && seq != self.current_seq {
@@ -342,11 +369,12 @@ impl Writer {
             }
         }
         drop(ix);
-        let durable = if buf.is_empty() {
+        let durable = if pieces.is_empty() {
             Ok(())
         } else {
-            self.current.write_all(&buf).map_err(io)
+            write_pieces(&mut self.current, &pieces).map_err(io)
         };
+        drop(pieces);
         let durable = durable.and_then(|()| {
             if appended.is_empty() && syncs.is_empty() {
                 Ok(())
@@ -357,7 +385,7 @@ impl Writer {
         match &durable {
             Ok(()) => {
                 let base = self.current_len;
-                self.current_len += buf.len() as u64;
+                self.current_len += written;
                 if let Some(s) = self.segments.get_mut(&self.current_seq) {
                     s.0 = self.current_len;
                     s.1 += appended.len() as u64;

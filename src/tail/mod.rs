@@ -55,8 +55,9 @@ use crate::store::{RecordId, Spool, SpoolError};
 pub use buffer::{Arrival, Buffer, Early, Pending, Timing};
 use policies::{Limiters, SpanRef, TailOutcome, TraceView};
 
-/// Decided traces are sent in requests of about this many bytes.
-const BATCH_BYTES: usize = 512 * 1024;
+/// Decided traces are sent in requests of about this many bytes (about 500 spans: a
+/// decision's decoded working set stays small; see BENCHMARKS.md's tail flood).
+const BATCH_BYTES: usize = 128 * 1024;
 /// How often the release loop looks for traces due (sooner when a request brings one).
 pub const TICK: Duration = Duration::from_millis(200);
 
@@ -88,6 +89,9 @@ pub struct Tail {
     /// Bytes of requests between making room and entering the buffer.
     admitting: AtomicU64,
     sending: tokio::sync::Mutex<()>,
+    /// Held by the request deciding traces early to make room (one at a time: the others
+    /// wait for the room it makes instead of each deciding a batch of their own).
+    making_room: std::sync::Mutex<()>,
     /// Wakes the release loop when a request brings a trace due at once.
     pub wake: tokio::sync::Notify,
     /// Wakes requests waiting for room when decided traces leave.
@@ -218,6 +222,7 @@ impl Tail {
             ready_bytes: AtomicU64::new(0),
             admitting: AtomicU64::new(0),
             sending: tokio::sync::Mutex::new(()),
+            making_room: std::sync::Mutex::new(()),
             wake: tokio::sync::Notify::new(),
             freed: tokio::sync::Notify::new(),
             stats: stats.tail()?,
@@ -645,8 +650,8 @@ impl Drop for Admitting<'_> {
 }
 
 /// Makes room for `incoming` bytes under `max_buffer` and takes it (atomically, so
-/// requests arriving together cannot overshoot): decides the traces due soonest early,
-/// then waits (up to [`ROOM_WAIT`]) for the sender to take decided ones; 503 when they
+/// requests arriving together cannot overshoot): decides the traces due soonest early
+/// (one request at a time; the others wait for the room it makes), then waits (up to [`ROOM_WAIT`]) for the sender to take decided ones; 503 when they
 /// still fill it (upstream slower than the clients).
 async fn make_room<'a>(
     core: &Core,
@@ -673,11 +678,13 @@ async fn make_room<'a>(
             return Ok(taken);
         }
         drop(taken);
-        let early = tail.buffer.take_soonest(held - max, Early::BufferFull);
-        if !early.is_empty() {
-            tail.decide(core, early, core.clock.now());
-            tail.wake.notify_one();
-            continue;
+        if let Ok(_one) = tail.making_room.try_lock() {
+            let early = tail.buffer.take_soonest(held - max, Early::BufferFull);
+            if !early.is_empty() {
+                tail.decide(core, early, core.clock.now());
+                tail.wake.notify_one();
+                continue;
+            }
         }
         tail.wake.notify_one();
         let waited = crate::clock::seconds_between(began, core.clock.now()).max(0.0);
