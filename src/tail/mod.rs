@@ -683,6 +683,8 @@ async fn make_room<'a>(
             if !early.is_empty() {
                 tail.decide(core, early, core.clock.now());
                 tail.wake.notify_one();
+                // What was dropped left at once: requests waiting for room look again.
+                tail.freed.notify_waiters();
                 continue;
             }
         }
