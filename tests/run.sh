@@ -9,7 +9,8 @@
 #   2. formatting and lints;
 #   3. Rust unit and integration tests (release profile: the simulator runs months);
 #   4. end-to-end tests: the real binary, real clients, an upstream stand-in; beside them,
-#      the fuzz targets (tests/fuzz) built and run for FUZZ_SECONDS each (default 60).
+#      the fuzz targets (tests/fuzz) run for FUZZ_SECONDS each (default 60), built at the
+#      lowest priority from step 2 on.
 # In CI (CI=true) a missing peer is a failure, never a skip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -61,6 +62,24 @@ if [ "$(cat "$loki_stamp" 2>/dev/null)" != "$want" ]; then
   echo "$want" > "$loki_stamp"
 fi
 
+# The fuzz targets build at the lowest priority on one core from here on (they take what
+# the Rust builds and tests leave idle), and run once the end-to-end tests start (those
+# mostly wait on sockets and clocks): fuzzing then ends about when they do.
+mkdir -p target/fuzz
+fuzz_log=target/fuzz/run.log
+fuzz_go=target/fuzz/.e2e-started
+rm -f "$fuzz_go"
+suite=$$
+(
+  CARGO_BUILD_JOBS=1 nice -n 19 bash tests/fuzz/run.sh 0
+  while [ ! -e "$fuzz_go" ]; do
+    kill -0 "$suite" 2>/dev/null || exit 1   # the suite ended before its end-to-end tests
+    sleep 1
+  done
+  nice -n 19 bash tests/fuzz/run.sh "${FUZZ_SECONDS:-60}"
+) >"$fuzz_log" 2>&1 &
+fuzz_pid=$!
+
 say "formatting and lints"
 cargo fmt --all -- --check
 cargo clippy --release --all-targets --locked -- -D warnings
@@ -71,13 +90,8 @@ cargo build --release --locked
 say "unit and integration tests"
 cargo test --release --locked
 
-# The fuzz targets are built and run at the lowest priority on one core while the
-# end-to-end tests run (they mostly wait on sockets and clocks).
-say "fuzzing (in the background: build, then ${FUZZ_SECONDS:-60} s a target)"
-mkdir -p target/fuzz
-fuzz_log=target/fuzz/run.log
-CARGO_BUILD_JOBS=1 nice -n 19 bash tests/fuzz/run.sh "${FUZZ_SECONDS:-60}" >"$fuzz_log" 2>&1 &
-fuzz_pid=$!
+say "fuzzing (in the background: ${FUZZ_SECONDS:-60} s a target once built)"
+touch "$fuzz_go"
 
 # Three test files at a time (pytest-xdist; a file stays on one worker): the long ones
 # (pacing a 3-minute period, Prometheus waiting out a `for: 1m`) are mostly waiting.
