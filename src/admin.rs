@@ -851,7 +851,7 @@ mod tests {
     async fn usage_is_reported_as_the_ledger_counts_it() {
         let (addr, admin) = start("budgets: {traces: {limit: 1MB}}").await;
         let core = &admin.core;
-        crate::ingest::handle(
+        crate::pipeline::handle(
             core,
             traces("web", vec![span(1, 1, false)]),
             crate::ingest::RequestMeta::new(crate::ingest::Transport::Http),

@@ -27,6 +27,7 @@ pub mod metering;
 pub mod model;
 pub mod notifier;
 pub mod period;
+pub mod pipeline;
 pub mod policy;
 pub mod proto;
 pub mod receivers;

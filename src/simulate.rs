@@ -2,7 +2,7 @@
 //!
 //! The production [`Core`] is built as `serve` builds it, with a [`ManualClock`], a
 //! [`MemoryStore`] and an in-memory upstream. Real encoded OTLP requests are decoded as the
-//! receivers decode them and handed to [`ingest::handle`]; the production pacer,
+//! receivers decode them and handed to [`crate::pipeline::handle`]; the production pacer,
 //! controller and samplers decide ([`Core::recompute`] on schedule). **Invariant: this
 //! module holds no pacing logic** — it only makes traffic, moves the clock, calls the
 //! core on schedule and reads the results. The upstream counts what it received itself,
@@ -35,8 +35,9 @@ use crate::budget::controller::PacingState;
 use crate::clock::{Clock as _, ManualClock, SharedClock};
 use crate::core::Core;
 use crate::forwarder::{Export, ExportContext, Outcome};
-use crate::ingest::{self, RequestMeta, Transport};
+use crate::ingest::{RequestMeta, Transport};
 use crate::model::{Class, Destination, DropReason, PerDropReason, Signal};
+use crate::pipeline;
 use crate::policy::Policy;
 use crate::receivers::codec::{self, Format};
 use crate::stats::Stats;
@@ -852,7 +853,7 @@ async fn simulate_async(policy: &Policy, cfg: &Config) -> anyhow::Result<RunRepo
             priority_offered_total += pri_spans;
             let meta = RequestMeta::new(Transport::Simulated);
             // Policy outcomes are 2xx; the in-memory upstream never fails.
-            let _ = ingest::handle(&core, decoded, meta).await;
+            let _ = pipeline::handle(&core, decoded, meta).await;
             if log_records_per_trace > 0.0 {
                 log_carry += log_records_per_trace;
                 let k = log_carry.floor();
@@ -862,7 +863,7 @@ async fn simulate_async(policy: &Policy, cfg: &Config) -> anyhow::Result<RunRepo
                     let body = Bytes::from(logs.encode_to_vec());
                     let decoded: ExportLogsServiceRequest = codec::decode(Format::Protobuf, &body)?;
                     let meta = RequestMeta::new(Transport::Simulated);
-                    let _ = ingest::handle(&core, decoded, meta).await;
+                    let _ = pipeline::handle(&core, decoded, meta).await;
                 }
             }
         }

@@ -1,11 +1,12 @@
-//! The request path every receiver (and the simulator) calls with a decoded request, as
-//! three named stages, each a function of the [`Core`] a test can call alone:
+//! The stages of the request path, each a function of the [`Core`] a test can call alone
+//! ([`crate::pipeline::handle`] runs a decoded request through them):
 //!
 //! 1. [`admit`] — put the request in the form the backend measures, decide every item at
 //!    the current keep probabilities (the policy's classes, consistent sampling, the
 //!    trace memory), count what was offered per class and dropped per reason, and remove
 //!    the dropped items. With `traces.tail`, spans go to the tail sampler instead
-//!    ([`crate::tail`]), which decides whole traces and then runs the next two stages.
+//!    ([`crate::tail`]), which decides whole traces and then runs the next two stages
+//!    itself (so the tail sampler depends on these stages, never the reverse).
 //! 2. [`reserve`] — hold to the per-second limit (non-priority items give way first) and
 //!    to the budget: the ledger reserves the request's billable units atomically against
 //!    the target (or the limit, for priority items with `keep_priority`).
@@ -139,31 +140,6 @@ pub enum IngestError {
         /// Upstream's message.
         message: String,
     },
-}
-
-/// Handles one decoded request: [`admit`], [`reserve`], [`dispatch`]; spans go to the
-/// tail sampler instead when the policy has `traces.tail` ([`crate::tail::accept`]).
-pub async fn handle<P: Payload>(
-    core: &Core,
-    req: P,
-    meta: RequestMeta,
-) -> Result<Accepted, IngestError> {
-    // With tail sampling, spans wait for their trace's decision in the spool and the
-    // buffer; the client is answered once they are on disk.
-    let req = match &core.tail {
-        Some(tail) if !core.policy().shadow => match req.into_trace_request() {
-            Ok(traces) => return crate::tail::accept(core, tail, traces).await,
-            Err(req) => req,
-        },
-        _ => req,
-    };
-    let Some(admitted) = admit(core, req)? else {
-        return Ok(Accepted::default());
-    };
-    let Some(reserved) = reserve(core, admitted) else {
-        return Ok(Accepted::default());
-    };
-    dispatch(core, reserved, meta).await
 }
 
 /// Runs `f`, which may take long (decompressing, decoding, encoding a large request),

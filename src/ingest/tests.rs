@@ -11,6 +11,7 @@ use super::*;
 use crate::clock::TokioClock;
 use crate::forwarder::Outcome;
 use crate::model::{Class, DropReason, RejectReason};
+use crate::pipeline::handle;
 use crate::testkit::{self, span, traces};
 
 fn clock() -> crate::clock::SharedClock {

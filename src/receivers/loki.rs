@@ -115,7 +115,7 @@ async fn receive(core: &Core, req: Request<Incoming>) -> Result<(), IngestError>
     meta.client_auth = headers.get(header::AUTHORIZATION).cloned();
     meta.ticket = Some(ticket);
     if !push.streams.is_empty() {
-        ingest::handle(core, push, meta).await?;
+        crate::pipeline::handle(core, push, meta).await?;
     }
     if bad.is_empty() {
         Ok(())

@@ -1,5 +1,5 @@
 //! Where data comes in: OTLP/HTTP ([`otlp_http`]) and OTLP/gRPC ([`otlp_grpc`]), both
-//! handing decoded requests to [`crate::ingest::handle`]. The client-facing wire formats
+//! handing decoded requests to [`crate::pipeline::handle`]. The client-facing wire formats
 //! live here: bodies and content types ([`codec`]), what a body holds before it is decoded
 //! ([`scan`]), and how outcomes are answered ([`status`], the one place an `IngestError`
 //! becomes an HTTP or gRPC status). Every port's connections, the admin port's too, are

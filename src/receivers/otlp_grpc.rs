@@ -193,7 +193,7 @@ async fn export<P: GrpcExport>(
     meta.client_auth = auth.cloned();
     meta.deadline = timeout.map(|t| crate::clock::add(started, t));
     meta.ticket = Some(ticket);
-    ingest::handle(core, req, meta).await
+    crate::pipeline::handle(core, req, meta).await
 }
 
 /// The one message of a unary call: whether it is compressed, and its bytes.

@@ -148,7 +148,7 @@ async fn receive<P: Export>(
     let mut meta = RequestMeta::new(Transport::Http);
     meta.client_auth = headers.get(header::AUTHORIZATION).cloned();
     meta.ticket = Some(ticket);
-    ingest::handle(core, req, meta).await
+    crate::pipeline::handle(core, req, meta).await
 }
 
 fn response(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Body> {

@@ -86,7 +86,7 @@ async fn receive(core: &Core, req: Request<Incoming>) -> Result<ingest::Accepted
     let mut meta = RequestMeta::new(Transport::Http);
     meta.client_auth = headers.get(header::AUTHORIZATION).cloned();
     meta.ticket = Some(ticket);
-    ingest::handle(core, req, meta).await
+    crate::pipeline::handle(core, req, meta).await
 }
 
 /// The content type remote write 2.0 names (`io.prometheus.write.v2.Request`).

@@ -9,8 +9,9 @@ use super::*;
 use crate::budget::{Pacing, SignalPacing};
 use crate::clock::TokioClock;
 use crate::forwarder::Outcome;
-use crate::ingest::{self, RequestMeta, Transport};
+use crate::ingest::{RequestMeta, Transport};
 use crate::model::PerClass;
+use crate::pipeline;
 use crate::store::MemorySpool;
 use crate::testkit::{self, FakeUpstream, span, traces};
 use opentelemetry_proto::tonic::trace::v1::Span;
@@ -46,7 +47,7 @@ fn sp(t: u8, id: u8, error: bool, root: bool) -> Span {
 }
 
 async fn send(core: &Core, spans: Vec<Span>) {
-    let r = ingest::handle(
+    let r = pipeline::handle(
         core,
         traces("web", spans),
         RequestMeta::new(Transport::Http),
@@ -288,7 +289,7 @@ traces:
     }
     let mut refused = false;
     for t in 30..90u8 {
-        let r = ingest::handle(
+        let r = pipeline::handle(
             &core,
             traces("web", vec![big(t, 1)]),
             RequestMeta::new(Transport::Http),
