@@ -373,6 +373,19 @@ async fn counting_sink(decode: bool) -> (std::net::SocketAddr, Arc<Mutex<Seen>>)
     (sink_observed(Some(observe)).await, seen)
 }
 
+/// frugal started with the bench's policy (`tail`: the `traces.tail` settings, if any) in
+/// a directory of its own, sending to a counting sink (`decode`: its spans read too).
+async fn start(
+    bin: &str,
+    tail: Option<&str>,
+    decode: bool,
+) -> (tempfile::TempDir, Frugal, Arc<Mutex<Seen>>) {
+    let dir = tempfile::tempdir().unwrap();
+    let (upstream, seen) = counting_sink(decode).await;
+    let f = Frugal::start(bin, &policy(upstream, tail), dir.path());
+    (dir, f, seen)
+}
+
 fn policy(upstream: std::net::SocketAddr, tail: Option<&str>) -> String {
     let tail = tail
         .map(|t| format!(",\n tail: {{{t}}}"))
@@ -546,9 +559,7 @@ impl Checks {
 
 /// Peak resident set over idle of a frugal without tail sampling taking the same flood.
 async fn head_overhead(bin: &str, t: &Arc<Template>, clients: u64, requests: u64) -> f64 {
-    let dir = tempfile::tempdir().unwrap();
-    let (upstream, _) = counting_sink(false).await;
-    let f = Frugal::start(bin, &policy(upstream, None), dir.path());
+    let (_dir, f, _) = start(bin, None, false).await;
     let idle = idle_rss(&f).await;
     let url = format!("http://{}/v1/traces", f.http);
     load(t, &url, run_nonce(), clients, requests).await;
@@ -570,13 +581,12 @@ async fn flood(bin: &str, t: &Arc<Template>, max_buffer: u64, memory_bound: bool
     );
     let total_bytes = (clients * requests + BIG_TRACE_REQUESTS * BIG_PARTS) * body_len;
     let head = head_overhead(bin, t, clients, requests).await;
-    let dir = tempfile::tempdir().unwrap();
-    let (upstream, seen) = counting_sink(true).await;
+
     let tail = format!(
         "decision_wait: 2s, max_buffer: {}MB, max_trace_size: 1MB",
         max_buffer / MB
     );
-    let mut f = Frugal::start(bin, &policy(upstream, Some(&tail)), dir.path());
+    let (_dir, mut f, seen) = start(bin, Some(&tail), true).await;
     let baseline = idle_rss(&f).await;
     let url = format!("http://{}/v1/traces", f.http);
     let nonce = run_nonce();
@@ -723,16 +733,8 @@ async fn flood(bin: &str, t: &Arc<Template>, max_buffer: u64, memory_bound: bool
 
 /// One throughput row: spans per second and per CPU-second, latency, peak RSS.
 async fn throughput(bin: &str, t: &Arc<Template>, tail: bool, seconds: f64, label: &str) {
-    let dir = tempfile::tempdir().unwrap();
-    let (upstream, _seen) = counting_sink(false).await;
-    let f = Frugal::start(
-        bin,
-        &policy(
-            upstream,
-            tail.then_some("decision_wait: 1s, max_buffer: 512MB, max_trace_size: 8MB"),
-        ),
-        dir.path(),
-    );
+    let settings = tail.then_some("decision_wait: 1s, max_buffer: 512MB, max_trace_size: 8MB");
+    let (_dir, f, _) = start(bin, settings, false).await;
     let url = format!("http://{}/v1/traces", f.http);
     let nonce = run_nonce() ^ u64::from(tail);
     // Warm up connections and the allocator (other trace IDs).
@@ -777,16 +779,8 @@ async fn throughput(bin: &str, t: &Arc<Template>, tail: bool, seconds: f64, labe
 
 /// Case 3: memory per buffered span.
 async fn memory(bin: &str, t: &Arc<Template>, label: &str) {
-    let dir = tempfile::tempdir().unwrap();
-    let (upstream, _seen) = counting_sink(false).await;
-    let f = Frugal::start(
-        bin,
-        &policy(
-            upstream,
-            Some("decision_wait: 60s, root_grace: 60s, max_buffer: 512MB, max_trace_size: 8MB"),
-        ),
-        dir.path(),
-    );
+    let tail = "decision_wait: 60s, root_grace: 60s, max_buffer: 512MB, max_trace_size: 8MB";
+    let (_dir, f, _) = start(bin, Some(tail), false).await;
     let url = format!("http://{}/v1/traces", f.http);
     let baseline = idle_rss(&f).await;
     let nonce = run_nonce() ^ 3;
